@@ -1,0 +1,49 @@
+//! `camc`: the command line (../shared/SPEC.md §4). Exit status: 0 success, 1 a diagnosed error
+//! in a program or data, 2 a usage error (clap's own exit code for bad arguments).
+
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "camc", version, about = "Compiler and runtime for class-activation-map (CAM) expressions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and type-check .cam files; diagnostics go to stderr.
+    Check(commands::check::Args),
+    /// List the standard library's methods, or print one.
+    Stdlib(commands::stdlib::Args),
+}
+
+/// A failure already explained to the user; the process exits with status 1.
+pub struct Reported;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Deeply nested programs are bounded by the parser, but give the compiler room regardless.
+    let worker = std::thread::Builder::new()
+        .name("camc".into())
+        .stack_size(64 << 20)
+        .spawn(move || match cli.command {
+            Command::Check(args) => commands::check::run(args),
+            Command::Stdlib(args) => commands::stdlib::run(args),
+        });
+    let outcome = match worker {
+        Ok(handle) => handle.join().unwrap_or(Err(Reported)),
+        Err(error) => {
+            output::error(&format!("cannot start the worker thread: {error}"));
+            Err(Reported)
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Reported) => ExitCode::from(1),
+    }
+}

@@ -11,11 +11,19 @@ fn main() {
         .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "cam"));
     files.sort();
-    let mut out = String::from("/// Every stdlib method: (name, source text).\npub static FILES: &[(&str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// Every stdlib method: (name, source text).\npub static FILES: &[(&str, &str)] = &[\n",
+    );
     for path in &files {
-        let name = path.file_stem().and_then(|s| s.to_str()).expect("stdlib file names are UTF-8");
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("stdlib file names are UTF-8");
         let absolute = fs::canonicalize(path).expect("stdlib file exists");
-        out.push_str(&format!("    ({name:?}, include_str!({:?})),\n", absolute.display().to_string()));
+        out.push_str(&format!(
+            "    ({name:?}, include_str!({:?})),\n",
+            absolute.display().to_string()
+        ));
         println!("cargo:rerun-if-changed={}", absolute.display());
     }
     out.push_str("];\n");

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "camc", version, about = "Compiler and runtime for class-activation-map (CAM) expressions")]
+#[command(
+    name = "camc",
+    version,
+    about = "Compiler and runtime for class-activation-map (CAM) expressions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -72,8 +72,9 @@ impl Diagnostic {
             let file = sources.get(span.source);
             (file.name.clone(), clamp_to_text(&file.text, span))
         };
-        let mut report =
-            Report::build(kind, located(self.primary.0)).with_config(config).with_message(&self.message);
+        let mut report = Report::build(kind, located(self.primary.0))
+            .with_config(config)
+            .with_message(&self.message);
         report.add_label(labelled(located(self.primary.0), &self.primary.1).with_color(accent));
         for (i, (span, text)) in self.secondary.iter().enumerate() {
             let label = labelled(located(*span), text).with_order(i as i32 + 1);
@@ -82,11 +83,7 @@ impl Diagnostic {
         if let Some(help) = &self.help {
             report.set_help(help);
         }
-        let cache = ariadne::sources(
-            sources
-                .files()
-                .map(|(_, f)| (f.name.clone(), f.text.clone())),
-        );
+        let cache = ariadne::sources(sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())));
         let mut out = Vec::new();
         // Writing into a Vec cannot fail; a failure would only lose the rendering, never panic.
         let _ = report.finish().write(cache, &mut out);

@@ -16,7 +16,7 @@ pub fn summary(name: &str) -> Option<&'static str> {
     let text = source(name)?;
     text.lines()
         .map(str::trim)
-        .find(|l| l.starts_with('#') && l.trim_start_matches('#').trim().len() > 0)
+        .find(|l| l.starts_with('#') && !l.trim_start_matches('#').trim().is_empty())
         .map(|l| l.trim_start_matches('#').trim())
 }
 

@@ -74,14 +74,14 @@ impl Function {
 }
 
 /// A well-typed program: the definitions of one file and every definition they use.
+/// Only the type checker makes one (`non_exhaustive` keeps other crates from building it).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Program {
     /// Callees before callers.
     pub functions: Vec<Function>,
     /// The definitions of the checked file, in source order.
     pub exported: Vec<FuncId>,
-    /// Only the type checker makes a `Program`.
-    pub(crate) _checked: (),
 }
 
 impl Program {

@@ -29,7 +29,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
                 let hint = suggest::closest(&name, stdlib::names())
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default();
-                output::error(&format!("no stdlib method named `{name}`{hint}; `camc stdlib` lists them"));
+                output::error(&format!(
+                    "no stdlib method named `{name}`{hint}; `camc stdlib` lists them"
+                ));
                 Err(Reported)
             }
         },

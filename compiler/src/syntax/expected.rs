@@ -21,7 +21,13 @@ pub fn syntax_error(source: SourceId, text: &str, offset: usize, error: &Error<R
     let attempts = error.parse_attempts();
     let token_at = attempts.as_ref().map_or(0, |a| a.max_position);
     let tokens: Vec<String> = attempts
-        .map(|a| a.expected_tokens().iter().map(|t| t.to_string()).filter(|t| is_punctuation(t)).collect())
+        .map(|a| {
+            a.expected_tokens()
+                .iter()
+                .map(|t| t.to_string())
+                .filter(|t| is_punctuation(t))
+                .collect()
+        })
         .unwrap_or_default();
     let (at, mut expected) = if token_at > rule_at {
         (token_at, Vec::new())
@@ -53,7 +59,11 @@ pub fn syntax_error(source: SourceId, text: &str, offset: usize, error: &Error<R
         [] => format!("unexpected {found_text}"),
         list => format!("expected {}, found {found_text}", one_of(list)),
     };
-    let label = if found.is_empty() { "the file ends here" } else { "unexpected here" };
+    let label = if found.is_empty() {
+        "the file ends here"
+    } else {
+        "unexpected here"
+    };
     let mut diagnostic = Diagnostic::error(span, message).label(label);
     if let Some(help) = hint(text, at, found) {
         diagnostic = diagnostic.help(help);
@@ -62,7 +72,9 @@ pub fn syntax_error(source: SourceId, text: &str, offset: usize, error: &Error<R
 }
 
 const OPERATOR: &str = "an operator";
-const OPERATORS: [&str; 13] = ["||", "&&", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "^"];
+const OPERATORS: [&str; 13] = [
+    "||", "&&", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "^",
+];
 
 /// Words are covered by the rule names; whitespace and comments are never the fix.
 fn is_punctuation(token: &str) -> bool {
@@ -122,7 +134,10 @@ fn token_at_pos(text: &str, at: usize) -> &str {
     let len = if first.is_alphanumeric() || first == '_' || first == '.' {
         rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
             .unwrap_or(rest.len())
-    } else if ["==", "!=", "<=", ">=", "&&", "||", "**"].iter().any(|op| rest.starts_with(op)) {
+    } else if ["==", "!=", "<=", ">=", "&&", "||", "**"]
+        .iter()
+        .any(|op| rest.starts_with(op))
+    {
         2
     } else {
         first.len_utf8()
@@ -143,7 +158,9 @@ fn hint(text: &str, at: usize, found: &str) -> Option<String> {
         }
         "let" => Some("`let` bindings go inside a block: `cam name(...) { let x = ...; result }`".into()),
         "!" => Some("negation is written `x == 0`; there is no `!` operator".into()),
-        _ if found.starts_with(|c: char| c.is_alphabetic()) && before.ends_with(|c: char| c.is_alphanumeric() || c == ')') => {
+        _ if found.starts_with(|c: char| c.is_alphabetic())
+            && before.ends_with(|c: char| c.is_alphanumeric() || c == ')') =>
+        {
             Some("a body is one expression; use a block `{ let a = ...; a * 2 }` for several steps".into())
         }
         _ => None,

@@ -25,8 +25,8 @@ pub fn parse(source: SourceId, text: &str) -> (File, Vec<Diagnostic>) {
         items: Vec::new(),
     };
     if text.len() > MAX_SOURCE_BYTES {
-        let error = Diagnostic::error(Span::new(source, 0..0), "file is too large to be a program")
-            .label(format!(
+        let error =
+            Diagnostic::error(Span::new(source, 0..0), "file is too large to be a program").label(format!(
                 "{} bytes; programs are limited to {} bytes",
                 text.len(),
                 MAX_SOURCE_BYTES
@@ -81,6 +81,9 @@ fn skip_trivia(text: &str, mut at: usize) -> usize {
 /// The first line start at or after `from` that begins with the keyword `cam` or `fn`.
 fn next_item_start(text: &str, from: usize) -> usize {
     let mut at = from.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
     while at < text.len() {
         let line_start = at == 0 || text.as_bytes()[at - 1] == b'\n';
         if line_start && starts_item(&text[at..]) {

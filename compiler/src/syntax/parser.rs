@@ -24,7 +24,7 @@ impl ItemBuilder {
         ItemBuilder {
             source,
             offset,
-            exprs: ExprBuilder::new(),
+            exprs: ExprBuilder::default(),
         }
     }
 
@@ -123,9 +123,11 @@ impl ItemBuilder {
         let text = pair.as_str();
         let value: f64 = text.parse().unwrap_or(f64::INFINITY);
         if !value.is_finite() || value > f32::MAX as f64 {
-            return Err(Diagnostic::error(self.span(pair), format!("number `{text}` is too large"))
-                .label("computation is in float32")
-                .help(format!("the largest float32 is about {:e}", f32::MAX)));
+            return Err(
+                Diagnostic::error(self.span(pair), format!("number `{text}` is too large"))
+                    .label("computation is in float32")
+                    .help(format!("the largest float32 is about {:e}", f32::MAX)),
+            );
         }
         Ok(value)
     }
@@ -172,7 +174,11 @@ impl ItemBuilder {
                     }
                 }
                 let callee = callee.expect("grammar: call has a callee");
-                let kind = ExprKind::Call { callee, axes, args: args.clone() };
+                let kind = ExprKind::Call {
+                    callee,
+                    axes,
+                    args: args.clone(),
+                };
                 self.exprs.push(kind, span, &args)
             }
         }

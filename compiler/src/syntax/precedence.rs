@@ -23,19 +23,13 @@ fn precedence(op: BinaryOp) -> u8 {
 const NEG_PRECEDENCE: u8 = 6;
 
 /// An arena that records each node's depth as it is built.
+#[derive(Default)]
 pub struct ExprBuilder {
     pub exprs: Vec<Expr>,
     depths: Vec<u32>,
 }
 
 impl ExprBuilder {
-    pub fn new() -> ExprBuilder {
-        ExprBuilder {
-            exprs: Vec::new(),
-            depths: Vec::new(),
-        }
-    }
-
     /// Adds a node after its operands; fails if it would nest deeper than [`MAX_DEPTH`].
     pub fn push(&mut self, kind: ExprKind, span: Span, operands: &[ExprId]) -> Result<ExprId, Diagnostic> {
         let depth = 1 + operands.iter().map(|o| self.depths[o.index()]).max().unwrap_or(0);
@@ -79,7 +73,10 @@ impl Pending {
 
 /// Combines the tokens of one expression into a tree; `tokens` alternate operands (each
 /// preceded by its unary minuses) and infix operators, as the grammar guarantees.
-pub fn combine(builder: &mut ExprBuilder, tokens: impl IntoIterator<Item = Token>) -> Result<ExprId, Diagnostic> {
+pub fn combine(
+    builder: &mut ExprBuilder,
+    tokens: impl IntoIterator<Item = Token>,
+) -> Result<ExprId, Diagnostic> {
     let mut operands: Vec<ExprId> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     for token in tokens {
@@ -104,7 +101,11 @@ pub fn combine(builder: &mut ExprBuilder, tokens: impl IntoIterator<Item = Token
     while let Some(top) = pending.pop() {
         apply(builder, &mut operands, top)?;
     }
-    debug_assert_eq!(operands.len(), 1, "the grammar yields one more operand than infix operators");
+    debug_assert_eq!(
+        operands.len(),
+        1,
+        "the grammar yields one more operand than infix operators"
+    );
     Ok(operands.pop().expect("an expression has an operand"))
 }
 

@@ -108,10 +108,19 @@ impl Body<'_, '_> {
     fn bind(&mut self, index: usize) {
         let binding = &self.item.lets[index];
         let name = binding.name.name.as_str();
-        let earlier_let = self.lets.iter().find(|(l, _)| self.item.lets[*l].name.name == name);
+        let earlier_let = self
+            .lets
+            .iter()
+            .find(|(l, _)| self.item.lets[*l].name.name == name);
         let earlier = earlier_let
             .map(|(l, _)| self.item.lets[*l].name.span)
-            .or_else(|| self.signature.params.iter().find(|p| p.name == name).map(|p| p.span));
+            .or_else(|| {
+                self.signature
+                    .params
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| p.span)
+            });
         if let Some(earlier) = earlier {
             self.error(
                 Diagnostic::error(binding.name.span, format!("`{name}` is already defined"))
@@ -128,8 +137,11 @@ impl Body<'_, '_> {
         for (index, binding) in self.item.lets.iter().enumerate() {
             if self.let_uses[index] == 0 {
                 self.diagnostics.push(
-                    Diagnostic::warning(binding.name.span, format!("`{}` is never used", binding.name.name))
-                        .label("unused binding"),
+                    Diagnostic::warning(
+                        binding.name.span,
+                        format!("`{}` is never used", binding.name.name),
+                    )
+                    .label("unused binding"),
                 );
             }
         }
@@ -167,13 +179,19 @@ impl Body<'_, '_> {
     }
 
     fn name(&mut self, name: &str, span: Span) -> Option<(ExprKind, AxisSet)> {
-        if let Some(pos) = self.lets.iter().rposition(|(l, _)| self.item.lets[*l].name.name == name) {
+        if let Some(pos) = self
+            .lets
+            .iter()
+            .rposition(|(l, _)| self.item.lets[*l].name.name == name)
+        {
             let (index, ty) = self.lets[pos];
             self.let_uses[index] += 1;
             return ty.map(|t| (ExprKind::Let(index as u32), t));
         }
         if let Some(pos) = self.signature.params.iter().position(|p| p.name == name) {
-            return self.signature.params[pos].ty.map(|t| (ExprKind::Param(pos as u32), t));
+            return self.signature.params[pos]
+                .ty
+                .map(|t| (ExprKind::Param(pos as u32), t));
         }
         let is_function = builtins::NAMES.contains(&name) || self.defs.lookup(name).is_some();
         let diagnostic = if is_function {
@@ -187,7 +205,9 @@ impl Body<'_, '_> {
             if let Some(hint) = did_you_mean(name, in_scope.iter().map(String::as_str)) {
                 d = d.help(hint);
             } else if self.item.lets.iter().any(|l| l.name.name == name) {
-                d = d.help(format!("`{name}` is bound later; a binding is visible only after its `let`"));
+                d = d.help(format!(
+                    "`{name}` is bound later; a binding is visible only after its `let`"
+                ));
             }
             d
         };
@@ -197,7 +217,10 @@ impl Body<'_, '_> {
 
     fn names_in_scope(&self) -> Vec<String> {
         let params = self.signature.params.iter().map(|p| p.name.clone());
-        let lets = self.lets.iter().map(|(l, _)| self.item.lets[*l].name.name.clone());
+        let lets = self
+            .lets
+            .iter()
+            .map(|(l, _)| self.item.lets[*l].name.name.clone());
         params.chain(lets).collect()
     }
 
@@ -216,7 +239,10 @@ impl Body<'_, '_> {
             return self.user_call(def, callee, axes, args, span);
         }
         let is_value = self.signature.params.iter().any(|p| p.name == name)
-            || self.lets.iter().any(|(l, _)| self.item.lets[*l].name.name == name);
+            || self
+                .lets
+                .iter()
+                .any(|(l, _)| self.item.lets[*l].name.name == name);
         let mut error = Diagnostic::error(callee.span, format!("unknown function `{name}`"));
         if is_value {
             error = error.label("a value, not a function");
@@ -232,7 +258,14 @@ impl Body<'_, '_> {
     }
 
     /// Reports a wrong number of arguments; true if the count is right.
-    fn arity(&mut self, name: &str, expected: std::ops::RangeInclusive<usize>, args: &[ExprId], span: Span, signature: &str) -> bool {
+    fn arity(
+        &mut self,
+        name: &str,
+        expected: std::ops::RangeInclusive<usize>,
+        args: &[ExprId],
+        span: Span,
+        signature: &str,
+    ) -> bool {
         if expected.contains(&args.len()) {
             return true;
         }
@@ -244,7 +277,11 @@ impl Body<'_, '_> {
         };
         self.error(
             Diagnostic::error(span, format!("`{name}` takes {wanted}, found {}", args.len()))
-                .label(format!("{} argument{} given", args.len(), if args.len() == 1 { "" } else { "s" }))
+                .label(format!(
+                    "{} argument{} given",
+                    args.len(),
+                    if args.len() == 1 { "" } else { "s" }
+                ))
                 .help(format!("it is called as `{signature}`")),
         );
         false
@@ -270,7 +307,11 @@ impl Body<'_, '_> {
                 return None;
             }
             (Axes::Required, None) => {
-                let example = if builtin == Builtin::Pc1 { "pc1[k](x)".to_string() } else { format!("{name}[h,w](x)") };
+                let example = if builtin == Builtin::Pc1 {
+                    "pc1[k](x)".to_string()
+                } else {
+                    format!("{name}[h,w](x)")
+                };
                 self.error(
                     Diagnostic::error(callee.span, format!("`{name}` needs the axes it works over"))
                         .label("no axis list")
@@ -326,11 +367,21 @@ impl Body<'_, '_> {
         let missing = set.minus(arg_ty);
         if !missing.is_empty() {
             let arg_span = self.typed[arg.index()].span;
-            let which = missing.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+            let which = missing
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             self.error(
-                Diagnostic::error(list.span, format!("cannot {} over {which}: the argument has no such axis", verb(builtin, name)))
-                    .label(format!("asks for {set}"))
-                    .with(arg_span, format!("this has axes {arg_ty}")),
+                Diagnostic::error(
+                    list.span,
+                    format!(
+                        "cannot {} over {which}: the argument has no such axis",
+                        verb(builtin, name)
+                    ),
+                )
+                .label(format!("asks for {set}"))
+                .with(arg_span, format!("this has axes {arg_ty}")),
             );
             return None;
         }
@@ -385,12 +436,23 @@ impl Body<'_, '_> {
         }
         let shape = format!(
             "{name}({})",
-            signature.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            signature
+                .params
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        if !self.arity(name, signature.required()..=signature.params.len(), args, span, &shape) {
-            self.diagnostics.last_mut().map(|d| {
+        if !self.arity(
+            name,
+            signature.required()..=signature.params.len(),
+            args,
+            span,
+            &shape,
+        ) {
+            if let Some(d) = self.diagnostics.last_mut() {
                 d.secondary.push((declared_at, "parameters declared here".into()));
-            });
+            }
             return None;
         }
         let mut ok = true;
@@ -403,14 +465,19 @@ impl Body<'_, '_> {
                 let arg_span = self.typed[arg.index()].span;
                 let mut error = Diagnostic::error(
                     arg_span,
-                    format!("argument {} of `{name}` must be {expected}, found {found}", position + 1),
+                    format!(
+                        "argument {} of `{name}` must be {expected}, found {found}",
+                        position + 1
+                    ),
                 )
                 .label(format!("this has axes {found}"))
                 .with(param.span, format!("`{}` is declared {expected}", param.name));
                 let extra = found.minus(expected);
                 if !extra.is_empty() && expected.is_subset_of(found) {
                     let axes = extra.iter().map(Axis::name).collect::<Vec<_>>().join(",");
-                    error = error.help(format!("reduce the extra axes, e.g. `sum[{axes}](...)` or `mean[{axes}](...)`"));
+                    error = error.help(format!(
+                        "reduce the extra axes, e.g. `sum[{axes}](...)` or `mean[{axes}](...)`"
+                    ));
                 }
                 self.error(error);
                 ok = false;
@@ -427,7 +494,11 @@ impl Body<'_, '_> {
             .params
             .iter()
             .any(|p| p.ty.is_some_and(|t| t.contains(Axis::D)));
-        let expected = if three_d { AxisSet::of(&[Axis::D, Axis::H, Axis::W]) } else { AxisSet::of(&[Axis::H, Axis::W]) };
+        let expected = if three_d {
+            AxisSet::of(&[Axis::D, Axis::H, Axis::W])
+        } else {
+            AxisSet::of(&[Axis::H, Axis::W])
+        };
         if ty == expected {
             return Some(ty);
         }
@@ -439,7 +510,10 @@ impl Body<'_, '_> {
         let help = if !extra.is_empty() {
             format!("reduce {} with sum[{}](...)?", names(extra), names(extra))
         } else {
-            format!("the result does not vary over {}: was it reduced away?", names(missing))
+            format!(
+                "the result does not vary over {}: was it reduced away?",
+                names(missing)
+            )
         };
         self.error(
             Diagnostic::error(span, format!("result has axes {ty}; a CAM must be {expected}"))

@@ -25,7 +25,9 @@ pub enum Axes {
 impl Builtin {
     pub fn arity(self) -> usize {
         match self {
-            Builtin::Unary(_) | Builtin::Reduce(_) | Builtin::Softmax | Builtin::Normalize | Builtin::Pc1 => 1,
+            Builtin::Unary(_) | Builtin::Reduce(_) | Builtin::Softmax | Builtin::Normalize | Builtin::Pc1 => {
+                1
+            }
             Builtin::Binary(_) => 2,
             Builtin::Clamp | Builtin::Where => 3,
         }
@@ -53,8 +55,25 @@ impl Builtin {
 
 /// Every built-in name, for suggestions and to keep user definitions from taking them.
 pub const NAMES: [&str; 19] = [
-    "relu", "abs", "sign", "exp", "log", "sqrt", "sigmoid", "tanh", "min", "max", "clamp", "where", "sum", "mean",
-    "norm", "std", "softmax", "normalize", "pc1",
+    "relu",
+    "abs",
+    "sign",
+    "exp",
+    "log",
+    "sqrt",
+    "sigmoid",
+    "tanh",
+    "min",
+    "max",
+    "clamp",
+    "where",
+    "sum",
+    "mean",
+    "norm",
+    "std",
+    "softmax",
+    "normalize",
+    "pc1",
 ];
 
 /// The built-in called `name`, in the form with axes (`max[h,w](x)`) or without (`max(a,b)`).

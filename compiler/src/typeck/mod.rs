@@ -48,9 +48,12 @@ pub fn check(files: &[File], user: SourceId) -> (Option<Program>, Vec<Diagnostic
     for item in &user_items {
         if builtins::NAMES.contains(&item.name.name.as_str()) {
             diagnostics.push(
-                Diagnostic::error(item.name.span, format!("`{}` is a built-in function", item.name.name))
-                    .label("this name is taken")
-                    .help("choose another name for the definition"),
+                Diagnostic::error(
+                    item.name.span,
+                    format!("`{}` is a built-in function", item.name.name),
+                )
+                .label("this name is taken")
+                .help("choose another name for the definition"),
             );
             continue;
         }
@@ -97,11 +100,7 @@ pub fn check(files: &[File], user: SourceId) -> (Option<Program>, Vec<Diagnostic
         .iter()
         .filter_map(|&r| defs.checked[r].map(|(id, _)| id))
         .collect();
-    let program = Program {
-        functions,
-        exported,
-        _checked: (),
-    };
+    let program = Program { functions, exported };
     (Some(program), diagnostics)
 }
 
@@ -129,7 +128,11 @@ fn callees(defs: &Definitions, item: &Item) -> Vec<(usize, Span)> {
 
 /// Every definition reachable from the roots, callees before callers (an iterative depth-first
 /// search), each flagged if it lies on a cycle; each cycle is reported once.
-fn callees_first(defs: &mut Definitions, roots: &[usize], diagnostics: &mut Vec<Diagnostic>) -> Vec<(usize, bool)> {
+fn callees_first(
+    defs: &mut Definitions,
+    roots: &[usize],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(usize, bool)> {
     #[derive(Copy, Clone, PartialEq)]
     enum Mark {
         New,

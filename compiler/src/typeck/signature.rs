@@ -34,9 +34,12 @@ pub fn check(item: &Item, diagnostics: &mut Vec<Diagnostic>) -> Signature {
     for param in &item.params {
         if let Some(earlier) = params.iter().find(|p| p.name == param.name.name) {
             diagnostics.push(
-                Diagnostic::error(param.name.span, format!("parameter `{}` is declared twice", param.name.name))
-                    .label("second declaration")
-                    .with(earlier.span, "first declared here"),
+                Diagnostic::error(
+                    param.name.span,
+                    format!("parameter `{}` is declared twice", param.name.name),
+                )
+                .label("second declaration")
+                .with(earlier.span, "first declared here"),
             );
         }
         let ty = axis_set(&param.axes, diagnostics);
@@ -46,17 +49,23 @@ pub fn check(item: &Item, diagnostics: &mut Vec<Diagnostic>) -> Signature {
                 Some(t) if !t.is_scalar() => diagnostics.push(
                     Diagnostic::error(span, "only scalar parameters can have a default")
                         .label(format!("`{}` has type {t}", param.name.name))
-                        .help(format!("declare it as `{}: []` or drop the default", param.name.name)),
+                        .help(format!(
+                            "declare it as `{}: []` or drop the default",
+                            param.name.name
+                        )),
                 ),
                 _ => default = Some(value as f32),
             }
             first_default.get_or_insert(param.name.span);
         } else if let Some(defaulted) = first_default {
             diagnostics.push(
-                Diagnostic::error(param.name.span, format!("parameter `{}` needs a default", param.name.name))
-                    .label("it follows a parameter with a default")
-                    .with(defaulted, "first parameter with a default")
-                    .help("parameters with defaults must come last, so that calls can leave them out"),
+                Diagnostic::error(
+                    param.name.span,
+                    format!("parameter `{}` needs a default", param.name.name),
+                )
+                .label("it follows a parameter with a default")
+                .with(defaulted, "first parameter with a default")
+                .help("parameters with defaults must come last, so that calls can leave them out"),
             );
         }
         params.push(ParamSig {
@@ -81,7 +90,8 @@ pub fn axis_set(list: &AxisList, diagnostics: &mut Vec<Diagnostic>) -> Option<Ax
         match Axis::from_name(&name.name) {
             Some(axis) if set.contains(axis) => {
                 diagnostics.push(
-                    Diagnostic::error(name.span, format!("axis `{axis}` is listed twice")).label("repeated here"),
+                    Diagnostic::error(name.span, format!("axis `{axis}` is listed twice"))
+                        .label("repeated here"),
                 );
                 ok = false;
             }

@@ -1,0 +1,63 @@
+//! Shared helpers for the integration tests: snapshot files under tests/out, blessed with
+//! `CAMC_BLESS=1 cargo test`.
+#![allow(dead_code)]
+
+pub mod gen;
+
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `.cam` files of a folder under tests/in, sorted.
+pub fn inputs(folder: &str) -> Vec<PathBuf> {
+    let dir = root().join("tests/in").join(folder);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cam"))
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn blessing() -> bool {
+    std::env::var_os("CAMC_BLESS").is_some_and(|v| v != "0")
+}
+
+/// Compares `actual` with the snapshot at tests/out/`relative`, or rewrites it when blessing.
+/// Returns a description of the mismatch.
+pub fn snapshot(relative: &str, actual: &str) -> Result<(), String> {
+    let path = root().join("tests/out").join(relative);
+    if blessing() {
+        std::fs::create_dir_all(path.parent().expect("snapshot has a folder"))
+            .expect("create snapshot folder");
+        std::fs::write(&path, actual).expect("write snapshot");
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(&path)
+        .map_err(|_| format!("{relative}: no snapshot (run with CAMC_BLESS=1 to create it)"))?;
+    if expected == actual {
+        return Ok(());
+    }
+    let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
+        .unified_diff()
+        .header("expected", "actual")
+        .to_string();
+    Err(format!("{relative} differs:\n{diff}"))
+}
+
+/// Panics with every failure at once, so one run shows all that is wrong.
+pub fn report(failures: Vec<String>) {
+    if !failures.is_empty() {
+        panic!("{} failure(s):\n\n{}", failures.len(), failures.join("\n\n"));
+    }
+}

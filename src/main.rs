@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Parse and type-check .cam files; diagnostics go to stderr.
     Check(commands::check::Args),
+    /// Print the compiled form of a program (IR; CPU and GPU kernels as they land).
+    Emit(commands::emit::Args),
     /// List the standard library's methods, or print one.
     Stdlib(commands::stdlib::Args),
 }
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         .stack_size(64 << 20)
         .spawn(move || match cli.command {
             Command::Check(args) => commands::check::run(args),
+            Command::Emit(args) => commands::emit::run(args),
             Command::Stdlib(args) => commands::stdlib::run(args),
         });
     let outcome = match worker {

@@ -56,3 +56,30 @@ fn bad_programs_report_the_expected_diagnostics() {
     }
     support::report(failures);
 }
+
+#[test]
+fn stdlib_definition_names_are_unique_across_files() {
+    let mut seen = std::collections::HashMap::new();
+    for name in camc_compiler::stdlib::names() {
+        let source = camc_compiler::stdlib::source(name).expect("listed");
+        let (file, errors) = camc_compiler::syntax::parse(camc_compiler::span::SourceId(0), source);
+        assert!(errors.is_empty(), "{name} does not parse");
+        for item in file.items {
+            if let Some(other) = seen.insert(item.name.name.clone(), name) {
+                panic!(
+                    "`{}` is defined in stdlib/{other}.cam and stdlib/{name}.cam",
+                    item.name.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn user_definitions_do_not_leak_into_stdlib_bodies() {
+    // A user `fn` with the name of a stdlib `cam` shadows it for the user's own calls only.
+    let text = "fn gradcam(x: [k]) = x\ncam mine(A: [k,h,w], G: [k,h,w]) = relu(sum[k](gradcam(mean[h,w](G)) * A))\n\
+                cam other(A: [k,h,w], G: [k,h,w]) = relu(sum[k](A)) + gradcampp(A, G)\n";
+    let checked = check_source("shadow.cam", text);
+    assert!(checked.program.is_some(), "{}", checked.render(false));
+}

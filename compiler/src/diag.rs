@@ -76,8 +76,8 @@ impl Diagnostic {
             .with_config(config)
             .with_message(&self.message);
         report.add_label(labelled(located(self.primary.0), &self.primary.1).with_color(accent));
-        for (i, (span, text)) in self.secondary.iter().enumerate() {
-            let label = labelled(located(*span), text).with_order(i as i32 + 1);
+        for (span, text) in &self.secondary {
+            let label = labelled(located(*span), text);
             report.add_label(label.with_color(Color::Blue));
         }
         if let Some(help) = &self.help {

@@ -3,7 +3,9 @@
 
 pub mod axes;
 pub mod diag;
+pub mod ir;
 pub mod ops;
+pub mod opt;
 pub mod span;
 pub mod stdlib;
 pub mod syntax;
@@ -64,4 +66,28 @@ pub fn check_source(name: &str, text: &str) -> Checked {
 /// Checks a stdlib method's file as the user file.
 pub fn check_stdlib(name: &str) -> Option<Checked> {
     stdlib::source(name).map(|text| check_source(&stdlib::display_name(name), text))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Lower(#[from] ir::LowerError),
+    /// A compiler bug: lowering produced IR that breaks its invariants.
+    #[error("internal compiler error: {0}")]
+    Invalid(#[from] ir::Invalid),
+}
+
+/// The optimized IR of the `cam` `root`, with scalar parameters set from `knobs`.
+pub fn compile_kernel(
+    program: &Program,
+    root: typed::FuncId,
+    knobs: &std::collections::HashMap<String, f32>,
+    optimize: bool,
+) -> Result<ir::Kernel, CompileError> {
+    let mut kernel = ir::lower(program, root, knobs)?;
+    ir::validate(&kernel)?;
+    if optimize {
+        opt::optimize(&mut kernel);
+    }
+    Ok(kernel)
 }

@@ -83,11 +83,12 @@ impl UnaryOp {
     pub fn apply(self, x: f32) -> f32 {
         match self {
             UnaryOp::Neg => -x,
+            // NaN stays NaN, as with numpy's `maximum(x, 0)` and `torch.relu`.
             UnaryOp::Relu => {
-                if x > 0.0 {
-                    x
-                } else {
+                if x < 0.0 {
                     0.0
+                } else {
+                    x
                 }
             }
             UnaryOp::Abs => x.abs(),
@@ -196,5 +197,15 @@ impl ReduceOp {
             ReduceOp::Norm => "norm",
             ReduceOp::Std => "std",
         }
+    }
+}
+
+/// A constant as a person would write it: `2`, `0.5`, `1e-7`; round-trips through parsing.
+pub fn format_number(x: f32) -> String {
+    let magnitude = x.abs();
+    if x == 0.0 || (1e-4..1e7).contains(&magnitude) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
     }
 }

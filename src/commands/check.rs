@@ -59,7 +59,7 @@ pub fn signature(function: &Function) -> String {
         .params
         .iter()
         .map(|p| match p.default {
-            Some(d) => format!("{}: {} = {d:e}", p.name, p.ty),
+            Some(d) => format!("{}: {} = {}", p.name, p.ty, camc_compiler::ops::format_number(d)),
             None => format!("{}: {}", p.name, p.ty),
         })
         .collect();

@@ -29,6 +29,8 @@ pub fn syntax_error(source: SourceId, text: &str, offset: usize, error: &Error<R
                 .collect()
         })
         .unwrap_or_default();
+    // Lookaheads (`!keyword`) leave token attempts with nothing to suggest: ignore those.
+    let token_at = if tokens.is_empty() { rule_at } else { token_at };
     let (at, mut expected) = if token_at > rule_at {
         (token_at, Vec::new())
     } else {
@@ -43,9 +45,12 @@ pub fn syntax_error(source: SourceId, text: &str, offset: usize, error: &Error<R
         }
     }
     expected.retain(|e| !e.is_empty());
+    // A token a rule's description already names (`=` in "`=` or a block") is said once.
+    let described: Vec<String> = expected.iter().filter(|e| e.contains(' ')).cloned().collect();
+    expected.retain(|e| e.contains(' ') || !described.iter().any(|d| d.contains(e.as_str())));
     if expected.iter().any(|e| e == OPERATOR) {
         // After a name, a call's `(` or axis list is rarely what was missing.
-        expected.retain(|e| !matches!(e.as_str(), "`(`" | "`[`") && !e.starts_with("axes"));
+        expected.retain(|e| !matches!(e.as_str(), "`(`" | "`[`") && !e.starts_with("an axis list"));
     }
     let at = (offset + at).min(text.len());
     let found = token_at_pos(text, at);
@@ -65,8 +70,15 @@ pub fn syntax_error(source: SourceId, text: &str, offset: usize, error: &Error<R
         "unexpected here"
     };
     let mut diagnostic = Diagnostic::error(span, message).label(label);
-    if let Some(help) = hint(text, at, found) {
+    let operator_expected = expected.iter().any(|e| e == OPERATOR);
+    // Only when the item ran into the next one (or the end) is an open `(` the likely cause.
+    let ran_on = found.is_empty() || KEYWORDS[..2].contains(&found);
+    let open_paren = unclosed_paren(text, offset, at);
+    if let Some(help) = hint(text, at, found, operator_expected, open_paren.is_none()) {
         diagnostic = diagnostic.help(help);
+    }
+    if let Some(open) = open_paren.filter(|_| ran_on) {
+        diagnostic = diagnostic.with(Span::new(source, open..open + 1), "this `(` is never closed");
     }
     diagnostic
 }
@@ -78,7 +90,10 @@ const OPERATORS: [&str; 13] = [
 
 /// Words are covered by the rule names; whitespace and comments are never the fix.
 fn is_punctuation(token: &str) -> bool {
-    !token.is_empty() && token.chars().all(|c| c.is_ascii_punctuation() && c != '#')
+    !token.is_empty()
+        && token
+            .chars()
+            .all(|c| c.is_ascii_punctuation() && !matches!(c, '#' | '.' | '_'))
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {
@@ -101,10 +116,10 @@ fn describe(rule: Rule) -> String {
         Rule::cam_def | Rule::fn_def | Rule::kw_cam | Rule::kw_fn => "a definition (`cam` or `fn`)",
         Rule::ident => "a name",
         Rule::number | Rule::default => "a number",
-        Rule::params => "a parameter list `(...)`",
+        Rule::params => "a parameter list in `(` `)`",
         Rule::param => "a parameter `name: [axes]`",
-        Rule::axes => "axes like `[k,h,w]`",
-        Rule::block => "`=` or a block `{ ... }`",
+        Rule::axes => "an axis list in `[` `]`",
+        Rule::block => "`=` or a block in `{` `}`",
         Rule::let_stmt | Rule::kw_let => "`let`",
         Rule::expr | Rule::operand | Rule::group | Rule::call | Rule::neg => "an expression",
         Rule::or
@@ -145,12 +160,46 @@ fn token_at_pos(text: &str, at: usize) -> &str {
     &rest[..len]
 }
 
+/// The last `(` between `from` and `to` left open, ignoring comments.
+fn unclosed_paren(text: &str, from: usize, to: usize) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut in_comment = false;
+    for (i, byte) in text.as_bytes()[from..to].iter().enumerate() {
+        match byte {
+            b'\n' => in_comment = false,
+            _ if in_comment => {}
+            b'#' => in_comment = true,
+            b'(' => open.push(from + i),
+            b')' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
+}
+
+const KEYWORDS: [&str; 3] = ["cam", "fn", "let"];
+
 /// A likely fix for common slips.
-fn hint(text: &str, at: usize, found: &str) -> Option<String> {
+/// `operator_expected`: an operator could have come here; `balanced`: no `(` is left open.
+fn hint(text: &str, at: usize, found: &str, operator_expected: bool, balanced: bool) -> Option<String> {
+    let after_operand = operator_expected && balanced;
     let before = text[..at].trim_end();
+    let previous_word = before
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    let keyword_before = KEYWORDS.contains(&previous_word) && !found.starts_with(|c: char| c.is_alphabetic());
     match found {
         "**" => Some("powers are written `x^2`".into()),
-        "=" if before.ends_with(|c: char| c.is_alphanumeric() || c == ')') => {
+        "*" if before.ends_with('*') => Some("powers are written `x^2`".into()),
+        "}" => Some("a block ends with the expression it produces: `{ let a = ...; relu(a) }`".into()),
+        _ if keyword_before => Some(format!(
+            "`{previous_word}` is a keyword and cannot be used as a name"
+        )),
+        "&" | "|" => Some(format!("logical operators are doubled: `{found}{found}`")),
+        "=" if operator_expected => {
             Some("comparison is `==`; bindings are `let name = value` inside `{ ... }`".into())
         }
         "cam" | "fn" | "let" if before.ends_with('(') || before.ends_with(',') || before.ends_with("let") => {
@@ -158,11 +207,14 @@ fn hint(text: &str, at: usize, found: &str) -> Option<String> {
         }
         "let" => Some("`let` bindings go inside a block: `cam name(...) { let x = ...; result }`".into()),
         "!" => Some("negation is written `x == 0`; there is no `!` operator".into()),
-        _ if found.starts_with(|c: char| c.is_alphabetic())
-            && before.ends_with(|c: char| c.is_alphanumeric() || c == ')') =>
-        {
+        _ if after_operand && found.starts_with(|c: char| c.is_alphabetic()) && !inside_block(before) => {
             Some("a body is one expression; use a block `{ let a = ...; a * 2 }` for several steps".into())
         }
         _ => None,
     }
+}
+
+/// Whether the text ends inside an unclosed `{`.
+fn inside_block(before: &str) -> bool {
+    before.matches('{').count() > before.matches('}').count()
 }

@@ -58,6 +58,16 @@ pub fn parse(source: SourceId, text: &str) -> (File, Vec<Diagnostic>) {
                 let diagnostic = expected::syntax_error(source, text, offset, &error);
                 let at = diagnostic.primary.0.start as usize;
                 diagnostics.push(diagnostic);
+                // The error may be stray text after a complete item: keep that item.
+                if let Ok(mut pairs) = CamParser::parse(Rule::item_bare, rest) {
+                    let pair = pairs.next().expect("grammar: item_bare yields one item");
+                    if skip_trivia(text, offset + pair.as_span().end()) >= at {
+                        match ItemBuilder::new(source, offset).item(pair) {
+                            Ok(item) => file.items.push(item),
+                            Err(error) => diagnostics.push(error),
+                        }
+                    }
+                }
                 offset = next_item_start(text, at.max(offset + 1));
             }
         }
@@ -86,8 +96,11 @@ fn next_item_start(text: &str, from: usize) -> usize {
     }
     while at < text.len() {
         let line_start = at == 0 || text.as_bytes()[at - 1] == b'\n';
-        if line_start && starts_item(&text[at..]) {
-            return at;
+        if line_start {
+            let indented = at + text[at..].len() - text[at..].trim_start_matches([' ', '\t']).len();
+            if starts_item(&text[indented..]) {
+                return indented;
+            }
         }
         at = text[at..].find('\n').map_or(text.len(), |n| at + n + 1);
     }

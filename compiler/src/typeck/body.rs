@@ -40,7 +40,10 @@ pub fn check(index: usize, defs: &Definitions, diagnostics: &mut Vec<Diagnostic>
         body.bind(bound);
         bound += 1;
     }
-    body.warn_unused();
+    if body.ok {
+        // After an error, a binding may look unused only because its use failed to check.
+        body.warn_unused();
+    }
     let result_ty = body.types[item.result.index()];
     let result_ty = match (item.kind, result_ty) {
         (ItemKind::Cam, Some(ty)) => body.check_cam_result(ty),
@@ -193,8 +196,15 @@ impl Body<'_, '_> {
                 .ty
                 .map(|t| (ExprKind::Param(pos as u32), t));
         }
-        let is_function = builtins::NAMES.contains(&name) || self.defs.lookup(name).is_some();
-        let diagnostic = if is_function {
+        let is_function =
+            builtins::NAMES.contains(&name) || self.defs.lookup(name, self.item.span.source).is_some();
+        let diagnostic = if crate::axes::Axis::from_name(name).is_some() {
+            Diagnostic::error(span, format!("`{name}` is an axis, not a value"))
+                .label("used as a value")
+                .help(format!(
+                    "axes appear in types and reductions, e.g. `sum[{name}](x)`"
+                ))
+        } else if is_function {
             Diagnostic::error(span, format!("`{name}` is a function, not a value"))
                 .label("used as a value")
                 .help(format!("call it: `{name}(...)`"))
@@ -202,12 +212,12 @@ impl Body<'_, '_> {
             let in_scope = self.names_in_scope();
             let mut d = Diagnostic::error(span, format!("unknown name `{name}`"))
                 .label("not a parameter or `let` binding in scope");
-            if let Some(hint) = did_you_mean(name, in_scope.iter().map(String::as_str)) {
-                d = d.help(hint);
-            } else if self.item.lets.iter().any(|l| l.name.name == name) {
+            if self.item.lets.iter().any(|l| l.name.name == name) {
                 d = d.help(format!(
                     "`{name}` is bound later; a binding is visible only after its `let`"
                 ));
+            } else if let Some(hint) = did_you_mean(name, in_scope.iter().map(String::as_str)) {
+                d = d.help(hint);
             }
             d
         };
@@ -235,7 +245,7 @@ impl Body<'_, '_> {
         if let Some(builtin) = builtins::lookup(name, axes.is_some()) {
             return self.builtin(builtin, callee, axes, args, span);
         }
-        if let Some(def) = self.defs.lookup(name) {
+        if let Some(def) = self.defs.lookup(name, self.item.span.source) {
             return self.user_call(def, callee, axes, args, span);
         }
         let is_value = self.signature.params.iter().any(|p| p.name == name)
@@ -245,10 +255,12 @@ impl Body<'_, '_> {
                 .any(|(l, _)| self.item.lets[*l].name.name == name);
         let mut error = Diagnostic::error(callee.span, format!("unknown function `{name}`"));
         if is_value {
-            error = error.label("a value, not a function");
+            error = Diagnostic::error(callee.span, format!("`{name}` is a value, not a function"))
+                .label("called here")
+                .help("only built-ins, `fn`s and `cam`s can be called; for a product write `x * (...)`");
         } else {
             error = error.label("not a built-in, `fn` or `cam`");
-            let defined = self.defs.by_name.keys().copied();
+            let defined = self.defs.names();
             if let Some(hint) = did_you_mean(name, builtins::NAMES.iter().copied().chain(defined)) {
                 error = error.help(hint);
             }
@@ -507,7 +519,7 @@ impl Body<'_, '_> {
         let extra = ty.minus(expected);
         let missing = expected.minus(ty);
         let names = |set: AxisSet| set.iter().map(Axis::name).collect::<Vec<_>>().join(",");
-        let help = if !extra.is_empty() {
+        let help = if missing.is_empty() {
             format!("reduce {} with sum[{}](...)?", names(extra), names(extra))
         } else {
             format!(

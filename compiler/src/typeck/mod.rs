@@ -17,15 +17,27 @@ use std::collections::HashMap;
 /// What the body checker knows of the other definitions.
 pub(crate) struct Definitions<'a> {
     items: Vec<&'a Item>,
-    by_name: HashMap<&'a str, usize>,
+    /// Every definition of a name, in the order added (the user's file first).
+    by_name: HashMap<&'a str, Vec<usize>>,
+    /// The file being checked; the others (the stdlib) cannot see its definitions.
+    user: SourceId,
     signatures: Vec<Signature>,
     /// Filled in callee-first; `None` for definitions that failed to check.
     checked: Vec<Option<(FuncId, AxisSet)>>,
 }
 
 impl<'a> Definitions<'a> {
-    fn lookup(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+    /// The definition `name` means in file `from`: the file's own, else a library one.
+    fn lookup(&self, name: &str, from: SourceId) -> Option<usize> {
+        let candidates = self.by_name.get(name)?;
+        let source = |d: usize| self.items[d].span.source;
+        let own = candidates.iter().find(|&&d| source(d) == from);
+        own.or_else(|| candidates.iter().find(|&&d| source(d) != self.user))
+            .copied()
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.by_name.keys().copied()
     }
 }
 
@@ -36,6 +48,7 @@ pub fn check(files: &[File], user: SourceId) -> (Option<Program>, Vec<Diagnostic
     let mut defs = Definitions {
         items: Vec::new(),
         by_name: HashMap::new(),
+        user,
         signatures: Vec::new(),
         checked: Vec::new(),
     };
@@ -57,7 +70,10 @@ pub fn check(files: &[File], user: SourceId) -> (Option<Program>, Vec<Diagnostic
             );
             continue;
         }
-        if let Some(&first) = defs.by_name.get(item.name.name.as_str()) {
+        if let Some(first) = defs
+            .lookup(&item.name.name, user)
+            .filter(|&d| defs.items[d].span.source == user)
+        {
             diagnostics.push(
                 Diagnostic::error(item.name.span, format!("`{}` is defined twice", item.name.name))
                     .label("second definition")
@@ -69,9 +85,7 @@ pub fn check(files: &[File], user: SourceId) -> (Option<Program>, Vec<Diagnostic
     }
     for file in files.iter().filter(|f| f.source != user) {
         for item in &file.items {
-            if !defs.by_name.contains_key(item.name.name.as_str()) {
-                add(&mut defs, item);
-            }
+            add(&mut defs, item);
         }
     }
     for &root in &roots {
@@ -107,7 +121,10 @@ pub fn check(files: &[File], user: SourceId) -> (Option<Program>, Vec<Diagnostic
 fn add<'a>(defs: &mut Definitions<'a>, item: &'a Item) -> usize {
     let index = defs.items.len();
     defs.items.push(item);
-    defs.by_name.insert(item.name.name.as_str(), index);
+    defs.by_name
+        .entry(item.name.name.as_str())
+        .or_default()
+        .push(index);
     defs.signatures.push(Signature::default());
     defs.checked.push(None);
     index
@@ -118,9 +135,9 @@ fn callees(defs: &Definitions, item: &Item) -> Vec<(usize, Span)> {
     item.exprs
         .iter()
         .filter_map(|e| match &e.kind {
-            ExprKind::Call { callee, .. } if !builtins::NAMES.contains(&callee.name.as_str()) => {
-                defs.lookup(&callee.name).map(|d| (d, callee.span))
-            }
+            ExprKind::Call { callee, .. } if !builtins::NAMES.contains(&callee.name.as_str()) => defs
+                .lookup(&callee.name, item.span.source)
+                .map(|d| (d, callee.span)),
             _ => None,
         })
         .collect()

@@ -1,12 +1,18 @@
 //! "Did you mean ...?" for misspelt names.
 
 /// The candidate closest to `name`, if it is close enough to be a likely typo.
+/// One-letter names are not guessed at: every other one-letter name would be "close".
+/// Distance counts a swap of two neighbours as one edit (`reul` → `relu`).
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
+    let length = name.chars().count();
+    if length < 2 {
+        return None;
+    }
+    let limit = (length / 3).max(1);
     candidates
         .into_iter()
-        .filter(|c| *c != name)
-        .map(|c| (strsim::levenshtein(name, c), c))
+        .filter(|c| *c != name && c.chars().count() >= 2)
+        .map(|c| (strsim::osa_distance(name, c), c))
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, c)| (*distance, *c))
         .map(|(_, c)| c)

@@ -1,0 +1,62 @@
+//! `camc emit PROGRAM --target ir|clif|cuda|ptx [-o FILE]`: the compiled form of a program.
+
+use super::program;
+use crate::output;
+use crate::Reported;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Copy, Clone, clap::ValueEnum)]
+pub enum Target {
+    /// The optimized IR, as text.
+    Ir,
+    /// Cranelift IR of the CPU kernel.
+    Clif,
+    /// Standalone CUDA C source.
+    Cuda,
+    /// PTX assembled by NVRTC.
+    Ptx,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `file.cam`, `file.cam:name`, or a stdlib method name.
+    program: String,
+    #[arg(long, value_enum)]
+    target: Target,
+    /// Write here instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Show the IR as lowered, before the optimizer.
+    #[arg(long)]
+    no_opt: bool,
+}
+
+pub fn run(args: Args) -> Result<(), Reported> {
+    let resolved = program::resolve(&args.program)?;
+    let kernel =
+        camc_compiler::compile_kernel(resolved.program(), resolved.root, &HashMap::new(), !args.no_opt)
+            .map_err(|e| {
+                output::error(&e.to_string());
+                Reported
+            })?;
+    let text = match args.target {
+        Target::Ir => camc_compiler::ir::print(&kernel),
+        Target::Clif | Target::Cuda | Target::Ptx => {
+            output::error(
+                "only `--target ir` is available so far: the Cranelift and CUDA backends are not built yet",
+            );
+            return Err(Reported);
+        }
+    };
+    match args.output {
+        Some(path) => std::fs::write(&path, text).map_err(|e| {
+            output::error(&format!("cannot write `{}`: {e}", path.display()));
+            Reported
+        }),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

@@ -82,12 +82,10 @@ pub fn compile_kernel(
     program: &Program,
     root: typed::FuncId,
     knobs: &std::collections::HashMap<String, f32>,
-    optimize: bool,
+    level: opt::Level,
 ) -> Result<ir::Kernel, CompileError> {
     let mut kernel = ir::lower(program, root, knobs)?;
     ir::validate(&kernel)?;
-    if optimize {
-        opt::optimize(&mut kernel);
-    }
+    opt::optimize(&mut kernel, level);
     Ok(kernel)
 }

@@ -1,2 +1,8 @@
-//! camc runtime: caches, executors, post-processing, metrics and search.
-//! Built up by the issues after the front end; it depends on the compiler, never the reverse.
+//! camc runtime: caches, executors, post-processing, metrics and search. It depends on the
+//! compiler, never the reverse.
+
+pub mod dims;
+pub mod interp;
+mod pc1;
+
+pub use dims::Dims;

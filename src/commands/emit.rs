@@ -3,6 +3,7 @@
 use super::program;
 use crate::output;
 use crate::Reported;
+use camc_compiler::opt::Level;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -28,18 +29,25 @@ pub struct Args {
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Show the IR as lowered, before the optimizer.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fast_math")]
     no_opt: bool,
+    /// Also apply optimizations that reassociate (may change results that are not finite).
+    #[arg(long)]
+    fast_math: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Reported> {
     let resolved = program::resolve(&args.program)?;
-    let kernel =
-        camc_compiler::compile_kernel(resolved.program(), resolved.root, &HashMap::new(), !args.no_opt)
-            .map_err(|e| {
-                output::error(&e.to_string());
-                Reported
-            })?;
+    let level = match (args.no_opt, args.fast_math) {
+        (true, _) => Level::None,
+        (_, true) => Level::Fast,
+        _ => Level::Exact,
+    };
+    let kernel = camc_compiler::compile_kernel(resolved.program(), resolved.root, &HashMap::new(), level)
+        .map_err(|e| {
+            output::error(&e.to_string());
+            Reported
+        })?;
     let text = match args.target {
         Target::Ir => camc_compiler::ir::print(&kernel),
         Target::Clif | Target::Cuda | Target::Ptx => {

@@ -4,6 +4,9 @@
 
 pub mod gen;
 
+use camc_compiler::ir::Kernel;
+use camc_compiler::opt::Level;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub fn root() -> PathBuf {
@@ -60,4 +63,16 @@ pub fn report(failures: Vec<String>) {
     if !failures.is_empty() {
         panic!("{} failure(s):\n\n{}", failures.len(), failures.join("\n\n"));
     }
+}
+
+/// The kernel of the last `cam` of `source`, compiled with default knobs at `level`; panics
+/// with the rendered diagnostics when the source does not check.
+pub fn kernel(source: &str, level: Level) -> Kernel {
+    let checked = camc_compiler::check_source("test.cam", source);
+    let program = checked
+        .program
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", checked.render(false)));
+    let root = program.cams().last().expect("a cam");
+    camc_compiler::compile_kernel(program, root, &HashMap::new(), level).expect("compiles")
 }

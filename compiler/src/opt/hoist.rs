@@ -2,7 +2,9 @@
 //! once to the reduced value instead of at every position, e.g.
 //! `sum[h,w](G*A / (sum[h,w](A) + eps))` becomes `sum[h,w](G*A) / (sum[h,w](A) + eps)`: one
 //! division per channel instead of one per pixel. Applies to `sum` and `mean` of a product or a
-//! quotient used nowhere else. Exact in real arithmetic; in float32 it changes rounding only.
+//! quotient used nowhere else. Exact in real arithmetic, but not for non-finite values: with a
+//! divisor of 0, `sum(x/0)` of mixed signs is NaN while `sum(x)/0` is ±inf (and likewise for an
+//! infinite factor), so the pass runs only at `Level::Fast`.
 
 use super::rewrite::{rewrite, Rewrite};
 use crate::ir::{Builder, Kernel, Node, NodeId, Op};

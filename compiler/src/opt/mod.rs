@@ -1,6 +1,8 @@
-//! Optimizer: passes over the IR, one file each, run in the order of [`PASSES`]. Every pass
-//! keeps the value of the program within SPEC §3's tolerance; the validator re-checks the IR
-//! after each one in debug builds.
+//! Optimizer: passes over the IR, one file each, run in the order of [`PASSES`]. The passes of
+//! [`Level::Exact`] keep every value the program computes, NaN and infinities included, up to
+//! float32 rounding; [`Level::Fast`] adds reassociation that can differ where a value is not
+//! finite (like a C compiler's fast-math). The validator re-checks the IR after each pass in
+//! debug builds.
 
 mod cse;
 mod dce;
@@ -13,18 +15,32 @@ use crate::ir::{validate, Kernel};
 
 pub type Pass = fn(&mut Kernel);
 
-/// The pipeline, in order. Adding a pass is one file and one line here.
-pub const PASSES: &[(&str, Pass)] = &[
-    ("fold", fold::run),
-    ("simplify", simplify::run),
-    ("cse", cse::run),
-    ("hoist", hoist::run),
-    ("cse", cse::run),
-    ("dce", dce::run),
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// No pass: the IR as lowered.
+    None,
+    /// Passes that change no value beyond rounding.
+    Exact,
+    /// Also passes that reassociate and may change non-finite results.
+    Fast,
+}
+
+/// The pipeline, in order, with the level each pass needs. Adding a pass is one file and one
+/// line here.
+pub const PASSES: &[(&str, Pass, Level)] = &[
+    ("fold", fold::run, Level::Exact),
+    ("simplify", simplify::run, Level::Exact),
+    ("cse", cse::run, Level::Exact),
+    ("hoist", hoist::run, Level::Fast),
+    ("cse", cse::run, Level::Fast),
+    ("dce", dce::run, Level::Exact),
 ];
 
-pub fn optimize(kernel: &mut Kernel) {
-    for (name, pass) in PASSES {
+pub fn optimize(kernel: &mut Kernel, level: Level) {
+    for (name, pass, needs) in PASSES {
+        if *needs > level {
+            continue;
+        }
         pass(kernel);
         if cfg!(debug_assertions) {
             if let Err(e) = validate(kernel) {
@@ -36,5 +52,5 @@ pub fn optimize(kernel: &mut Kernel) {
 
 /// Runs one pass by name (for tests and `camc emit --pass`).
 pub fn pass(name: &str) -> Option<Pass> {
-    PASSES.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+    PASSES.iter().find(|(n, _, _)| *n == name).map(|(_, p, _)| *p)
 }

@@ -1,0 +1,67 @@
+//! Sizes of the named axes for a dataset, and the layout of per-image tensors: canonical axis
+//! order (k, d, h, w), row-major, absent axes omitted.
+
+use camc_compiler::axes::{Axis, AxisSet};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub k: usize,
+    /// 1 for 2-D layers.
+    pub d: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Dims {
+    pub const fn new(k: usize, d: usize, h: usize, w: usize) -> Dims {
+        Dims { k, d, h, w }
+    }
+
+    pub fn size(&self, axis: Axis) -> usize {
+        match axis {
+            Axis::K => self.k,
+            Axis::D => self.d,
+            Axis::H => self.h,
+            Axis::W => self.w,
+        }
+    }
+
+    /// Number of elements of a per-image tensor of type `ty`.
+    pub fn len(&self, ty: AxisSet) -> usize {
+        ty.iter().map(|a| self.size(a)).product()
+    }
+
+    /// The stride of each axis (in `Axis::ALL` order) in a tensor of type `ty`; 0 for absent
+    /// axes, which is how broadcasting reads a smaller operand.
+    pub fn strides(&self, ty: AxisSet) -> [usize; 4] {
+        let mut strides = [0; 4];
+        let mut stride = 1;
+        for (i, axis) in Axis::ALL.iter().enumerate().rev() {
+            if ty.contains(*axis) {
+                strides[i] = stride;
+                stride *= self.size(*axis);
+            }
+        }
+        strides
+    }
+
+    /// Every multi-index (k, d, h, w) of a tensor of type `ty`, in layout order; absent axes
+    /// stay 0.
+    pub fn indices(&self, ty: AxisSet) -> impl Iterator<Item = [usize; 4]> + '_ {
+        let extent: [usize; 4] = Axis::ALL.map(|a| if ty.contains(a) { self.size(a) } else { 1 });
+        let total: usize = extent.iter().product();
+        (0..total).map(move |mut flat| {
+            let mut index = [0; 4];
+            for i in (0..4).rev() {
+                index[i] = flat % extent[i];
+                flat /= extent[i];
+            }
+            index
+        })
+    }
+}
+
+/// Offset of a multi-index in a tensor with these strides.
+pub fn offset(strides: &[usize; 4], index: &[usize; 4]) -> usize {
+    strides.iter().zip(index).map(|(s, i)| s * i).sum()
+}

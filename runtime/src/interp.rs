@@ -1,0 +1,183 @@
+//! The reference interpreter: evaluates a kernel's IR for one image, node by node, each node
+//! over its whole type. It is the oracle every backend is tested against, so it favours
+//! clarity over speed, and accumulates reductions in f64.
+
+use crate::dims::{offset, Dims};
+use crate::pc1::pc1;
+use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::ir::{Kernel, Op};
+use camc_compiler::ops::{ReduceOp, NORMALIZE_EPS};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InterpError {
+    #[error("kernel `{kernel}` takes {expected} inputs, got {got}")]
+    InputCount {
+        kernel: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("input `{name}` {ty} should hold {expected} values per image for {dims:?}, got {got}")]
+    InputLength {
+        name: String,
+        ty: AxisSet,
+        expected: usize,
+        got: usize,
+        dims: Dims,
+    },
+}
+
+/// The kernel's output for one image; `inputs[i]` is input `i` of that image.
+pub fn eval(kernel: &Kernel, dims: Dims, inputs: &[&[f32]]) -> Result<Vec<f32>, InterpError> {
+    if inputs.len() != kernel.inputs.len() {
+        return Err(InterpError::InputCount {
+            kernel: kernel.name.clone(),
+            expected: kernel.inputs.len(),
+            got: inputs.len(),
+        });
+    }
+    for (input, data) in kernel.inputs.iter().zip(inputs) {
+        if data.len() != dims.len(input.ty) {
+            return Err(InterpError::InputLength {
+                name: input.name.clone(),
+                ty: input.ty,
+                expected: dims.len(input.ty),
+                got: data.len(),
+                dims,
+            });
+        }
+    }
+    let mut values: Vec<Vec<f32>> = Vec::with_capacity(kernel.nodes.len());
+    for node in &kernel.nodes {
+        let ty = node.ty;
+        let value = match node.op {
+            Op::Input(i) => inputs[i as usize].to_vec(),
+            Op::Const(v) => vec![v],
+            Op::Unary(f, x) => values[x.index()].iter().map(|&v| f.apply(v)).collect(),
+            Op::Binary(f, a, b) => {
+                let (ta, tb) = (kernel.node(a).ty, kernel.node(b).ty);
+                let (va, vb) = (&values[a.index()], &values[b.index()]);
+                elementwise(dims, ty, &[ta, tb], |at| f.apply(va[at[0]], vb[at[1]]))
+            }
+            Op::Select(c, a, b) => {
+                let types = [kernel.node(c).ty, kernel.node(a).ty, kernel.node(b).ty];
+                let (vc, va, vb) = (&values[c.index()], &values[a.index()], &values[b.index()]);
+                elementwise(dims, ty, &types, |at| {
+                    if vc[at[0]] != 0.0 {
+                        va[at[1]]
+                    } else {
+                        vb[at[2]]
+                    }
+                })
+            }
+            Op::Reduce(f, axes, x) => reduce(dims, kernel.node(x).ty, axes, &values[x.index()], f),
+            Op::Softmax(axes, x) => groupwise(dims, ty, axes, &values[x.index()], softmax),
+            Op::Normalize(axes, x) => groupwise(dims, ty, axes, &values[x.index()], normalize),
+            Op::Pc1(axis, x) => project(dims, kernel.node(x).ty, axis, &values[x.index()]),
+        };
+        values.push(value);
+    }
+    Ok(values.swap_remove(kernel.output.index()))
+}
+
+/// `f` at every index of `ty`, given the offsets of that index in operands of `types`.
+fn elementwise<const N: usize>(
+    dims: Dims,
+    ty: AxisSet,
+    types: &[AxisSet; N],
+    f: impl Fn([usize; N]) -> f32,
+) -> Vec<f32> {
+    let strides = types.map(|t| dims.strides(t));
+    dims.indices(ty)
+        .map(|index| f(strides.map(|s| offset(&s, &index))))
+        .collect()
+}
+
+/// The values of `x` (typed `ty`) grouped by their index outside `axes`: one group per element
+/// of `ty − axes`, in that type's layout order.
+fn groups(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32]) -> Vec<Vec<f64>> {
+    let kept = ty.minus(axes);
+    let kept_strides = dims.strides(kept);
+    let mut groups = vec![Vec::new(); dims.len(kept)];
+    for (flat, index) in dims.indices(ty).enumerate() {
+        groups[offset(&kept_strides, &index)].push(x[flat] as f64);
+    }
+    groups
+}
+
+fn reduce(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: ReduceOp) -> Vec<f32> {
+    groups(dims, ty, axes, x)
+        .iter()
+        .map(|g| {
+            let n = g.len() as f64;
+            let sum: f64 = g.iter().sum();
+            let value = match f {
+                ReduceOp::Sum => sum,
+                ReduceOp::Mean => sum / n,
+                ReduceOp::Max => extreme(g, f64::max),
+                ReduceOp::Min => extreme(g, f64::min),
+                ReduceOp::Norm => g.iter().map(|v| v * v).sum::<f64>().sqrt(),
+                ReduceOp::Std => {
+                    let mean = sum / n;
+                    (g.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt()
+                }
+            };
+            value as f32
+        })
+        .collect()
+}
+
+/// Max or min that propagates NaN, as numpy's `max`/`min` do.
+fn extreme(g: &[f64], pick: fn(f64, f64) -> f64) -> f64 {
+    if g.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    g.iter().copied().reduce(pick).unwrap_or(f64::NAN)
+}
+
+/// Applies a shape-keeping function to each group of `x` over `axes`, writing results back in
+/// `ty`'s layout.
+fn groupwise(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: fn(&[f64]) -> Vec<f64>) -> Vec<f32> {
+    let done: Vec<Vec<f64>> = groups(dims, ty, axes, x).iter().map(|g| f(g)).collect();
+    let kept_strides = dims.strides(ty.minus(axes));
+    let mut taken = vec![0usize; done.len()];
+    dims.indices(ty)
+        .map(|index| {
+            let group = offset(&kept_strides, &index);
+            let value = done[group][taken[group]];
+            taken[group] += 1;
+            value as f32
+        })
+        .collect()
+}
+
+fn softmax(g: &[f64]) -> Vec<f64> {
+    let max = extreme(g, f64::max);
+    let exps: Vec<f64> = g.iter().map(|v| (v - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / total).collect()
+}
+
+fn normalize(g: &[f64]) -> Vec<f64> {
+    let (min, max) = (extreme(g, f64::min), extreme(g, f64::max));
+    g.iter()
+        .map(|v| (v - min) / (max - min + NORMALIZE_EPS as f64))
+        .collect()
+}
+
+/// `pc1[axis](x)`: rows are the positions (every other axis), columns the `axis` features.
+fn project(dims: Dims, ty: AxisSet, axis: Axis, x: &[f32]) -> Vec<f32> {
+    let positions = ty.minus(AxisSet::SCALAR.with(axis));
+    let rows = dims.len(positions);
+    let cols = dims.size(axis);
+    let mut matrix = vec![0.0f64; rows * cols];
+    let position_strides = dims.strides(positions);
+    let axis_slot = Axis::ALL
+        .iter()
+        .position(|a| *a == axis)
+        .expect("axis is one of ALL");
+    for (flat, index) in dims.indices(ty).enumerate() {
+        let row = offset(&position_strides, &index);
+        matrix[row * cols + index[axis_slot]] = x[flat] as f64;
+    }
+    pc1(&matrix, rows, cols).into_iter().map(|v| v as f32).collect()
+}

@@ -2,6 +2,7 @@
 //! compiler, never the reverse.
 
 pub mod dims;
+pub mod exec;
 pub mod interp;
 mod pc1;
 

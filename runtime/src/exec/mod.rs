@@ -1,0 +1,105 @@
+//! Executors: run a compiled kernel over a batch of images. Every backend (the interpreter, the
+//! Cranelift JIT, CUDA) implements [`Executor`]; `camc run`, `eval` and `search` only see the
+//! trait. An executor computes the program's raw result at feature resolution; post-processing
+//! (SPEC §3) is [`crate::postprocess`].
+
+pub mod interp;
+
+use crate::dims::Dims;
+use camc_compiler::ir::Kernel;
+
+/// One kernel input for a whole batch, image-major: image `i` of an input typed `ty` is
+/// `data[i * dims.len(ty) .. (i + 1) * dims.len(ty)]`, in canonical axis order (k, d, h, w).
+#[derive(Copy, Clone, Debug)]
+pub enum Data<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    Bf16(&'a [half::bf16]),
+}
+
+impl Data<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::F16(v) => v.len(),
+            Data::Bf16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as f32 (borrowed when they already are).
+    pub fn to_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            Data::F32(v) => std::borrow::Cow::Borrowed(v),
+            Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Data::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+}
+
+/// A batch: `n` images, `inputs[j]` is the kernel's input `j` (see [`Data`]).
+#[derive(Clone, Debug)]
+pub struct Batch<'a> {
+    pub n: usize,
+    pub inputs: Vec<Data<'a>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("input `{name}` holds {got} values for a batch of {n}; expected {expected}")]
+    InputLength {
+        name: String,
+        n: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("the kernel takes {expected} inputs, the batch has {got}")]
+    InputCount { expected: usize, got: usize },
+    #[error("{backend}: {message}")]
+    Backend { backend: &'static str, message: String },
+}
+
+/// A kernel compiled for one dataset's sizes, ready to run batch after batch.
+pub trait Executor: Send {
+    /// `interp`, `cpu` or `cuda`.
+    fn backend(&self) -> &'static str;
+
+    /// Writes the raw results of the batch, image-major: `out` holds
+    /// `batch.n * dims.len(kernel.output_ty())` values.
+    fn run(&mut self, batch: &Batch<'_>, out: &mut [f32]) -> Result<(), ExecError>;
+}
+
+/// Checks a batch against the kernel's inputs and `out`'s length; every executor calls this
+/// first, so a backend never reads past a buffer.
+pub fn check_batch(kernel: &Kernel, dims: Dims, batch: &Batch<'_>, out: &[f32]) -> Result<(), ExecError> {
+    if batch.inputs.len() != kernel.inputs.len() {
+        return Err(ExecError::InputCount {
+            expected: kernel.inputs.len(),
+            got: batch.inputs.len(),
+        });
+    }
+    for (input, data) in kernel.inputs.iter().zip(&batch.inputs) {
+        let expected = batch.n * dims.len(input.ty);
+        if data.len() != expected {
+            return Err(ExecError::InputLength {
+                name: input.name.clone(),
+                n: batch.n,
+                expected,
+                got: data.len(),
+            });
+        }
+    }
+    let expected = batch.n * dims.len(kernel.output_ty());
+    if out.len() != expected {
+        return Err(ExecError::InputLength {
+            name: "(output)".into(),
+            n: batch.n,
+            expected,
+            got: out.len(),
+        });
+    }
+    Ok(())
+}

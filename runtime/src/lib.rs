@@ -1,9 +1,13 @@
 //! camc runtime: caches, executors, post-processing, metrics and search. It depends on the
 //! compiler, never the reverse.
 
+pub mod cache;
 pub mod dims;
 pub mod exec;
+pub mod heatmap_file;
 pub mod interp;
 mod pc1;
+pub mod postprocess;
+pub mod run;
 
 pub use dims::Dims;

@@ -43,11 +43,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         (_, true) => Level::Fast,
         _ => Level::Exact,
     };
-    let kernel = camc_compiler::compile_kernel(resolved.program(), resolved.root, &HashMap::new(), level)
-        .map_err(|e| {
-            output::error(&e.to_string());
-            Reported
-        })?;
+    let kernel = program::compile(&resolved, &HashMap::new(), level)?;
     let text = match args.target {
         Target::Ir => camc_compiler::ir::print(&kernel),
         Target::Clif | Target::Cuda | Target::Ptx => {

@@ -89,3 +89,30 @@ pub fn resolve(spec: &str) -> Result<Resolved, Reported> {
     };
     Ok(Resolved { checked, root })
 }
+
+/// The optimized kernel of a resolved program with `--set` values.
+pub fn compile(
+    resolved: &Resolved,
+    knobs: &std::collections::HashMap<String, f32>,
+    level: camc_compiler::opt::Level,
+) -> Result<camc_compiler::ir::Kernel, Reported> {
+    camc_compiler::compile_kernel(resolved.program(), resolved.root, knobs, level).map_err(|e| {
+        output::error(&e.to_string());
+        Reported
+    })
+}
+
+/// `NAME=VALUE` for `--set`.
+pub fn parse_knob(text: &str) -> Result<(String, f32), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    let value: f32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if !value.is_finite() {
+        return Err(format!("`{text}`: the value must be finite"));
+    }
+    Ok((name.trim().to_string(), value))
+}

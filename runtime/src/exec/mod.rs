@@ -17,7 +17,7 @@ pub enum Data<'a> {
     Bf16(&'a [half::bf16]),
 }
 
-impl Data<'_> {
+impl<'a> Data<'a> {
     pub fn len(&self) -> usize {
         match self {
             Data::F32(v) => v.len(),
@@ -31,8 +31,8 @@ impl Data<'_> {
     }
 
     /// The values as f32 (borrowed when they already are).
-    pub fn to_f32(&self) -> std::borrow::Cow<'_, [f32]> {
-        match self {
+    pub fn to_f32(&self) -> std::borrow::Cow<'a, [f32]> {
+        match *self {
             Data::F32(v) => std::borrow::Cow::Borrowed(v),
             Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             Data::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),

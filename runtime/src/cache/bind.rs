@@ -1,0 +1,194 @@
+//! Binding a kernel's inputs to cache tensors by name, with shape checks against the sizes of
+//! `A`, and reading the bound tensors batch by batch.
+
+use super::{Cache, CacheError, Shard, Values};
+use crate::dims::Dims;
+use crate::exec::Batch;
+use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::ir::Kernel;
+use std::ops::Range;
+
+/// A kernel's inputs found in every shard of a cache, with the dataset's axis sizes.
+pub struct Binding<'c> {
+    cache: &'c Cache,
+    pub dims: Dims,
+    /// The cache tensor of each kernel input, in the kernel's order.
+    pub names: Vec<String>,
+    pub images: usize,
+}
+
+/// The bound tensors of a run of images of one shard.
+pub struct BoundBatch<'a> {
+    /// Index of the first image in the whole dataset.
+    pub first: usize,
+    pub n: usize,
+    pub shard: &'a Shard,
+    /// Images of the shard this batch covers.
+    pub rows: Range<usize>,
+    values: Vec<Values<'a>>,
+}
+
+impl BoundBatch<'_> {
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            n: self.n,
+            inputs: self.values.iter().map(Values::data).collect(),
+        }
+    }
+}
+
+/// The sizes of the named axes, from `A`'s shape `[n,k,h,w]` or `[n,k,d,h,w]`.
+pub fn dims_of(shard: &Shard) -> Result<Dims, CacheError> {
+    let a = shard
+        .tensors
+        .get("A")
+        .ok_or_else(|| CacheError::tensor(&shard.path, "A", "missing: every cache needs the activations `A`"))?;
+    let dims = match a.shape[..] {
+        [_, k, h, w] => Dims::new(k, 1, h, w),
+        [_, k, d, h, w] => Dims::new(k, d, h, w),
+        _ => {
+            return Err(CacheError::tensor(
+                &shard.path,
+                "A",
+                format!("has shape {:?}; expected [n,k,h,w] or [n,k,d,h,w]", a.shape),
+            ))
+        }
+    };
+    if [dims.k, dims.d, dims.h, dims.w].contains(&0) {
+        return Err(CacheError::tensor(
+            &shard.path,
+            "A",
+            format!("has an empty axis in {:?}", a.shape),
+        ));
+    }
+    if !a.dtype.is_float() {
+        return Err(CacheError::tensor(
+            &shard.path,
+            "A",
+            format!("has dtype {}; expected f32, f16 or bf16", a.dtype.name()),
+        ));
+    }
+    Ok(dims)
+}
+
+/// The shape a tensor bound to an input of type `ty` must have: `[n]` then the sizes of
+/// `ty`'s axes in canonical order. A 2-D cache has no `d` axis at all.
+fn expected_shape(n: usize, dims: Dims, ty: AxisSet, three_d: bool) -> Vec<usize> {
+    let mut shape = vec![n];
+    for axis in Axis::ALL {
+        if ty.contains(axis) && (axis != Axis::D || three_d) {
+            shape.push(dims.size(axis));
+        }
+    }
+    shape
+}
+
+impl<'c> Binding<'c> {
+    pub fn new(cache: &'c Cache, kernel: &Kernel) -> Result<Binding<'c>, CacheError> {
+        let first = cache
+            .shards
+            .first()
+            .ok_or_else(|| CacheError::Other(format!("cache `{}` has no shard", cache.spec)))?;
+        let dims = dims_of(first)?;
+        let three_d = first.tensors["A"].shape.len() == 5;
+        if !three_d && kernel.inputs.iter().any(|i| i.ty.contains(Axis::D)) {
+            let input = kernel.inputs.iter().find(|i| i.ty.contains(Axis::D)).expect("checked");
+            return Err(CacheError::tensor(
+                &first.path,
+                &input.name,
+                format!(
+                    "the program declares `{}: {}` but the cache is 2-D (A is [n,k,h,w])",
+                    input.name, input.ty
+                ),
+            ));
+        }
+        let mut images = 0;
+        for shard in &cache.shards {
+            let shard_dims = dims_of(shard)?;
+            if shard_dims != dims {
+                return Err(CacheError::tensor(
+                    &shard.path,
+                    "A",
+                    format!(
+                        "has sizes {shard_dims:?}, unlike the first shard `{}` ({dims:?})",
+                        first.path.display()
+                    ),
+                ));
+            }
+            let n = shard.images()?;
+            for input in &kernel.inputs {
+                check_input(shard, &input.name, expected_shape(n, dims, input.ty, three_d), input.ty)?;
+            }
+            images += n;
+        }
+        Ok(Binding {
+            cache,
+            dims,
+            names: kernel.inputs.iter().map(|i| i.name.clone()).collect(),
+            images,
+        })
+    }
+
+    /// The dataset in runs of at most `batch` images; a run never crosses shards.
+    pub fn batches(&self, batch: usize) -> Vec<(usize, Range<usize>)> {
+        let batch = batch.max(1);
+        let mut runs = Vec::new();
+        for (index, shard) in self.cache.shards.iter().enumerate() {
+            let n = shard.images().unwrap_or(0);
+            let mut start = 0;
+            while start < n {
+                let end = (start + batch).min(n);
+                runs.push((index, start..end));
+                start = end;
+            }
+        }
+        runs
+    }
+
+    /// Reads the bound tensors of one run of images (memory-mapped: no copy for aligned data).
+    pub fn load(&self, shard_index: usize, rows: Range<usize>) -> Result<BoundBatch<'c>, CacheError> {
+        let shard = &self.cache.shards[shard_index];
+        let first = self.cache.shards[..shard_index]
+            .iter()
+            .map(|s| s.images().unwrap_or(0))
+            .sum::<usize>()
+            + rows.start;
+        let values = self
+            .names
+            .iter()
+            .map(|name| shard.rows(name, rows.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BoundBatch {
+            first,
+            n: rows.len(),
+            shard,
+            rows,
+            values,
+        })
+    }
+}
+
+fn check_input(shard: &Shard, name: &str, expected: Vec<usize>, ty: AxisSet) -> Result<(), CacheError> {
+    let Some(info) = shard.tensors.get(name) else {
+        let present: Vec<&str> = shard.tensors.keys().map(String::as_str).collect();
+        return Err(CacheError::tensor(
+            &shard.path,
+            name,
+            format!(
+                "missing: the program reads `{name}: {ty}`, so the cache needs a tensor `{name}` of shape {expected:?}; it has {}",
+                present.join(", ")
+            ),
+        ));
+    };
+    if info.shape != expected {
+        return Err(CacheError::tensor(
+            &shard.path,
+            name,
+            format!(
+                "has shape {:?}; the program reads `{name}: {ty}`, which with A's sizes needs {expected:?}",
+                info.shape
+            ),
+        ));
+    }
+    Ok(())
+}

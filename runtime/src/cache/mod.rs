@@ -1,0 +1,202 @@
+//! Caches of activations and gradients (SPEC §2): a safetensors file, a directory of `.npy`
+//! files with `meta.json`, or several shards given as a glob, read as one dataset. Files are
+//! memory-mapped; nothing is read until a batch asks for it.
+
+mod bind;
+mod dtype;
+mod npy;
+mod safetensors_file;
+
+pub use bind::{Binding, BoundBatch};
+pub use dtype::{DType, Values};
+
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache `{path}`: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("cache `{path}`, tensor `{tensor}`: {message}")]
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CacheError {
+    pub(crate) fn file(path: &Path, message: impl Into<String>) -> CacheError {
+        CacheError::File {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn tensor(path: &Path, tensor: &str, message: impl Into<String>) -> CacheError {
+        CacheError::Tensor {
+            path: path.to_path_buf(),
+            tensor: tensor.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One tensor of a shard: where its bytes are, and what they hold.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Which of the shard's mapped files holds it, and the byte range there.
+    file: usize,
+    range: std::ops::Range<usize>,
+}
+
+/// One file of a dataset (or one `.npy` directory).
+pub struct Shard {
+    pub path: PathBuf,
+    maps: Vec<Mmap>,
+    pub tensors: BTreeMap<String, TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Shard {
+    fn bytes(&self, info: &TensorInfo) -> &[u8] {
+        &self.maps[info.file][info.range.clone()]
+    }
+
+    /// The shard's images: the leading size of `A`.
+    pub fn images(&self) -> Result<usize, CacheError> {
+        let a = self
+            .tensors
+            .get("A")
+            .ok_or_else(|| CacheError::tensor(&self.path, "A", "missing: every cache needs the activations `A`"))?;
+        a.shape
+            .first()
+            .copied()
+            .ok_or_else(|| CacheError::tensor(&self.path, "A", "is a scalar; expected [n,k,h,w]"))
+    }
+
+    /// Images `rows` of a tensor whose leading axis is the image axis.
+    pub fn rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Values<'_>, CacheError> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| CacheError::tensor(&self.path, name, "missing"))?;
+        let per_row: usize = info.shape.iter().skip(1).product();
+        let size = info.dtype.size();
+        let leading = info.shape.first().copied().unwrap_or(1);
+        if rows.end > leading {
+            return Err(CacheError::tensor(
+                &self.path,
+                name,
+                format!("has {leading} rows, asked for {}..{}", rows.start, rows.end),
+            ));
+        }
+        let bytes = &self.bytes(info)[rows.start * per_row * size..rows.end * per_row * size];
+        Values::from_bytes(info.dtype, bytes).map_err(|m| CacheError::tensor(&self.path, name, m))
+    }
+
+    /// A whole tensor as f32 (for small tensors: boxes, targets, the head).
+    pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), CacheError> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| CacheError::tensor(&self.path, name, "missing"))?;
+        let values = Values::from_bytes(info.dtype, self.bytes(info))
+            .map_err(|m| CacheError::tensor(&self.path, name, m))?;
+        Ok((info.shape.clone(), values.to_f32().into_owned()))
+    }
+
+    /// A whole tensor's raw bytes (for `image`, uint8).
+    pub fn raw(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
+        self.tensors.get(name).map(|info| (info, self.bytes(info)))
+    }
+}
+
+/// A dataset: one or more shards with the same tensors, in order.
+pub struct Cache {
+    /// What the user gave (`--cache`), for messages.
+    pub spec: String,
+    pub shards: Vec<Shard>,
+}
+
+impl Cache {
+    /// Opens a `.safetensors` file, a directory of `.npy` files, or a glob of either.
+    pub fn open(spec: &str) -> Result<Cache, CacheError> {
+        let paths = expand(spec)?;
+        let shards = paths.iter().map(|p| open_shard(p)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Cache {
+            spec: spec.to_string(),
+            shards,
+        })
+    }
+
+    pub fn images(&self) -> Result<usize, CacheError> {
+        self.shards.iter().map(Shard::images).sum()
+    }
+
+    /// `image_size` from the first shard's metadata: the network input size `(H, W)`.
+    pub fn image_size(&self) -> Result<Option<Vec<usize>>, CacheError> {
+        let Some(first) = self.shards.first() else {
+            return Ok(None);
+        };
+        let Some(text) = first.metadata.get("image_size") else {
+            return Ok(None);
+        };
+        parse_size(text)
+            .map(Some)
+            .ok_or_else(|| CacheError::file(&first.path, format!("metadata image_size `{text}` is not `H,W`")))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.shards.iter().all(|s| s.tensors.contains_key(name))
+    }
+}
+
+/// `"224,224"` → `[224, 224]`; every size positive.
+pub fn parse_size(text: &str) -> Option<Vec<usize>> {
+    let sizes: Option<Vec<usize>> = text.split(',').map(|s| s.trim().parse().ok()).collect();
+    sizes.filter(|s| !s.is_empty() && s.len() <= 3 && s.iter().all(|&v| v > 0 && v <= 1 << 16))
+}
+
+fn expand(spec: &str) -> Result<Vec<PathBuf>, CacheError> {
+    let is_glob = spec.contains(['*', '?', '[']);
+    if !is_glob {
+        let path = PathBuf::from(spec);
+        if !path.exists() {
+            return Err(CacheError::file(&path, "no such file or directory"));
+        }
+        return Ok(vec![path]);
+    }
+    let pattern = glob::glob(spec).map_err(|e| CacheError::Other(format!("cache pattern `{spec}`: {e}")))?;
+    let mut paths: Vec<PathBuf> = pattern.filter_map(Result::ok).collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(CacheError::Other(format!("cache pattern `{spec}` matches no file")));
+    }
+    Ok(paths)
+}
+
+fn open_shard(path: &Path) -> Result<Shard, CacheError> {
+    if path.is_dir() {
+        npy::open_dir(path)
+    } else {
+        safetensors_file::open(path)
+    }
+}
+
+/// Maps a whole file read-only.
+fn map(path: &Path) -> Result<Mmap, CacheError> {
+    let file = std::fs::File::open(path).map_err(|e| CacheError::file(path, format!("cannot open: {e}")))?;
+    // SAFETY: the map is read-only; a cache rewritten while camc reads it may give wrong
+    // values, never undefined behaviour beyond what reading a changing file gives.
+    let map = unsafe { memmap2::MmapOptions::new().map(&file) }
+        .map_err(|e| CacheError::file(path, format!("cannot map: {e}")))?;
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
+}

@@ -1,0 +1,101 @@
+//! A directory of `.npy` files (one per tensor, named like the tensor: `A.npy`,
+//! `head.weight.npy`) plus an optional `meta.json` of string metadata (`image_size`, ...).
+
+use super::{map, CacheError, DType, Shard, TensorInfo};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub fn open_dir(dir: &Path) -> Result<Shard, CacheError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CacheError::file(dir, format!("cannot list: {e}")))?;
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "npy"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(CacheError::file(dir, "holds no .npy files"));
+    }
+    let mut maps = Vec::new();
+    let mut tensors = BTreeMap::new();
+    for path in files {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mapped = map(&path)?;
+        let info = header(&path, &name, &mapped, maps.len())?;
+        tensors.insert(name, info);
+        maps.push(mapped);
+    }
+    Ok(Shard {
+        path: dir.to_path_buf(),
+        maps,
+        tensors,
+        metadata: metadata(dir)?,
+    })
+}
+
+fn header(path: &Path, name: &str, bytes: &[u8], file: usize) -> Result<TensorInfo, CacheError> {
+    let bad = |message: String| CacheError::tensor(path, name, message);
+    let mut reader = std::io::Cursor::new(bytes);
+    let header =
+        npyz::NpyHeader::from_reader(&mut reader).map_err(|e| bad(format!("not a valid .npy file: {e}")))?;
+    if header.order() == npyz::Order::Fortran {
+        return Err(bad("is stored in Fortran order; save it C-contiguous".into()));
+    }
+    let descr = header.dtype().descr();
+    let dtype = match descr.as_str() {
+        "<f4" => DType::F32,
+        "<f2" => DType::F16,
+        "<f8" => DType::F64,
+        "<i8" => DType::I64,
+        "<i4" => DType::I32,
+        "|u1" => DType::U8,
+        "|b1" => DType::Bool,
+        other => return Err(bad(format!("has dtype `{other}`; camc reads <f4, <f2, <f8, <i8, <i4, |u1"))),
+    };
+    let shape: Vec<usize> = header.shape().iter().map(|&s| s as usize).collect();
+    let start = reader.position() as usize;
+    let len = shape
+        .iter()
+        .try_fold(dtype.size(), |acc, &s| acc.checked_mul(s))
+        .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
+    let end = start.checked_add(len).filter(|&end| end <= bytes.len()).ok_or_else(|| {
+        bad(format!(
+            "shape {shape:?} needs {len} bytes of data but the file has {}: truncated",
+            bytes.len().saturating_sub(start)
+        ))
+    })?;
+    Ok(TensorInfo {
+        dtype,
+        shape,
+        file,
+        range: start..end,
+    })
+}
+
+fn metadata(dir: &Path) -> Result<BTreeMap<String, String>, CacheError> {
+    let path = dir.join("meta.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(BTreeMap::new());
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CacheError::file(&path, format!("is not valid JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| CacheError::file(&path, "must be a JSON object of metadata"))?;
+    Ok(object
+        .iter()
+        .map(|(key, value)| {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(items) => {
+                    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+                }
+                other => other.to_string(),
+            };
+            (key.clone(), text)
+        })
+        .collect())
+}

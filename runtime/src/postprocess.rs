@@ -1,0 +1,121 @@
+//! Post-processing of a program's result (SPEC §3), as pytorch-grad-cam produces its output for
+//! one target layer: min-max, bilinear resize with half-pixel centres (OpenCV `INTER_LINEAR`,
+//! torch `align_corners=False`), min-max again.
+
+use camc_compiler::ops::NORMALIZE_EPS;
+
+/// Sets non-finite values to 0; returns how many there were.
+pub fn sanitize(map: &mut [f32]) -> usize {
+    let mut count = 0;
+    for v in map.iter_mut().filter(|v| !v.is_finite()) {
+        *v = 0.0;
+        count += 1;
+    }
+    count
+}
+
+/// `x - min(x)`, then `/ (max + 1e-7)`, like pytorch-grad-cam's `scale_cam_image`.
+pub fn minmax(map: &mut [f32]) {
+    let min = map.iter().copied().fold(f32::INFINITY, f32::min);
+    if !min.is_finite() {
+        return;
+    }
+    let mut max = f32::NEG_INFINITY;
+    for v in map.iter_mut() {
+        *v -= min;
+        max = max.max(*v);
+    }
+    let scale = max + NORMALIZE_EPS;
+    for v in map.iter_mut() {
+        *v /= scale;
+    }
+}
+
+/// Source index and weight of each output position along one axis: the half-pixel mapping
+/// `src = (dst + 0.5) * from / to - 0.5`, clamped at both edges as OpenCV does.
+fn taps(from: usize, to: usize) -> Vec<(usize, usize, f32)> {
+    let scale = from as f64 / to as f64;
+    (0..to)
+        .map(|dst| {
+            let position = ((dst as f64 + 0.5) * scale - 0.5) as f32;
+            let floor = position.floor();
+            if floor < 0.0 {
+                return (0, 0, 0.0);
+            }
+            let low = floor as usize;
+            if low >= from - 1 {
+                return (from - 1, from - 1, 0.0);
+            }
+            (low, low + 1, position - floor)
+        })
+        .collect()
+}
+
+/// Linear resize of `src` (row-major with `shape`) along axis `axis` to `size`.
+fn resize_axis(src: &[f32], shape: &[usize], axis: usize, size: usize) -> Vec<f32> {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let from = shape[axis];
+    let taps = taps(from, size);
+    let mut out = vec![0.0f32; outer * size * inner];
+    for o in 0..outer {
+        for (dst, &(low, high, t)) in taps.iter().enumerate() {
+            let (a, b) = ((o * from + low) * inner, (o * from + high) * inner);
+            let target = &mut out[(o * size + dst) * inner..][..inner];
+            for (i, value) in target.iter_mut().enumerate() {
+                *value = src[a + i] * (1.0 - t) + src[b + i] * t;
+            }
+        }
+    }
+    out
+}
+
+/// Resizes a map of `shape` to `size` (same number of axes), one axis at a time from the
+/// innermost out — rows first, then columns, as OpenCV does.
+pub fn resize(src: &[f32], shape: &[usize], size: &[usize]) -> Vec<f32> {
+    debug_assert_eq!(shape.len(), size.len());
+    let mut current = src.to_vec();
+    let mut current_shape = shape.to_vec();
+    for axis in (0..shape.len()).rev() {
+        if current_shape[axis] != size[axis] {
+            current = resize_axis(&current, &current_shape, axis, size[axis]);
+            current_shape[axis] = size[axis];
+        }
+    }
+    current
+}
+
+/// What happens to each image's result.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Post {
+    /// The program's output untouched (`--raw`), at feature resolution.
+    Raw,
+    /// Min-max, resize to this shape, min-max (SPEC §3).
+    Scale { size: Vec<usize> },
+}
+
+impl Post {
+    /// The shape of one processed image given the raw result's shape.
+    pub fn shape(&self, raw: &[usize]) -> Vec<usize> {
+        match self {
+            Post::Raw => raw.to_vec(),
+            Post::Scale { size } => size.clone(),
+        }
+    }
+
+    /// Processes one image's raw result (`raw` is sanitized in place); returns the number of
+    /// non-finite values that were set to 0.
+    pub fn apply(&self, raw: &mut [f32], shape: &[usize], out: &mut [f32]) -> usize {
+        let bad = sanitize(raw);
+        match self {
+            Post::Raw => out.copy_from_slice(raw),
+            Post::Scale { size } => {
+                minmax(raw);
+                let resized = resize(raw, shape, size);
+                out.copy_from_slice(&resized);
+                minmax(out);
+            }
+        }
+        bad
+    }
+}

@@ -1,0 +1,131 @@
+//! Running a compiled kernel over a whole cache: batch by batch through an executor, each
+//! image's result post-processed and handed to a sink in dataset order.
+
+use crate::cache::{Binding, CacheError};
+use crate::exec::{ExecError, Executor};
+use crate::postprocess::Post;
+use camc_compiler::axes::Axis;
+use camc_compiler::ir::Kernel;
+use rayon::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("image {image}: the result has {count} non-finite value(s) (--strict){culprit}")]
+    NonFinite {
+        image: usize,
+        count: usize,
+        culprit: String,
+    },
+    #[error("{0}")]
+    Sink(String),
+}
+
+/// What a run found besides its output.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RunStats {
+    pub images: usize,
+    /// Non-finite values set to 0, over all images.
+    pub nonfinite_values: usize,
+    /// Images with non-finite values: `(image, count, what the inputs hold)`, the first few.
+    pub nonfinite_images: Vec<(usize, usize, String)>,
+    pub nonfinite_image_count: usize,
+}
+
+/// The shape of one raw result: the output type's axes in canonical order.
+pub fn raw_shape(kernel: &Kernel, binding: &Binding) -> Vec<usize> {
+    let ty = kernel.output_ty();
+    Axis::ALL
+        .into_iter()
+        .filter(|a| ty.contains(*a))
+        .map(|a| binding.dims.size(a))
+        .collect()
+}
+
+/// The processed shape for an output size given as `H,W` (or `D,H,W`): a 3-D result resized
+/// with a 2-value size keeps its depth.
+pub fn scaled_shape(raw: &[usize], size: &[usize]) -> Option<Vec<usize>> {
+    match (raw.len(), size.len()) {
+        (a, b) if a == b => Some(size.to_vec()),
+        (3, 2) => Some(vec![raw[0], size[0], size[1]]),
+        _ => None,
+    }
+}
+
+pub struct Run<'a> {
+    pub kernel: &'a Kernel,
+    pub binding: &'a Binding<'a>,
+    pub post: Post,
+    pub batch: usize,
+    pub strict: bool,
+}
+
+impl Run<'_> {
+    /// Runs every batch; `sink(first_image, images)` receives processed images in order, and
+    /// `progress(n)` is told as each batch of `n` images completes.
+    pub fn execute(
+        &self,
+        executor: &mut dyn Executor,
+        mut sink: impl FnMut(usize, &[f32]) -> Result<(), String>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<RunStats, RunError> {
+        let raw_shape = raw_shape(self.kernel, self.binding);
+        let raw_len: usize = raw_shape.iter().product();
+        let out_len: usize = self.post.shape(&raw_shape).iter().product();
+        let mut stats = RunStats::default();
+        let mut raw = Vec::new();
+        let mut processed = Vec::new();
+        for (shard, rows) in self.binding.batches(self.batch) {
+            let bound = self.binding.load(shard, rows)?;
+            let batch = bound.batch();
+            raw.resize(batch.n * raw_len, 0.0);
+            executor.run(&batch, &mut raw)?;
+            processed.resize(batch.n * out_len, 0.0);
+            let bad: Vec<usize> = raw
+                .par_chunks_mut(raw_len)
+                .zip(processed.par_chunks_mut(out_len))
+                .map(|(raw, out)| self.post.apply(raw, &raw_shape, out))
+                .collect();
+            for (i, &count) in bad.iter().enumerate().filter(|(_, &c)| c > 0) {
+                let image = bound.first + i;
+                let culprit = describe_inputs(&bound, i, self.binding);
+                if self.strict {
+                    return Err(RunError::NonFinite { image, count, culprit });
+                }
+                stats.nonfinite_values += count;
+                stats.nonfinite_image_count += 1;
+                if stats.nonfinite_images.len() < 5 {
+                    stats.nonfinite_images.push((image, count, culprit));
+                }
+            }
+            sink(bound.first, &processed).map_err(RunError::Sink)?;
+            stats.images += batch.n;
+            progress(batch.n);
+        }
+        Ok(stats)
+    }
+}
+
+/// Which inputs of image `i` of a batch hold non-finite values, to explain a bad result.
+fn describe_inputs(bound: &crate::cache::BoundBatch<'_>, i: usize, binding: &Binding) -> String {
+    let batch = bound.batch();
+    let mut found = Vec::new();
+    for (name, data) in binding.names.iter().zip(&batch.inputs) {
+        let per_image = data.len() / batch.n.max(1);
+        let values = data.to_f32();
+        let image = &values[i * per_image..(i + 1) * per_image];
+        let nan = image.iter().filter(|v| v.is_nan()).count();
+        let inf = image.iter().filter(|v| v.is_infinite()).count();
+        if nan + inf > 0 {
+            found.push(format!("`{name}` has {nan} NaN and {inf} infinite value(s)"));
+        }
+    }
+    if found.is_empty() {
+        "; the inputs are finite (the program divides by zero or overflows)".into()
+    } else {
+        format!("; input {}", found.join(", "))
+    }
+}

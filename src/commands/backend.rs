@@ -1,0 +1,31 @@
+//! `--backend auto|cpu|cuda|interp`: which executor runs a kernel.
+
+use crate::output;
+use crate::Reported;
+use camc_compiler::ir::Kernel;
+use camc_runtime::exec::interp::InterpExecutor;
+use camc_runtime::exec::Executor;
+use camc_runtime::Dims;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// CUDA where a GPU and the CUDA libraries are present, else the CPU JIT.
+    Auto,
+    /// Native code through Cranelift.
+    Cpu,
+    /// A fused CUDA kernel through NVRTC.
+    Cuda,
+    /// The reference interpreter (slow, the semantic oracle).
+    Interp,
+}
+
+/// An executor for `kernel` on a dataset of `dims`.
+pub fn executor(backend: Backend, kernel: &Kernel, dims: Dims) -> Result<Box<dyn Executor>, Reported> {
+    match backend {
+        Backend::Interp | Backend::Auto => Ok(Box::new(InterpExecutor::new(kernel, dims))),
+        Backend::Cpu | Backend::Cuda => {
+            output::error("this build has no CPU JIT or CUDA backend yet; use --backend interp");
+            Err(Reported)
+        }
+    }
+}

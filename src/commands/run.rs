@@ -1,0 +1,128 @@
+//! `camc run PROGRAM --cache C -o OUT`: runs a program over every image of a cache and writes
+//! the heatmaps (tensor `heatmap` `[n,H,W]` f32) to `.npy` or `.safetensors`.
+
+use super::backend::{self, Backend};
+use super::program;
+use crate::output;
+use crate::progress;
+use crate::Reported;
+use camc_compiler::opt::Level;
+use camc_runtime::cache::{parse_size, Binding, Cache};
+use camc_runtime::heatmap_file::{Format, HeatmapWriter};
+use camc_runtime::postprocess::Post;
+use camc_runtime::run::{raw_shape, scaled_shape, Run, RunStats};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `file.cam`, `file.cam:name`, or a stdlib method name.
+    program: String,
+    /// A .safetensors file, a directory of .npy files, or a quoted glob of shards.
+    #[arg(long)]
+    cache: String,
+    /// Output file: .npy or .safetensors.
+    #[arg(short, long)]
+    output: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: Backend,
+    /// Output size `H,W` (default: the cache's image_size, else the feature size).
+    #[arg(long, value_parser = size_arg)]
+    size: Option<Vec<usize>>,
+    /// The program's result untouched, at feature resolution (no min-max, no resize).
+    #[arg(long, conflicts_with = "size")]
+    raw: bool,
+    /// Set a scalar parameter: `--set eps=1e-5` (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = program::parse_knob)]
+    knobs: Vec<(String, f32)>,
+    /// Images per batch (default: about 64 MiB of inputs).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: Option<u64>,
+    /// Fail on non-finite results instead of setting them to 0.
+    #[arg(long)]
+    strict: bool,
+    /// Allow reassociating optimizations (results may differ where values are not finite).
+    #[arg(long)]
+    fast_math: bool,
+}
+
+fn size_arg(text: &str) -> Result<Vec<usize>, String> {
+    parse_size(text).ok_or_else(|| format!("`{text}` is not a size like 224,224"))
+}
+
+fn fail(message: impl std::fmt::Display) -> Reported {
+    output::error(&message.to_string());
+    Reported
+}
+
+pub fn run(args: Args) -> Result<(), Reported> {
+    if Format::of(&args.output).is_none() {
+        return Err(fail(format!(
+            "output `{}` must end in .npy or .safetensors",
+            args.output.display()
+        )));
+    }
+    let resolved = program::resolve(&args.program)?;
+    let knobs: HashMap<String, f32> = args.knobs.iter().cloned().collect();
+    let level = if args.fast_math { Level::Fast } else { Level::Exact };
+    let kernel = program::compile(&resolved, &knobs, level)?;
+    let cache = Cache::open(&args.cache).map_err(fail)?;
+    let binding = Binding::new(&cache, &kernel).map_err(fail)?;
+    let raw = raw_shape(&kernel, &binding);
+    let post = if args.raw {
+        Post::Raw
+    } else {
+        let size = match &args.size {
+            Some(size) => size.clone(),
+            None => cache.image_size().map_err(fail)?.unwrap_or_else(|| raw.clone()),
+        };
+        let size = scaled_shape(&raw, &size).ok_or_else(|| {
+            fail(format!(
+                "output size {size:?} does not fit the result's shape {raw:?}"
+            ))
+        })?;
+        Post::Scale { size }
+    };
+    let mut shape = vec![binding.images];
+    shape.extend(post.shape(&raw));
+    let metadata = [("program", kernel.name.clone()), ("cache", args.cache.clone())];
+    let mut writer = HeatmapWriter::create(&args.output, &shape, &metadata).map_err(fail)?;
+    let mut executor = backend::executor(args.backend, &kernel, binding.dims)?;
+    let bytes_per_image: usize = kernel.inputs.iter().map(|i| binding.dims.len(i.ty) * 4).sum();
+    let batch = args
+        .batch
+        .map(|b| b as usize)
+        .unwrap_or_else(|| ((64 << 20) / bytes_per_image.max(1)).clamp(1, 4096));
+    let job = Run {
+        kernel: &kernel,
+        binding: &binding,
+        post,
+        batch,
+        strict: args.strict,
+    };
+    let bar = progress::bar(binding.images as u64, "images");
+    let stats = job
+        .execute(
+            executor.as_mut(),
+            |_, values| writer.write(values).map_err(|e| e.to_string()),
+            |n| bar.inc(n as u64),
+        )
+        .map_err(fail)?;
+    bar.finish_and_clear();
+    writer.finish().map_err(fail)?;
+    warn_nonfinite(&stats);
+    Ok(())
+}
+
+fn warn_nonfinite(stats: &RunStats) {
+    if stats.nonfinite_values == 0 {
+        return;
+    }
+    eprintln!(
+        "warning: {} non-finite value(s) in the results of {} image(s) were set to 0 (--strict makes this an error)",
+        stats.nonfinite_values, stats.nonfinite_image_count
+    );
+    for (image, count, culprit) in &stats.nonfinite_images {
+        eprintln!("  image {image}: {count} value(s){culprit}");
+    }
+}

@@ -76,7 +76,11 @@ fn safetensors_header(shape: &[usize], metadata: &[(&str, String)]) -> Vec<u8> {
 impl HeatmapWriter {
     /// Creates `path` for a `heatmap` tensor of `shape` (`[n, ...]`), in the format its
     /// extension names.
-    pub fn create(path: &Path, shape: &[usize], metadata: &[(&str, String)]) -> Result<HeatmapWriter, WriteError> {
+    pub fn create(
+        path: &Path,
+        shape: &[usize],
+        metadata: &[(&str, String)],
+    ) -> Result<HeatmapWriter, WriteError> {
         let error = |message: String| WriteError {
             path: path.to_path_buf(),
             message,
@@ -88,7 +92,8 @@ impl HeatmapWriter {
         };
         let file = std::fs::File::create(path).map_err(|e| error(format!("cannot create: {e}")))?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
-        file.write_all(&header).map_err(|e| error(format!("cannot write: {e}")))?;
+        file.write_all(&header)
+            .map_err(|e| error(format!("cannot write: {e}")))?;
         Ok(HeatmapWriter {
             path: path.to_path_buf(),
             file,
@@ -111,12 +116,11 @@ impl HeatmapWriter {
     /// Flushes; the file must have received exactly the declared number of values.
     pub fn finish(mut self) -> Result<(), WriteError> {
         if self.written != self.expected {
-            return Err(self.error(format!(
-                "wrote {} of {} values",
-                self.written, self.expected
-            )));
+            return Err(self.error(format!("wrote {} of {} values", self.written, self.expected)));
         }
-        self.file.flush().map_err(|e| self.error(format!("cannot write: {e}")))?;
+        self.file
+            .flush()
+            .map_err(|e| self.error(format!("cannot write: {e}")))?;
         Ok(())
     }
 

@@ -93,7 +93,11 @@ impl Run<'_> {
                 let image = bound.first + i;
                 let culprit = describe_inputs(&bound, i, self.binding);
                 if self.strict {
-                    return Err(RunError::NonFinite { image, count, culprit });
+                    return Err(RunError::NonFinite {
+                        image,
+                        count,
+                        culprit,
+                    });
                 }
                 stats.nonfinite_values += count;
                 stats.nonfinite_image_count += 1;

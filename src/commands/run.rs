@@ -28,7 +28,7 @@ pub struct Args {
     backend: Backend,
     /// Output size `H,W` (default: the cache's image_size, else the feature size).
     #[arg(long, value_parser = size_arg)]
-    size: Option<Vec<usize>>,
+    size: Option<Size>,
     /// The program's result untouched, at feature resolution (no min-max, no resize).
     #[arg(long, conflicts_with = "size")]
     raw: bool,
@@ -46,8 +46,14 @@ pub struct Args {
     fast_math: bool,
 }
 
-fn size_arg(text: &str) -> Result<Vec<usize>, String> {
-    parse_size(text).ok_or_else(|| format!("`{text}` is not a size like 224,224"))
+/// `H,W` (or `D,H,W` for 3-D results).
+#[derive(Clone, Debug)]
+struct Size(Vec<usize>);
+
+fn size_arg(text: &str) -> Result<Size, String> {
+    parse_size(text)
+        .map(Size)
+        .ok_or_else(|| format!("`{text}` is not a size like 224,224"))
 }
 
 fn fail(message: impl std::fmt::Display) -> Reported {
@@ -73,7 +79,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Post::Raw
     } else {
         let size = match &args.size {
-            Some(size) => size.clone(),
+            Some(size) => size.0.clone(),
             None => cache.image_size().map_err(fail)?.unwrap_or_else(|| raw.clone()),
         };
         let size = scaled_shape(&raw, &size).ok_or_else(|| {

@@ -2,6 +2,7 @@
 //! `CAMC_BLESS=1 cargo test`.
 #![allow(dead_code)]
 
+pub mod caches;
 pub mod gen;
 
 use camc_compiler::ir::Kernel;

@@ -39,10 +39,9 @@ impl BoundBatch<'_> {
 
 /// The sizes of the named axes, from `A`'s shape `[n,k,h,w]` or `[n,k,d,h,w]`.
 pub fn dims_of(shard: &Shard) -> Result<Dims, CacheError> {
-    let a = shard
-        .tensors
-        .get("A")
-        .ok_or_else(|| CacheError::tensor(&shard.path, "A", "missing: every cache needs the activations `A`"))?;
+    let a = shard.tensors.get("A").ok_or_else(|| {
+        CacheError::tensor(&shard.path, "A", "missing: every cache needs the activations `A`")
+    })?;
     let dims = match a.shape[..] {
         [_, k, h, w] => Dims::new(k, 1, h, w),
         [_, k, d, h, w] => Dims::new(k, d, h, w),
@@ -92,7 +91,11 @@ impl<'c> Binding<'c> {
         let dims = dims_of(first)?;
         let three_d = first.tensors["A"].shape.len() == 5;
         if !three_d && kernel.inputs.iter().any(|i| i.ty.contains(Axis::D)) {
-            let input = kernel.inputs.iter().find(|i| i.ty.contains(Axis::D)).expect("checked");
+            let input = kernel
+                .inputs
+                .iter()
+                .find(|i| i.ty.contains(Axis::D))
+                .expect("checked");
             return Err(CacheError::tensor(
                 &first.path,
                 &input.name,
@@ -117,7 +120,12 @@ impl<'c> Binding<'c> {
             }
             let n = shard.images()?;
             for input in &kernel.inputs {
-                check_input(shard, &input.name, expected_shape(n, dims, input.ty, three_d), input.ty)?;
+                check_input(
+                    shard,
+                    &input.name,
+                    expected_shape(n, dims, input.ty, three_d),
+                    input.ty,
+                )?;
             }
             images += n;
         }

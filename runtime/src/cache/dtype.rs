@@ -69,9 +69,8 @@ impl<'a> Values<'a> {
                 dtype.name()
             ));
         }
-        let converted = |f: fn(&[u8]) -> f32| {
-            Values::F32(Cow::Owned(bytes.chunks_exact(dtype.size()).map(f).collect()))
-        };
+        let converted =
+            |f: fn(&[u8]) -> f32| Values::F32(Cow::Owned(bytes.chunks_exact(dtype.size()).map(f).collect()));
         Ok(match dtype {
             DType::F32 => Values::F32(cast(bytes)),
             DType::F16 => Values::F16(cast(bytes)),

@@ -70,10 +70,9 @@ impl Shard {
 
     /// The shard's images: the leading size of `A`.
     pub fn images(&self) -> Result<usize, CacheError> {
-        let a = self
-            .tensors
-            .get("A")
-            .ok_or_else(|| CacheError::tensor(&self.path, "A", "missing: every cache needs the activations `A`"))?;
+        let a = self.tensors.get("A").ok_or_else(|| {
+            CacheError::tensor(&self.path, "A", "missing: every cache needs the activations `A`")
+        })?;
         a.shape
             .first()
             .copied()
@@ -128,7 +127,10 @@ impl Cache {
     /// Opens a `.safetensors` file, a directory of `.npy` files, or a glob of either.
     pub fn open(spec: &str) -> Result<Cache, CacheError> {
         let paths = expand(spec)?;
-        let shards = paths.iter().map(|p| open_shard(p)).collect::<Result<Vec<_>, _>>()?;
+        let shards = paths
+            .iter()
+            .map(|p| open_shard(p))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Cache {
             spec: spec.to_string(),
             shards,
@@ -147,9 +149,9 @@ impl Cache {
         let Some(text) = first.metadata.get("image_size") else {
             return Ok(None);
         };
-        parse_size(text)
-            .map(Some)
-            .ok_or_else(|| CacheError::file(&first.path, format!("metadata image_size `{text}` is not `H,W`")))
+        parse_size(text).map(Some).ok_or_else(|| {
+            CacheError::file(&first.path, format!("metadata image_size `{text}` is not `H,W`"))
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -176,7 +178,9 @@ fn expand(spec: &str) -> Result<Vec<PathBuf>, CacheError> {
     let mut paths: Vec<PathBuf> = pattern.filter_map(Result::ok).collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(CacheError::Other(format!("cache pattern `{spec}` matches no file")));
+        return Err(CacheError::Other(format!(
+            "cache pattern `{spec}` matches no file"
+        )));
     }
     Ok(paths)
 }

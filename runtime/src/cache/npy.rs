@@ -44,7 +44,7 @@ fn header(path: &Path, name: &str, bytes: &[u8], file: usize) -> Result<TensorIn
     if header.order() == npyz::Order::Fortran {
         return Err(bad("is stored in Fortran order; save it C-contiguous".into()));
     }
-    let descr = header.dtype().descr();
+    let descr = header.dtype().descr().trim_matches('\'').to_string();
     let dtype = match descr.as_str() {
         "<f4" => DType::F32,
         "<f2" => DType::F16,
@@ -53,7 +53,11 @@ fn header(path: &Path, name: &str, bytes: &[u8], file: usize) -> Result<TensorIn
         "<i4" => DType::I32,
         "|u1" => DType::U8,
         "|b1" => DType::Bool,
-        other => return Err(bad(format!("has dtype `{other}`; camc reads <f4, <f2, <f8, <i8, <i4, |u1"))),
+        other => {
+            return Err(bad(format!(
+                "has dtype `{other}`; camc reads <f4, <f2, <f8, <i8, <i4, |u1"
+            )))
+        }
     };
     let shape: Vec<usize> = header.shape().iter().map(|&s| s as usize).collect();
     let start = reader.position() as usize;
@@ -61,12 +65,15 @@ fn header(path: &Path, name: &str, bytes: &[u8], file: usize) -> Result<TensorIn
         .iter()
         .try_fold(dtype.size(), |acc, &s| acc.checked_mul(s))
         .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
-    let end = start.checked_add(len).filter(|&end| end <= bytes.len()).ok_or_else(|| {
-        bad(format!(
-            "shape {shape:?} needs {len} bytes of data but the file has {}: truncated",
-            bytes.len().saturating_sub(start)
-        ))
-    })?;
+    let end = start
+        .checked_add(len)
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| {
+            bad(format!(
+                "shape {shape:?} needs {len} bytes of data but the file has {}: truncated",
+                bytes.len().saturating_sub(start)
+            ))
+        })?;
     Ok(TensorInfo {
         dtype,
         shape,
@@ -80,8 +87,8 @@ fn metadata(dir: &Path) -> Result<BTreeMap<String, String>, CacheError> {
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(BTreeMap::new());
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CacheError::file(&path, format!("is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CacheError::file(&path, format!("is not valid JSON: {e}")))?;
     let object = value
         .as_object()
         .ok_or_else(|| CacheError::file(&path, "must be a JSON object of metadata"))?;

@@ -15,7 +15,11 @@ pub fn open(path: &Path) -> Result<Shard, CacheError> {
     let mut tensors = BTreeMap::new();
     for (name, info) in metadata.tensors() {
         let dtype = dtype(info.dtype).ok_or_else(|| {
-            CacheError::tensor(path, &name, format!("has dtype {:?}, which camc cannot read", info.dtype))
+            CacheError::tensor(
+                path,
+                &name,
+                format!("has dtype {:?}, which camc cannot read", info.dtype),
+            )
         })?;
         let (start, end) = info.data_offsets;
         tensors.insert(
@@ -28,7 +32,12 @@ pub fn open(path: &Path) -> Result<Shard, CacheError> {
             },
         );
     }
-    let metadata = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = metadata
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     Ok(Shard {
         path: path.to_path_buf(),
         maps: vec![mapped],
@@ -53,7 +62,9 @@ fn dtype(d: Dtype) -> Option<DType> {
 
 fn explain(path: &Path, bytes: &[u8], error: SafeTensorError) -> CacheError {
     let message = match error {
-        SafeTensorError::HeaderTooSmall => "shorter than a safetensors header (8 bytes): empty or truncated".into(),
+        SafeTensorError::HeaderTooSmall => {
+            "shorter than a safetensors header (8 bytes): empty or truncated".into()
+        }
         SafeTensorError::InvalidHeaderLength => format!(
             "header length {} runs past the end of the file ({} bytes): truncated, or not a safetensors file",
             header_len(bytes).unwrap_or(0),
@@ -63,7 +74,9 @@ fn explain(path: &Path, bytes: &[u8], error: SafeTensorError) -> CacheError {
         SafeTensorError::InvalidHeader(_) | SafeTensorError::InvalidHeaderStart => {
             "header is not UTF-8 JSON: not a safetensors file".into()
         }
-        SafeTensorError::InvalidHeaderDeserialization(e) => format!("header is not valid safetensors JSON: {e}"),
+        SafeTensorError::InvalidHeaderDeserialization(e) => {
+            format!("header is not valid safetensors JSON: {e}")
+        }
         SafeTensorError::MetadataIncompleteBuffer => return truncated(path, bytes),
         SafeTensorError::TensorInvalidInfo => return inconsistent(path, bytes),
         SafeTensorError::InvalidOffset(name) => {
@@ -109,7 +122,10 @@ fn entries(bytes: &[u8]) -> Vec<(String, String, Vec<u64>, u64, u64)> {
 
 fn truncated(path: &Path, bytes: &[u8]) -> CacheError {
     let available = (bytes.len() as u64).saturating_sub(8 + header_len(bytes).unwrap_or(0) as u64);
-    let short = entries(bytes).into_iter().filter(|e| e.4 > available).min_by_key(|e| e.3);
+    let short = entries(bytes)
+        .into_iter()
+        .filter(|e| e.4 > available)
+        .min_by_key(|e| e.3);
     match short {
         Some((name, _, _, _, end)) => CacheError::tensor(
             path,

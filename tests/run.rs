@@ -1,0 +1,569 @@
+//! Caches, post-processing and `camc run`: resize against hand-computed values, every cache
+//! error case, f16/bf16/npy/shards reading the same data, and the command end to end.
+
+mod support;
+
+use camc_runtime::cache::{Binding, Cache};
+use camc_runtime::postprocess::{minmax, resize, Post};
+use std::path::Path;
+use std::process::{Command, Output};
+use support::caches::*;
+use support::kernel;
+
+fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
+    assert_eq!(actual.len(), expected.len(), "lengths differ");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= tolerance,
+            "at {i}: {a} vs {e}\nactual {actual:?}\nexpected {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn resize_matches_half_pixel_values_by_hand() {
+    // Upsampling [0,1] to 4: sources -0.25 (clamped), 0.25, 0.75, 1.25 (clamped).
+    assert_close(&resize(&[0.0, 1.0], &[2], &[4]), &[0.0, 0.25, 0.75, 1.0], 1e-7);
+    // 3 → 5, scale 0.6: sources -0.2, 0.4, 1.0, 1.6, 2.2.
+    assert_close(
+        &resize(&[0.0, 10.0, 20.0], &[3], &[5]),
+        &[0.0, 4.0, 10.0, 16.0, 20.0],
+        1e-5,
+    );
+    // 4 → 2 averages neighbours: sources 0.5 and 2.5.
+    assert_close(&resize(&[0.0, 1.0, 2.0, 3.0], &[4], &[2]), &[0.5, 2.5], 1e-7);
+    // 2-D is separable: [[0,1],[2,3]] → 4×4 is 2·r_i + r_j with r = [0, .25, .75, 1].
+    let out = resize(&[0.0, 1.0, 2.0, 3.0], &[2, 2], &[4, 4]);
+    let r = [0.0, 0.25, 0.75, 1.0];
+    let expected: Vec<f32> = (0..16).map(|i| 2.0 * r[i / 4] + r[i % 4]).collect();
+    assert_close(&out, &expected, 1e-6);
+    // Same size is the identity.
+    let x = [3.0, -1.0, 7.5, 0.25, 9.0, 2.0];
+    assert_eq!(resize(&x, &[2, 3], &[2, 3]), x);
+}
+
+#[test]
+fn minmax_and_the_full_post_processing() {
+    let mut x = [2.0, 4.0, 6.0];
+    minmax(&mut x);
+    assert_close(&x, &[0.0, 2.0 / (4.0 + 1e-7), 4.0 / (4.0 + 1e-7)], 1e-7);
+    let mut constant = [5.0f32; 4];
+    minmax(&mut constant);
+    assert_eq!(
+        constant, [0.0; 4],
+        "a constant map becomes 0, like pytorch-grad-cam"
+    );
+    // [0, 2] → min-max [0, 1] → resize to 4 [0, .25, .75, 1] → min-max again.
+    let post = Post::Scale { size: vec![1, 4] };
+    let mut raw = [10.0, 12.0];
+    let mut out = [0.0; 4];
+    assert_eq!(post.apply(&mut raw, &[1, 2], &mut out), 0);
+    assert_close(&out, &[0.0, 0.25, 0.75, 1.0], 1e-6);
+    // Non-finite values become 0 and are counted.
+    let mut raw = [f32::NAN, 1.0, f32::INFINITY];
+    let mut out = [0.0; 3];
+    assert_eq!(Post::Raw.apply(&mut raw, &[1, 3], &mut out), 2);
+    assert_eq!(out, [0.0, 1.0, 0.0]);
+}
+
+const N: usize = 3;
+const K: usize = 4;
+const H: usize = 3;
+const W: usize = 5;
+
+fn activations() -> Vec<f32> {
+    noise(1, N * K * H * W).iter().map(|v| v.max(0.0)).collect()
+}
+
+fn gradients() -> Vec<f32> {
+    noise(2, N * K * H * W)
+}
+
+/// Grad-CAM by hand: relu(Σ_k mean_hw(G_k) A_k), per image.
+fn gradcam_by_hand(a: &[f32], g: &[f32]) -> Vec<f32> {
+    let hw = H * W;
+    let mut out = vec![0.0f32; N * hw];
+    for n in 0..N {
+        for k in 0..K {
+            let base = (n * K + k) * hw;
+            let weight = g[base..base + hw].iter().sum::<f32>() / hw as f32;
+            for p in 0..hw {
+                out[n * hw + p] += weight * a[base + p];
+            }
+        }
+    }
+    out.iter().map(|v| v.max(0.0)).collect()
+}
+
+fn write_gradcam_cache(path: &Path, to: fn(&[usize], &[f32]) -> T) {
+    let shape = [N, K, H, W];
+    write_safetensors(
+        path,
+        &[("A", to(&shape, &activations())), ("G", to(&shape, &gradients()))],
+        &[("image_size", "7,11")],
+    );
+}
+
+fn camc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camc"))
+        .args(args)
+        .output()
+        .expect("camc runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = camc(args);
+    assert_eq!(out.status.code(), Some(0), "camc {args:?}: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn run_raw_gradcam_equals_the_formula_by_hand() {
+    let dir = temp_dir();
+    let cache = dir.path().join("c.safetensors");
+    write_gradcam_cache(&cache, f32s);
+    let out = dir.path().join("raw.npy");
+    run_ok(&[
+        "run",
+        "gradcam",
+        "--cache",
+        path_str(&cache),
+        "-o",
+        path_str(&out),
+        "--raw",
+        "--backend",
+        "interp",
+    ]);
+    let (shape, values) = read_npy(&out);
+    assert_eq!(shape, [N, H, W]);
+    assert_close(&values, &gradcam_by_hand(&activations(), &gradients()), 1e-6);
+}
+
+#[test]
+fn run_post_processes_to_the_image_size_or_size() {
+    let dir = temp_dir();
+    let cache = dir.path().join("c.safetensors");
+    write_gradcam_cache(&cache, f32s);
+    let raw = gradcam_by_hand(&activations(), &gradients());
+    for (size, expect) in [(None, [7, 11]), (Some("4,9"), [4, 9])] {
+        let out = dir.path().join("out.npy");
+        let mut args = vec![
+            "run",
+            "gradcam",
+            "--cache",
+            path_str(&cache),
+            "-o",
+            path_str(&out),
+            "--backend",
+            "interp",
+        ];
+        if let Some(size) = size {
+            args.extend(["--size", size]);
+        }
+        run_ok(&args);
+        let (shape, values) = read_npy(&out);
+        assert_eq!(shape, [N, expect[0], expect[1]]);
+        for n in 0..N {
+            let mut image = raw[n * H * W..(n + 1) * H * W].to_vec();
+            minmax(&mut image);
+            let mut expected = resize(&image, &[H, W], &expect);
+            minmax(&mut expected);
+            let got = &values[n * expect[0] * expect[1]..(n + 1) * expect[0] * expect[1]];
+            assert_close(got, &expected, 1e-6);
+            let max = got.iter().copied().fold(0.0, f32::max);
+            assert!((max - 1.0).abs() < 1e-5 && got.iter().all(|v| *v >= 0.0));
+        }
+    }
+}
+
+#[test]
+fn f16_bf16_npy_and_shards_read_the_same_data() {
+    let dir = temp_dir();
+    let reference = dir.path().join("ref.npy");
+    let f32_cache = dir.path().join("f32.safetensors");
+    write_gradcam_cache(&f32_cache, f32s);
+    run_ok(&[
+        "run",
+        "gradcam",
+        "--cache",
+        path_str(&f32_cache),
+        "-o",
+        path_str(&reference),
+        "--raw",
+        "--backend",
+        "interp",
+    ]);
+    let (_, expected) = read_npy(&reference);
+
+    // Half precision inputs: the same formula on the rounded values.
+    for (name, to, round) in [
+        (
+            "f16",
+            f16s as fn(&[usize], &[f32]) -> T,
+            (|v: f32| half::f16::from_f32(v).to_f32()) as fn(f32) -> f32,
+        ),
+        ("bf16", bf16s, |v: f32| half::bf16::from_f32(v).to_f32()),
+    ] {
+        let cache = dir.path().join(format!("{name}.safetensors"));
+        write_gradcam_cache(&cache, to);
+        let out = dir.path().join(format!("{name}.npy"));
+        run_ok(&[
+            "run",
+            "gradcam",
+            "--cache",
+            path_str(&cache),
+            "-o",
+            path_str(&out),
+            "--raw",
+            "--backend",
+            "interp",
+        ]);
+        let a: Vec<f32> = activations().into_iter().map(round).collect();
+        let g: Vec<f32> = gradients().into_iter().map(round).collect();
+        assert_close(&read_npy(&out).1, &gradcam_by_hand(&a, &g), 1e-6);
+    }
+
+    // A directory of .npy files.
+    let npy_dir = dir.path().join("npy");
+    let shape = [N, K, H, W];
+    write_npy_dir(
+        &npy_dir,
+        &[("A", &shape, &activations()), ("G", &shape, &gradients())],
+    );
+    let out = dir.path().join("npy.npy");
+    run_ok(&[
+        "run",
+        "gradcam",
+        "--cache",
+        path_str(&npy_dir),
+        "-o",
+        path_str(&out),
+        "--raw",
+        "--backend",
+        "interp",
+    ]);
+    assert_close(&read_npy(&out).1, &expected, 0.0);
+
+    // Two shards (2 images + 1), streamed in batches of one.
+    let per_image = K * H * W;
+    let (a, g) = (activations(), gradients());
+    for (i, range) in [(0, 0..2), (1, 2..3)] {
+        let shape = [range.len(), K, H, W];
+        let slice = |v: &[f32]| v[range.start * per_image..range.end * per_image].to_vec();
+        write_safetensors(
+            &dir.path().join(format!("shard-{i}.safetensors")),
+            &[("A", f32s(&shape, &slice(&a))), ("G", f32s(&shape, &slice(&g)))],
+            &[],
+        );
+    }
+    let glob = dir.path().join("shard-*.safetensors");
+    let out = dir.path().join("shards.safetensors");
+    run_ok(&[
+        "run",
+        "gradcam",
+        "--cache",
+        path_str(&glob),
+        "-o",
+        path_str(&out),
+        "--raw",
+        "--batch",
+        "1",
+        "--backend",
+        "interp",
+    ]);
+    let written = Cache::open(path_str(&out)).expect("camc reads its own output");
+    let (shape, values) = written.shards[0].f32("heatmap").expect("heatmap tensor");
+    assert_eq!(shape, [N, H, W]);
+    assert_close(&values, &expected, 0.0);
+}
+
+/// Opens `path` and binds Grad-CAM's inputs; the error text.
+fn bind_error(path: &Path) -> String {
+    let kernel = kernel(
+        "cam c(A: [k,h,w], G: [k,h,w]) = sum[k](A * G)",
+        camc_compiler::opt::Level::Exact,
+    );
+    match Cache::open(path_str(&path.to_path_buf())) {
+        Err(e) => e.to_string(),
+        Ok(cache) => match Binding::new(&cache, &kernel) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{} should be refused", path.display()),
+        },
+    }
+}
+
+fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "`{message}` should mention `{part}`");
+    }
+}
+
+#[test]
+fn malformed_caches_are_errors_naming_file_and_tensor() {
+    let dir = temp_dir();
+    let good = dir.path().join("good.safetensors");
+    write_gradcam_cache(&good, f32s);
+    let bytes = std::fs::read(&good).expect("read");
+
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).expect("write");
+    assert_mentions(
+        &bind_error(&truncated),
+        &["truncated.safetensors", "truncated", "tensor `"],
+    );
+
+    let header_only = dir.path().join("short.safetensors");
+    std::fs::write(&header_only, &bytes[..4]).expect("write");
+    assert_mentions(&bind_error(&header_only), &["short.safetensors", "truncated"]);
+
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\x10\0\0\0\0\0\0\0not json at all!").expect("write");
+    assert_mentions(&bind_error(&junk), &["junk.safetensors", "JSON"]);
+
+    // A header that says A has 3 floats but gives it 8 bytes.
+    let header = br#"{"A":{"dtype":"F32","shape":[1,1,1,3],"data_offsets":[0,8]}}"#;
+    let mut lying = (header.len() as u64).to_le_bytes().to_vec();
+    lying.extend_from_slice(header);
+    lying.extend_from_slice(&[0; 8]);
+    let liar = dir.path().join("liar.safetensors");
+    std::fs::write(&liar, lying).expect("write");
+    assert_mentions(
+        &bind_error(&liar),
+        &["liar.safetensors", "tensor `A`", "12 bytes", "8 bytes"],
+    );
+
+    let shape = [N, K, H, W];
+    let cases: Vec<(&str, Vec<(&str, T)>, Vec<&str>)> = vec![
+        (
+            "missing",
+            vec![("A", f32s(&shape, &activations()))],
+            vec!["tensor `G`", "missing", "[3, 4, 3, 5]"],
+        ),
+        (
+            "int-a",
+            vec![
+                ("A", i64s(&shape, &vec![1; N * K * H * W])),
+                ("G", f32s(&shape, &gradients())),
+            ],
+            vec!["tensor `A`", "i64"],
+        ),
+        (
+            "shape",
+            vec![
+                ("A", f32s(&shape, &activations())),
+                ("G", f32s(&[N, K, W, H], &gradients())),
+            ],
+            vec!["tensor `G`", "[3, 4, 5, 3]", "[3, 4, 3, 5]"],
+        ),
+        (
+            "a-rank",
+            vec![
+                ("A", f32s(&[N, K * H * W], &activations())),
+                ("G", f32s(&shape, &gradients())),
+            ],
+            vec!["tensor `A`", "[n,k,h,w]"],
+        ),
+    ];
+    for (name, tensors, expected) in cases {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        write_safetensors(&path, &tensors, &[]);
+        let message = bind_error(&path);
+        assert_mentions(&message, &[&format!("{name}.safetensors")]);
+        assert_mentions(&message, &expected);
+    }
+
+    // Shards that disagree on sizes.
+    write_safetensors(
+        &dir.path().join("s-0.safetensors"),
+        &[
+            ("A", f32s(&shape, &activations())),
+            ("G", f32s(&shape, &gradients())),
+        ],
+        &[],
+    );
+    let other = [1, K, H + 1, W];
+    let len = K * (H + 1) * W;
+    write_safetensors(
+        &dir.path().join("s-1.safetensors"),
+        &[
+            ("A", f32s(&other, &vec![0.0; len])),
+            ("G", f32s(&other, &vec![0.0; len])),
+        ],
+        &[],
+    );
+    assert_mentions(
+        &bind_error(&dir.path().join("s-*.safetensors")),
+        &["s-1.safetensors", "tensor `A`", "first shard"],
+    );
+
+    // A truncated .npy in a directory.
+    let npy_dir = dir.path().join("npy");
+    write_npy_dir(
+        &npy_dir,
+        &[("A", &shape, &activations()), ("G", &shape, &gradients())],
+    );
+    let g = npy_dir.join("G.npy");
+    let g_bytes = std::fs::read(&g).expect("read");
+    std::fs::write(&g, &g_bytes[..g_bytes.len() - 4]).expect("write");
+    assert_mentions(&bind_error(&npy_dir), &["npy", "tensor `G`", "truncated"]);
+}
+
+#[test]
+fn run_reports_errors_with_exit_codes() {
+    let dir = temp_dir();
+    let cache = dir.path().join("c.safetensors");
+    write_gradcam_cache(&cache, f32s);
+    let out = dir.path().join("o.npy");
+    let c = path_str(&cache);
+    let o = path_str(&out);
+    let code = |args: &[&str]| camc(args).status.code();
+    assert_eq!(
+        code(&["run", "gradcam", "--cache", c, "-o", "x.png"]),
+        Some(1),
+        "bad output extension"
+    );
+    assert_eq!(
+        code(&["run", "nosuch", "--cache", c, "-o", o]),
+        Some(1),
+        "unknown method"
+    );
+    assert_eq!(
+        code(&["run", "gradcam", "--cache", "/nonexistent.safetensors", "-o", o]),
+        Some(1)
+    );
+    assert_eq!(
+        code(&["run", "gradcam", "--cache", c, "-o", o, "--batch", "0"]),
+        Some(2),
+        "usage"
+    );
+    assert_eq!(
+        code(&["run", "gradcam", "--cache", c, "-o", o, "--size", "0,3"]),
+        Some(2),
+        "usage"
+    );
+    assert_eq!(
+        code(&["run", "gradcam", "--cache", c, "-o", o, "--set", "nope=1"]),
+        Some(1),
+        "unknown knob"
+    );
+    assert_eq!(
+        code(&[
+            "run",
+            "gradcampp",
+            "--cache",
+            c,
+            "-o",
+            o,
+            "--set",
+            "eps=1e-5",
+            "--backend",
+            "interp"
+        ]),
+        Some(0)
+    );
+}
+
+#[test]
+fn nonfinite_results_warn_or_fail_with_strict() {
+    let dir = temp_dir();
+    let cache = dir.path().join("nan.safetensors");
+    let mut g = gradients();
+    g[0] = f32::NAN; // image 0, channel 0: its weight is NaN, so image 0's map is NaN.
+    let shape = [N, K, H, W];
+    write_safetensors(
+        &cache,
+        &[("A", f32s(&shape, &activations())), ("G", f32s(&shape, &g))],
+        &[],
+    );
+    let out = dir.path().join("o.npy");
+    let args = [
+        "run",
+        "gradcam",
+        "--cache",
+        path_str(&cache),
+        "-o",
+        path_str(&out),
+        "--backend",
+        "interp",
+    ];
+    let warned = run_ok(&args);
+    assert_mentions(&stderr(&warned), &["warning", "image 0", "`G` has 1 NaN"]);
+    let (_, values) = read_npy(&out);
+    assert!(values.iter().all(|v| v.is_finite()));
+    let strict = camc(&[&args[..], &["--strict"]].concat());
+    assert_eq!(strict.status.code(), Some(1));
+    assert_mentions(&stderr(&strict), &["image 0", "non-finite", "`G`"]);
+}
+
+mod hostile {
+    use super::*;
+    use camc_runtime::exec::{interp::InterpExecutor, Executor};
+    use camc_runtime::run::Run;
+    use proptest::prelude::*;
+
+    /// Opens, binds and runs a cache's bytes; any outcome but a panic is fine.
+    fn try_everything(bytes: &[u8]) {
+        let dir = temp_dir();
+        let path = dir.path().join("m.safetensors");
+        std::fs::write(&path, bytes).expect("write");
+        let kernel = kernel(
+            "cam c(A: [k,h,w], G: [k,h,w]) = sum[k](A * G)",
+            camc_compiler::opt::Level::Exact,
+        );
+        let Ok(cache) = Cache::open(path_str(&path)) else {
+            return;
+        };
+        let _ = cache.image_size();
+        let Ok(binding) = Binding::new(&cache, &kernel) else {
+            return;
+        };
+        let mut executor = InterpExecutor::new(&kernel, binding.dims);
+        let run = Run {
+            kernel: &kernel,
+            binding: &binding,
+            post: Post::Scale { size: vec![4, 4] },
+            batch: 2,
+            strict: false,
+        };
+        let _ = run.execute(&mut executor as &mut dyn Executor, |_, _| Ok(()), |_| {});
+    }
+
+    fn good_bytes() -> Vec<u8> {
+        let dir = temp_dir();
+        let path = dir.path().join("g.safetensors");
+        let shape = [2, 2, 2, 3];
+        write_safetensors(
+            &path,
+            &[
+                ("A", f32s(&shape, &noise(3, 24))),
+                ("G", f16s(&shape, &noise(4, 24))),
+            ],
+            &[("image_size", "5,5")],
+        );
+        std::fs::read(path).expect("read")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn mutated_caches_never_panic(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8), cut in any::<prop::sample::Index>()) {
+            let mut bytes = good_bytes();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            try_everything(&bytes);
+            let keep = cut.index(bytes.len());
+            try_everything(&bytes[..keep]);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            try_everything(&bytes);
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod caches;
 pub mod gen;
+pub mod golden;
 
 use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;

@@ -62,7 +62,7 @@ fn cast<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
 impl<'a> Values<'a> {
     /// Little-endian `bytes` of `dtype`; the length must be a multiple of the element size.
     pub fn from_bytes(dtype: DType, bytes: &'a [u8]) -> Result<Values<'a>, String> {
-        if bytes.len() % dtype.size() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size()) {
             return Err(format!(
                 "{} bytes is not a whole number of {} values",
                 bytes.len(),

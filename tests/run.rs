@@ -287,7 +287,7 @@ fn bind_error(path: &Path) -> String {
         "cam c(A: [k,h,w], G: [k,h,w]) = sum[k](A * G)",
         camc_compiler::opt::Level::Exact,
     );
-    match Cache::open(path_str(&path.to_path_buf())) {
+    match Cache::open(path_str(path)) {
         Err(e) => e.to_string(),
         Ok(cache) => match Binding::new(&cache, &kernel) {
             Err(e) => e.to_string(),
@@ -337,7 +337,8 @@ fn malformed_caches_are_errors_naming_file_and_tensor() {
     );
 
     let shape = [N, K, H, W];
-    let cases: Vec<(&str, Vec<(&str, T)>, Vec<&str>)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, T)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "missing",
             vec![("A", f32s(&shape, &activations()))],

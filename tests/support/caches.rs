@@ -3,7 +3,7 @@
 use npyz::WriterBuilder;
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A tensor to write: dtype, shape and little-endian bytes.
 pub struct T {
@@ -118,6 +118,6 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
-pub fn path_str(path: &PathBuf) -> &str {
+pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }

@@ -26,8 +26,15 @@ fn run_all(kernel: &Kernel, binding: &Binding, executor: &mut dyn Executor, post
         batch: 3,
         strict: false,
     };
-    job.execute(executor, |_, v| Ok(all.extend_from_slice(v)), |_| {})
-        .expect("runs");
+    job.execute(
+        executor,
+        |_, v| {
+            all.extend_from_slice(v);
+            Ok(())
+        },
+        |_| {},
+    )
+    .expect("runs");
     all
 }
 

@@ -9,5 +9,6 @@ pub mod interp;
 mod pc1;
 pub mod postprocess;
 pub mod run;
+pub mod search;
 
 pub use dims::Dims;

@@ -1,0 +1,156 @@
+//! Values of terms on a probe set of images: how the enumerator tells equivalent terms apart
+//! without compiling them. A term of type `[]`, `[k]` or `[k,h,w]` holds, per probe image,
+//! 1, `channels` or `channels·spatial` values. Reductions follow the interpreter (f64
+//! accumulation, NaN-propagating max/min, population std).
+
+use super::term::{Term, TermId, TermOp};
+use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::ops::{BinaryOp, ReduceOp};
+
+/// Terminal tensors on some images and channels.
+pub struct Probe {
+    pub images: usize,
+    pub channels: usize,
+    pub spatial: usize,
+    /// Per terminal: its type and values (laid out as described above).
+    pub terminals: Vec<(AxisSet, Vec<f32>)>,
+}
+
+impl Probe {
+    /// Values per image of a term of type `ty`.
+    pub fn len(&self, ty: AxisSet) -> usize {
+        let mut len = 1;
+        if ty.contains(Axis::K) {
+            len *= self.channels;
+        }
+        if ty.contains(Axis::H) {
+            len *= self.spatial;
+        }
+        len
+    }
+
+    /// Index into a value of type `ty` for image `p`, channel `c`, position `s`.
+    fn at(&self, ty: AxisSet, p: usize, c: usize, s: usize) -> usize {
+        let per_image = self.len(ty);
+        let mut i = p * per_image;
+        if ty.contains(Axis::K) {
+            i += c * if ty.contains(Axis::H) { self.spatial } else { 1 };
+        }
+        if ty.contains(Axis::H) {
+            i += s;
+        }
+        i
+    }
+
+    pub fn binary(&self, op: BinaryOp, ta: AxisSet, a: &[f32], tb: AxisSet, b: &[f32]) -> Vec<f32> {
+        let ty = ta.union(tb);
+        let channels = if ty.contains(Axis::K) { self.channels } else { 1 };
+        let spatial = if ty.contains(Axis::H) { self.spatial } else { 1 };
+        let mut out = Vec::with_capacity(self.images * channels * spatial);
+        for p in 0..self.images {
+            for c in 0..channels {
+                for s in 0..spatial {
+                    out.push(op.apply(a[self.at(ta, p, c, s)], b[self.at(tb, p, c, s)]));
+                }
+            }
+        }
+        out
+    }
+
+    /// A `[k,h,w]` value reduced over `[h,w]`.
+    pub fn reduce(&self, op: ReduceOp, x: &[f32]) -> Vec<f32> {
+        x.chunks(self.spatial).map(|group| reduce(op, group)).collect()
+    }
+
+    /// A term's values, computed from its operands' (`values` holds them by id).
+    pub fn eval(&self, term: &Term, terms: &[Term], values: &dyn Fn(TermId) -> Vec<f32>) -> Vec<f32> {
+        match term.op {
+            TermOp::Tensor(i) => self.terminals[i as usize].1.clone(),
+            TermOp::Const(c) => vec![c; self.images],
+            TermOp::Unary(op, x) => values(x).into_iter().map(|v| op.apply(v)).collect(),
+            TermOp::Binary(op, a, b) => {
+                let (ta, tb) = (terms[a as usize].ty, terms[b as usize].ty);
+                self.binary(op, ta, &values(a), tb, &values(b))
+            }
+            TermOp::Reduce(op, x) => self.reduce(op, &values(x)),
+        }
+    }
+
+    /// A term's values computed from scratch (for a probe that keeps no table of terms).
+    pub fn eval_tree(&self, terms: &[Term], id: TermId) -> Vec<f32> {
+        self.eval(&terms[id as usize], terms, &|child| self.eval_tree(terms, child))
+    }
+
+    /// `relu(sum[k](weights * A))` per probe image, `A` being terminal `a`: the map a
+    /// candidate produces, `images × spatial` values.
+    pub fn map(&self, weights_ty: AxisSet, weights: &[f32], a: usize) -> Vec<f32> {
+        let (ta, values) = &self.terminals[a];
+        let mut out = vec![0.0f64; self.images * self.spatial];
+        for p in 0..self.images {
+            for c in 0..self.channels {
+                for s in 0..self.spatial {
+                    let w = weights[self.at(weights_ty, p, c, s)] as f64;
+                    out[p * self.spatial + s] += w * values[self.at(*ta, p, c, s)] as f64;
+                }
+            }
+        }
+        out.into_iter().map(|v| (v as f32).max(0.0)).collect()
+    }
+}
+
+fn reduce(op: ReduceOp, group: &[f32]) -> f32 {
+    let n = group.len() as f64;
+    let sum: f64 = group.iter().map(|&v| v as f64).sum();
+    let extreme = |pick: fn(f64, f64) -> f64| {
+        if group.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            group.iter().map(|&v| v as f64).reduce(pick).unwrap_or(f64::NAN)
+        }
+    };
+    let value = match op {
+        ReduceOp::Sum => sum,
+        ReduceOp::Mean => sum / n,
+        ReduceOp::Max => extreme(f64::max),
+        ReduceOp::Min => extreme(f64::min),
+        ReduceOp::Norm => group.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt(),
+        ReduceOp::Std => {
+            let mean = sum / n;
+            (group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+        }
+    };
+    value as f32
+}
+
+/// A fingerprint of values that ignores differences below ~1e-4 relative: terms with the same
+/// fingerprint are taken to be the same function.
+pub fn fingerprint(values: &[f32]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for &v in values {
+        let bits = if v.is_nan() {
+            u32::MAX
+        } else if v == 0.0 {
+            0
+        } else {
+            // Keep sign, exponent and the top 10 mantissa bits (rounded).
+            (v.to_bits().wrapping_add(1 << 12)) & !((1 << 13) - 1)
+        };
+        bits.hash(&mut hasher);
+    }
+    values.len().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The fingerprint of a map up to a positive scale and shift: min-max normalized first, as
+/// post-processing does.
+pub fn map_fingerprint(map: &[f32], spatial: usize) -> u64 {
+    let mut normalized = Vec::with_capacity(map.len());
+    for image in map.chunks(spatial) {
+        let min = image.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let range = max - min;
+        normalized.extend(image.iter().map(|v| if range > 0.0 { (v - min) / range } else { 0.0 }));
+    }
+    fingerprint(&normalized)
+}

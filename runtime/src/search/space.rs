@@ -1,0 +1,129 @@
+//! The search space (SPEC §6): which terminals, constants and operators programs of the form
+//! `relu(sum[k](WEIGHTS * A))` may use, read from a TOML file; every field has a default.
+
+use camc_compiler::ops::{BinaryOp, ReduceOp, UnaryOp};
+use serde::Deserialize;
+
+/// The space as written in TOML (see `docs/search.md` and `examples/search-space.toml`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpaceFile {
+    /// Largest WEIGHTS expression, counted in nodes (leaves, operators, reductions).
+    pub max_size: usize,
+    /// Cache tensors a program may read; each must be `[n,k,h,w]`, `[n,k]` or `[n]`.
+    pub terminals: Vec<String>,
+    pub constants: Vec<f32>,
+    /// `relu abs sign exp log sqrt sigmoid tanh neg`.
+    pub unary: Vec<String>,
+    /// `+ - * / ^ min max`.
+    pub binary: Vec<String>,
+    /// Reductions over `[h,w]` that turn a `[k,h,w]` term into a `[k]` one: `sum mean max min
+    /// norm std`.
+    pub reductions: Vec<String>,
+    /// Images and channels of the probe set used to prune equivalent terms.
+    pub probe_images: usize,
+    pub probe_channels: usize,
+}
+
+impl Default for SpaceFile {
+    fn default() -> SpaceFile {
+        SpaceFile {
+            max_size: 9,
+            terminals: vec!["A".into(), "G".into()],
+            constants: vec![1.0, 2.0, 1e-7],
+            unary: vec!["relu".into(), "abs".into(), "sqrt".into(), "exp".into()],
+            binary: ["+", "-", "*", "/", "max"].map(String::from).to_vec(),
+            reductions: vec!["sum".into(), "mean".into(), "max".into()],
+            probe_images: 4,
+            probe_channels: 16,
+        }
+    }
+}
+
+/// The space with names resolved to operations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Space {
+    pub max_size: usize,
+    pub terminals: Vec<String>,
+    pub constants: Vec<f32>,
+    pub unary: Vec<UnaryOp>,
+    pub binary: Vec<BinaryOp>,
+    pub reductions: Vec<ReduceOp>,
+    pub probe_images: usize,
+    pub probe_channels: usize,
+}
+
+fn unary(name: &str) -> Option<UnaryOp> {
+    Some(match name {
+        "relu" => UnaryOp::Relu,
+        "abs" => UnaryOp::Abs,
+        "sign" => UnaryOp::Sign,
+        "exp" => UnaryOp::Exp,
+        "log" => UnaryOp::Log,
+        "sqrt" => UnaryOp::Sqrt,
+        "sigmoid" => UnaryOp::Sigmoid,
+        "tanh" => UnaryOp::Tanh,
+        "neg" | "-" => UnaryOp::Neg,
+        _ => return None,
+    })
+}
+
+fn binary(name: &str) -> Option<BinaryOp> {
+    Some(match name {
+        "+" => BinaryOp::Add,
+        "-" => BinaryOp::Sub,
+        "*" => BinaryOp::Mul,
+        "/" => BinaryOp::Div,
+        "^" => BinaryOp::Pow,
+        "min" => BinaryOp::Min,
+        "max" => BinaryOp::Max,
+        _ => return None,
+    })
+}
+
+fn reduction(name: &str) -> Option<ReduceOp> {
+    Some(match name {
+        "sum" => ReduceOp::Sum,
+        "mean" => ReduceOp::Mean,
+        "max" => ReduceOp::Max,
+        "min" => ReduceOp::Min,
+        "norm" => ReduceOp::Norm,
+        "std" => ReduceOp::Std,
+        _ => return None,
+    })
+}
+
+fn resolve<T>(names: &[String], what: &str, f: fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    names
+        .iter()
+        .map(|n| f(n).ok_or_else(|| format!("unknown {what} `{n}`")))
+        .collect()
+}
+
+impl SpaceFile {
+    pub fn parse(text: &str) -> Result<SpaceFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn resolve(&self) -> Result<Space, String> {
+        if self.max_size == 0 || self.max_size > 25 {
+            return Err(format!("max_size {} must be between 1 and 25", self.max_size));
+        }
+        if self.terminals.is_empty() {
+            return Err("the space needs at least one terminal".into());
+        }
+        if self.constants.iter().any(|c| !c.is_finite()) {
+            return Err("constants must be finite".into());
+        }
+        Ok(Space {
+            max_size: self.max_size,
+            terminals: self.terminals.clone(),
+            constants: self.constants.clone(),
+            unary: resolve(&self.unary, "unary operator", unary)?,
+            binary: resolve(&self.binary, "binary operator", binary)?,
+            reductions: resolve(&self.reductions, "reduction", reduction)?,
+            probe_images: self.probe_images.max(1),
+            probe_channels: self.probe_channels.max(1),
+        })
+    }
+}

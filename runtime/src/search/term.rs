@@ -1,0 +1,79 @@
+//! Terms of the search: WEIGHTS expressions built bottom-up, each typed `[]`, `[k]` or
+//! `[k,h,w]`, and printed as `.cam` source.
+
+use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::ops::{format_number, BinaryOp, ReduceOp, UnaryOp};
+
+pub type TermId = u32;
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum TermOp {
+    /// The space's terminal with this index.
+    Tensor(u32),
+    Const(f32),
+    Unary(UnaryOp, TermId),
+    Binary(BinaryOp, TermId, TermId),
+    /// A reduction over `[h,w]`.
+    Reduce(ReduceOp, TermId),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Term {
+    pub op: TermOp,
+    pub ty: AxisSet,
+    pub size: u32,
+}
+
+pub fn k() -> AxisSet {
+    AxisSet::of(&[Axis::K])
+}
+
+pub fn khw() -> AxisSet {
+    AxisSet::of(&[Axis::K, Axis::H, Axis::W])
+}
+
+fn binary_source(op: BinaryOp, a: String, b: String) -> String {
+    let symbol = match op {
+        BinaryOp::Add => "+",
+        BinaryOp::Sub => "-",
+        BinaryOp::Mul => "*",
+        BinaryOp::Div => "/",
+        BinaryOp::Pow => "^",
+        BinaryOp::Min => return format!("min({a}, {b})"),
+        BinaryOp::Max => return format!("max({a}, {b})"),
+        other => return format!("{}({a}, {b})", other.name()),
+    };
+    format!("({a} {symbol} {b})")
+}
+
+/// The term as a `.cam` expression; `terminals` names the tensors.
+pub fn source(terms: &[Term], id: TermId, terminals: &[String]) -> String {
+    match terms[id as usize].op {
+        TermOp::Tensor(i) => terminals[i as usize].clone(),
+        TermOp::Const(c) => format_number(c),
+        TermOp::Unary(UnaryOp::Neg, x) => format!("(-{})", source(terms, x, terminals)),
+        TermOp::Unary(op, x) => format!("{}({})", op.name(), source(terms, x, terminals)),
+        TermOp::Binary(op, a, b) => {
+            binary_source(op, source(terms, a, terminals), source(terms, b, terminals))
+        }
+        TermOp::Reduce(op, x) => format!("{}[h,w]({})", op.name(), source(terms, x, terminals)),
+    }
+}
+
+/// The terminals a term reads, as a sorted list of indices.
+pub fn tensors_used(terms: &[Term], id: TermId, used: &mut Vec<u32>) {
+    match terms[id as usize].op {
+        TermOp::Tensor(i) => {
+            if !used.contains(&i) {
+                used.push(i);
+                used.sort_unstable();
+            }
+        }
+        TermOp::Const(_) => {}
+        TermOp::Unary(_, x) | TermOp::Reduce(_, x) => tensors_used(terms, x, used),
+        TermOp::Binary(_, a, b) => {
+            tensors_used(terms, a, used);
+            tensors_used(terms, b, used);
+        }
+    }
+}

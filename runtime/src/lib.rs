@@ -4,6 +4,7 @@
 pub mod dims;
 pub mod exec;
 pub mod interp;
+pub mod metrics;
 mod pc1;
 
 pub use dims::Dims;

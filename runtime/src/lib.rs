@@ -5,6 +5,8 @@ pub mod dims;
 pub mod exec;
 pub mod interp;
 pub mod metrics;
+pub mod overlay;
 mod pc1;
+pub mod report;
 
 pub use dims::Dims;

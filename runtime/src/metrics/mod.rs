@@ -15,6 +15,7 @@ mod loc;
 mod pixel;
 mod robust;
 
+pub(crate) use boxes::clipped;
 pub use boxes::{boxes_per_image, BBox, PixelRange};
 pub use faithful::{confidences, Confidences, Faithfulness, FaithfulnessKind, Head};
 pub use loc::{largest_component_box, Loc, LOC_ACC_IOU, LOC_THRESHOLD};

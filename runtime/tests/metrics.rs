@@ -509,3 +509,125 @@ fn boxes_tensor_splits_per_image() {
     assert!(boxes_per_image(&flat, &[3, 4], None).is_err());
     assert!(boxes_per_image(&flat, &[8], None).is_err());
 }
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A sparse map with many ties: values in {0, 0.1, 0.2, ..., 1}, half of them 0.
+    fn map(&mut self, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                if self.below(2) == 0 {
+                    0.0
+                } else {
+                    self.below(11) as f32 / 10.0
+                }
+            })
+            .collect()
+    }
+}
+
+/// Reference for `largest_component_box`: every kept pixel repeatedly takes the smallest label
+/// of its 8 neighbours until nothing changes, so a component's label is its first pixel in
+/// row-major order; the largest component wins, ties to the smallest label.
+fn reference_component_box(data: &[f32], h: usize, w: usize) -> Option<PixelRange> {
+    let max = data.iter().copied().fold(0f32, f32::max);
+    if max <= 0.0 {
+        return None;
+    }
+    let keep: Vec<bool> = data
+        .iter()
+        .map(|&v| f64::from(v) >= 0.15 * f64::from(max))
+        .collect();
+    let mut label: Vec<usize> = (0..h * w).collect();
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for p in (0..h * w).filter(|&p| keep[p]) {
+            let (y, x) = ((p / w) as i64, (p % w) as i64);
+            for (dy, dx) in (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (dy, dx))) {
+                let (ny, nx) = (y + dy, x + dx);
+                if ny < 0 || nx < 0 || ny >= h as i64 || nx >= w as i64 {
+                    continue;
+                }
+                let q = (ny * w as i64 + nx) as usize;
+                if keep[q] && label[q] < label[p] {
+                    label[p] = label[q];
+                    changed = true;
+                }
+            }
+        }
+    }
+    let roots: Vec<usize> = (0..h * w).filter(|&p| keep[p] && label[p] == p).collect();
+    let size = |r: usize| (0..h * w).filter(|&p| keep[p] && label[p] == r).count();
+    let best = roots
+        .iter()
+        .copied()
+        .max_by_key(|&r| (size(r), std::cmp::Reverse(r)))?;
+    let pixels: Vec<usize> = (0..h * w).filter(|&p| keep[p] && label[p] == best).collect();
+    Some(PixelRange {
+        x0: pixels.iter().map(|p| p % w).min()?,
+        y0: pixels.iter().map(|p| p / w).min()?,
+        x1: pixels.iter().map(|p| p % w + 1).max()?,
+        y1: pixels.iter().map(|p| p / w + 1).max()?,
+    })
+}
+
+#[test]
+fn components_match_a_brute_force_reference_on_random_maps() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..300 {
+        let (h, w) = (1 + rng.below(9) as usize, 1 + rng.below(9) as usize);
+        let data = rng.map(h * w);
+        let got = largest_component_box(&map(h, w, &data), LOC_THRESHOLD);
+        assert_eq!(got, reference_component_box(&data, h, w), "{h}x{w} {data:?}");
+    }
+}
+
+#[test]
+fn random_inputs_give_finite_values_in_range() {
+    let mut rng = Rng(42);
+    let mut metrics: Vec<Box<dyn Metric>> = ["loc", "iou", "pointing", "energy", "robust", "complexity"]
+        .iter()
+        .map(|n| metric_by_name(n).unwrap())
+        .collect();
+    for _ in 0..300 {
+        let (h, w) = (1 + rng.below(12) as usize, 1 + rng.below(12) as usize);
+        let (data, other) = (rng.map(h * w), rng.map(h * w));
+        // Corners from −4 to 15, sizes from −2 (inverted) to 9: inside, clipped, outside, empty.
+        let boxes: Vec<BBox> = (0..rng.below(4))
+            .map(|_| {
+                let (x0, y0) = (rng.below(20) as f32 - 4.0, rng.below(20) as f32 - 4.0);
+                let (bw, bh) = (rng.below(12) as f32 - 2.0, rng.below(12) as f32 - 2.0);
+                BBox::new(x0, y0, x0 + bw, y0 + bh)
+            })
+            .collect();
+        let mut input = ImageInput::new(map(h, w, &data));
+        input.boxes = Some(&boxes);
+        input.perturbed = Some(map(h, w, &other));
+        for m in metrics.iter_mut() {
+            m.add(&input).unwrap();
+        }
+    }
+    for m in &metrics {
+        for v in m.finish() {
+            let x = v.value.unwrap();
+            let lo = if v.name == "robust" { -1.0 } else { 0.0 };
+            assert!(x.is_finite() && (lo..=1.0).contains(&x), "{v:?}");
+            assert_eq!(v.images + v.skipped, 300, "{v:?}");
+            assert!(v.images > 50, "too few scored images for {v:?}");
+        }
+    }
+}

@@ -631,3 +631,37 @@ fn random_inputs_give_finite_values_in_range() {
         }
     }
 }
+
+#[test]
+fn precomputed_confidences_are_used() {
+    // p = 0.8, p' = 0.6: AD term 0.25, IC 0, AG 0; p = 0.5, p' = 0.75: AD 0, IC 1, AG 0.5.
+    let zeros = [0f32; 4];
+    let cases = [
+        Confidences {
+            p: 0.8,
+            rest: 0.2,
+            masked: 0.6,
+        },
+        Confidences {
+            p: 0.5,
+            rest: 0.5,
+            masked: 0.75,
+        },
+    ];
+    for (name, value) in [("ad", 12.5), ("ic", 50.0), ("ag", 25.0)] {
+        let mut m = metric_by_name(name).unwrap();
+        for c in cases {
+            let mut input = ImageInput::new(map(2, 2, &zeros));
+            input.confidences = Some(c);
+            m.add(&input).unwrap();
+        }
+        close(only(m.as_ref()).value.unwrap(), value);
+        let mut input = ImageInput::new(map(2, 2, &zeros));
+        input.confidences = Some(Confidences {
+            p: f64::NAN,
+            rest: 0.0,
+            masked: 0.5,
+        });
+        assert!(m.add(&input).is_err());
+    }
+}

@@ -191,11 +191,23 @@ impl Metric for Faithfulness {
     }
 
     fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
-        let feature = input.feature.as_ref().ok_or(MetricError::MissingInput {
-            metric: self.kind.name(),
-            input: "feature-level input (A, head, target)",
-        })?;
-        let c = confidences(feature)?;
+        let c = match (&input.confidences, &input.feature) {
+            (Some(c), _) => *c,
+            (None, Some(feature)) => confidences(feature)?,
+            (None, None) => {
+                return Err(MetricError::MissingInput {
+                    metric: self.kind.name(),
+                    input: "feature-level input (A, head, target)",
+                })
+            }
+        };
+        for (what, x) in [("p", c.p), ("p'", c.masked), ("1 - p", c.rest)] {
+            if !(0.0..=1.0).contains(&x) {
+                return Err(MetricError::Invalid(format!(
+                    "confidence {what} = {x} is not a probability"
+                )));
+            }
+        }
         self.mean.push(self.kind.term(&c));
         Ok(())
     }

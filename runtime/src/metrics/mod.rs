@@ -159,6 +159,10 @@ pub struct ImageInput<'a> {
     pub feature: Option<FeatureInput<'a>>,
     /// The same image's post-processed heatmap from the perturbed cache (`robust`).
     pub perturbed: Option<Map<'a>>,
+    /// `p` and `p'` already computed with [`confidences`] from `feature`: when several of
+    /// `ad`, `ic`, `ag` are evaluated, the caller computes them once per image and each metric
+    /// uses them instead of recomputing (`feature` may then be `None`).
+    pub confidences: Option<Confidences>,
 }
 
 impl<'a> ImageInput<'a> {
@@ -169,6 +173,7 @@ impl<'a> ImageInput<'a> {
             boxes: None,
             feature: None,
             perturbed: None,
+            confidences: None,
         }
     }
 }

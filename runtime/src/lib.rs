@@ -6,8 +6,11 @@ pub mod dims;
 pub mod exec;
 pub mod heatmap_file;
 pub mod interp;
+pub mod metrics;
+pub mod overlay;
 mod pc1;
 pub mod postprocess;
+pub mod report;
 pub mod run;
 pub mod search;
 

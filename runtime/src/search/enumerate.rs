@@ -77,7 +77,8 @@ impl<'p> Enumerator<'p> {
         let term = Term { op, ty, size };
         let values = {
             let values = &self.values;
-            self.small.eval(&term, &self.terms, &|id| values[id as usize].clone())
+            self.small
+                .eval(&term, &self.terms, &|id| values[id as usize].clone())
         };
         let constant = matches!(op, TermOp::Const(_));
         if !constant && !values.iter().any(|v| v.is_finite()) {
@@ -101,7 +102,9 @@ impl<'p> Enumerator<'p> {
         let ty = self.terms[id as usize].ty;
         let weights = self.full.eval_tree(&self.terms, id);
         let map = self.full.map(ty, &weights, self.a);
-        if !map.iter().all(|v| v.is_finite()) || !self.seen_maps.insert(map_fingerprint(&map, self.full.spatial)) {
+        if !map.iter().all(|v| v.is_finite())
+            || !self.seen_maps.insert(map_fingerprint(&map, self.full.spatial))
+        {
             self.stats.same_map += 1;
             return;
         }

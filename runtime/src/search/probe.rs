@@ -150,7 +150,11 @@ pub fn map_fingerprint(map: &[f32], spatial: usize) -> u64 {
         let min = image.iter().copied().fold(f32::INFINITY, f32::min);
         let max = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let range = max - min;
-        normalized.extend(image.iter().map(|v| if range > 0.0 { (v - min) / range } else { 0.0 }));
+        normalized.extend(
+            image
+                .iter()
+                .map(|v| if range > 0.0 { (v - min) / range } else { 0.0 }),
+        );
     }
     fingerprint(&normalized)
 }

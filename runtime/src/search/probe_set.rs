@@ -10,10 +10,13 @@ use camc_compiler::axes::AxisSet;
 /// Terminal `name`'s type from its cache shape, given `A`'s `[n,k,h,w]`.
 fn terminal_type(cache: &Cache, name: &str, a_shape: &[usize]) -> Result<AxisSet, CacheError> {
     let shard = &cache.shards[0];
-    let info = shard
-        .tensors
-        .get(name)
-        .ok_or_else(|| CacheError::tensor(&shard.path, name, "missing: the search space names it as a terminal"))?;
+    let info = shard.tensors.get(name).ok_or_else(|| {
+        CacheError::tensor(
+            &shard.path,
+            name,
+            "missing: the search space names it as a terminal",
+        )
+    })?;
     let shape = &info.shape;
     if shape.len() == 4 && shape[1..] == a_shape[1..] {
         Ok(khw())
@@ -25,7 +28,9 @@ fn terminal_type(cache: &Cache, name: &str, a_shape: &[usize]) -> Result<AxisSet
         Err(CacheError::tensor(
             &shard.path,
             name,
-            format!("has shape {shape:?}; a search terminal must be [n,k,h,w], [n,k] or [n] (A is {a_shape:?})"),
+            format!(
+                "has shape {shape:?}; a search terminal must be [n,k,h,w], [n,k] or [n] (A is {a_shape:?})"
+            ),
         ))
     }
 }
@@ -41,7 +46,9 @@ fn image_values(cache: &Cache, name: &str, image: usize) -> Result<Vec<f32>, Cac
         }
         first += n;
     }
-    Err(CacheError::Other(format!("image {image} is past the end of the cache")))
+    Err(CacheError::Other(format!(
+        "image {image} is past the end of the cache"
+    )))
 }
 
 /// Probes on `images`: `(small, full)`, the small one restricted to the `channels` channels
@@ -89,7 +96,12 @@ pub fn probes(
     let small_values = types
         .iter()
         .zip(&full_values)
-        .map(|(ty, values)| (*ty, select_channels(*ty, values, images.len(), k_all, spatial, &chosen)))
+        .map(|(ty, values)| {
+            (
+                *ty,
+                select_channels(*ty, values, images.len(), k_all, spatial, &chosen),
+            )
+        })
         .collect();
     let full = Probe {
         images: images.len(),
@@ -106,7 +118,14 @@ pub fn probes(
     Ok((small, full))
 }
 
-fn select_channels(ty: AxisSet, values: &[f32], images: usize, k: usize, spatial: usize, chosen: &[usize]) -> Vec<f32> {
+fn select_channels(
+    ty: AxisSet,
+    values: &[f32],
+    images: usize,
+    k: usize,
+    spatial: usize,
+    chosen: &[usize],
+) -> Vec<f32> {
     if ty.is_scalar() {
         return values.to_vec();
     }

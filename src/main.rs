@@ -25,6 +25,8 @@ enum Command {
     Check(commands::check::Args),
     /// Print the compiled form of a program (IR; CPU and GPU kernels as they land).
     Emit(commands::emit::Args),
+    /// Score programs on a cache with metrics (table, --json, --png, --report).
+    Eval(commands::eval::Args),
     /// Run a program over every image of a cache and write the heatmaps.
     Run(commands::run::Args),
     /// List the standard library's methods, or print one.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         .spawn(move || match cli.command {
             Command::Check(args) => commands::check::run(args),
             Command::Emit(args) => commands::emit::run(args),
+            Command::Eval(args) => commands::eval::run(args),
             Command::Run(args) => commands::run::run(args),
             Command::Stdlib(args) => commands::stdlib::run(args),
         });

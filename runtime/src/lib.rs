@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod dims;
+pub mod evaluate;
 pub mod exec;
 pub mod heatmap_file;
 pub mod interp;

@@ -70,6 +70,17 @@ impl Run<'_> {
         &self,
         executor: &mut dyn Executor,
         mut sink: impl FnMut(usize, &[f32]) -> Result<(), String>,
+        progress: impl FnMut(usize),
+    ) -> Result<RunStats, RunError> {
+        self.execute_with_raw(executor, |first, _, processed| sink(first, processed), progress)
+    }
+
+    /// Like [`Run::execute`], the sink also receiving the raw results (non-finite values
+    /// already set to 0): `sink(first_image, raw, processed)`.
+    pub fn execute_with_raw(
+        &self,
+        executor: &mut dyn Executor,
+        mut sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
         mut progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
         let raw_shape = raw_shape(self.kernel, self.binding);
@@ -105,7 +116,7 @@ impl Run<'_> {
                     stats.nonfinite_images.push((image, count, culprit));
                 }
             }
-            sink(bound.first, &processed).map_err(RunError::Sink)?;
+            sink(bound.first, &raw, &processed).map_err(RunError::Sink)?;
             stats.images += batch.n;
             progress(batch.n);
         }

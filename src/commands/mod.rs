@@ -1,6 +1,8 @@
 pub mod backend;
 pub mod check;
 pub mod emit;
+pub mod eval;
+pub mod overlays;
 pub mod program;
 pub mod run;
 pub mod source;

@@ -2,12 +2,13 @@
 //! the heatmaps (tensor `heatmap` `[n,H,W]` f32) to `.npy` or `.safetensors`.
 
 use super::backend::{self, Backend};
-use super::program;
+use super::{overlays, program};
 use crate::output;
 use crate::progress;
 use crate::Reported;
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{parse_size, Binding, Cache};
+use camc_runtime::evaluate::MetricData;
 use camc_runtime::heatmap_file::{Format, HeatmapWriter};
 use camc_runtime::postprocess::Post;
 use camc_runtime::run::{raw_shape, scaled_shape, Run, RunStats};
@@ -41,6 +42,9 @@ pub struct Args {
     /// Fail on non-finite results instead of setting them to 0.
     #[arg(long)]
     strict: bool,
+    /// Write one overlay PNG per image into this folder.
+    #[arg(long)]
+    png: Option<PathBuf>,
     /// Allow reassociating optimizations (results may differ where values are not finite).
     #[arg(long)]
     fast_math: bool,
@@ -106,11 +110,26 @@ pub fn run(args: Args) -> Result<(), Reported> {
         batch,
         strict: args.strict,
     };
+    let overlay_data = match (&args.png, &job.post) {
+        (Some(_), Post::Scale { size }) if size.len() == 2 => {
+            Some(MetricData::load(&cache, &[], size.clone(), false).map_err(fail)?)
+        }
+        (Some(_), _) => return Err(fail("--png needs a 2-D post-processed map (not --raw, not 3-D)")),
+        (None, _) => None,
+    };
+    let map_len: usize = job.post.shape(&raw).iter().product();
     let bar = progress::bar(binding.images as u64, "images");
     let stats = job
         .execute(
             executor.as_mut(),
-            |_, values| writer.write(values).map_err(|e| e.to_string()),
+            |first, values| {
+                if let (Some(dir), Some(data)) = (&args.png, &overlay_data) {
+                    for (i, map) in values.chunks(map_len).enumerate() {
+                        overlays::write(dir, first + i, map, data)?;
+                    }
+                }
+                writer.write(values).map_err(|e| e.to_string())
+            },
             |n| bar.inc(n as u64),
         )
         .map_err(fail)?;

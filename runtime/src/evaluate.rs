@@ -1,0 +1,280 @@
+//! Scoring a program on a cache: run it, post-process, and feed each image's maps to metric
+//! accumulators together with what the metrics need from the cache (boxes, the head, `A`,
+//! the perturbed maps). Shared by `camc eval`, `camc run --png` and `camc search`.
+
+use crate::cache::{Binding, Cache, CacheError};
+use crate::exec::Executor;
+use crate::metrics::{
+    boxes_per_image, check_needs, confidences, metric_by_name, BBox, FeatureInput, Head, ImageInput, Map,
+    Metric, MetricError, MetricValue, Need,
+};
+use crate::postprocess::{minmax, Post};
+use crate::run::{Run, RunError, RunStats};
+use camc_compiler::ir::Kernel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{0}")]
+    Metric(#[from] MetricError),
+    #[error("image {image}: {error}")]
+    Image { image: usize, error: MetricError },
+}
+
+/// What the metrics read from a cache, loaded once: small tensors only (`A` is read per batch).
+pub struct MetricData {
+    pub boxes: Option<Vec<Vec<BBox>>>,
+    head: Option<(Vec<f32>, Vec<f32>)>,
+    targets: Option<Vec<i64>>,
+    /// The image size the maps are post-processed to.
+    pub size: Vec<usize>,
+    /// `[3,H,W]` uint8 per image, when the cache has `image` of that size.
+    images: Option<Vec<u8>>,
+}
+
+/// A tensor of every shard, concatenated, as f32.
+fn whole(cache: &Cache, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, CacheError> {
+    if !cache.has(name) {
+        return Ok(None);
+    }
+    let mut shape = Vec::new();
+    let mut values = Vec::new();
+    for shard in &cache.shards {
+        let (s, v) = shard.f32(name)?;
+        if shape.is_empty() {
+            shape = s;
+        } else {
+            shape[0] += s.first().copied().unwrap_or(0);
+        }
+        values.extend(v);
+    }
+    Ok(Some((shape, values)))
+}
+
+impl MetricData {
+    /// Loads what `metrics` need from `cache` (a clear error naming the metric and tensor
+    /// when something is missing), plus `image` and `boxes` for overlays when present.
+    pub fn load(
+        cache: &Cache,
+        metrics: &[Box<dyn Metric>],
+        size: Vec<usize>,
+        perturbed: bool,
+    ) -> Result<MetricData, EvalError> {
+        for metric in metrics {
+            check_needs(
+                metric.as_ref(),
+                &format!("`{}`", cache.spec),
+                |t| cache.has(t),
+                perturbed,
+            )?;
+        }
+        let boxes = match whole(cache, "boxes")? {
+            Some((shape, data)) => {
+                let counts =
+                    whole(cache, "box_count")?.map(|(_, c)| c.iter().map(|&v| v as i64).collect::<Vec<_>>());
+                Some(boxes_per_image(&data, &shape, counts.as_deref())?)
+            }
+            None => None,
+        };
+        let needs_head = metrics.iter().any(|m| m.needs().contains(&Need::HeadWeight));
+        let head = if needs_head {
+            let weight = whole(cache, "head.weight")?.map(|(_, v)| v).unwrap_or_default();
+            let bias = whole(cache, "head.bias")?.map(|(_, v)| v).unwrap_or_default();
+            Some((weight, bias))
+        } else {
+            None
+        };
+        let targets = whole(cache, "target")?.map(|(_, v)| v.iter().map(|&t| t as i64).collect());
+        let images = match cache.shards.first().and_then(|s| s.tensors.get("image")) {
+            Some(info) if info.shape.len() == 4 && info.shape[1] == 3 && info.shape[2..] == size[..] => {
+                let mut bytes = Vec::new();
+                for shard in &cache.shards {
+                    if let Some((_, raw)) = shard.raw("image") {
+                        bytes.extend_from_slice(raw);
+                    }
+                }
+                Some(bytes)
+            }
+            _ => None,
+        };
+        Ok(MetricData {
+            boxes,
+            head,
+            targets,
+            size,
+            images,
+        })
+    }
+
+    /// Image `i`'s `[3,H,W]` pixels, when the cache has them at the map size.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
+        let per = 3 * self.size.iter().product::<usize>();
+        self.images
+            .as_ref()
+            .and_then(|all| all.get(i * per..(i + 1) * per))
+    }
+
+    pub fn boxes_of(&self, i: usize) -> &[BBox] {
+        self.boxes
+            .as_ref()
+            .and_then(|b| b.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// Fresh accumulators for metric names.
+pub fn fresh(names: &[&'static str]) -> Vec<Box<dyn Metric>> {
+    names
+        .iter()
+        .map(|n| metric_by_name(n).expect("names come from existing metrics"))
+        .collect()
+}
+
+/// One program's evaluation over a cache.
+pub struct Evaluation<'a> {
+    pub kernel: &'a Kernel,
+    pub binding: &'a Binding<'a>,
+    pub cache: &'a Cache,
+    pub data: &'a MetricData,
+    pub batch: usize,
+    /// Maps of the perturbed cache, image-major at the map size (`robust`).
+    pub perturbed: Option<&'a [f32]>,
+}
+
+/// Per image: which group of accumulators it feeds (e.g. train 0 / holdout 1), or `None`.
+pub type Grouping<'g> = &'g dyn Fn(usize) -> Option<usize>;
+
+impl Evaluation<'_> {
+    /// Runs the program and feeds every image to `groups[grouping(image)]`; `each(image, map)`
+    /// sees every post-processed map (overlays, keeping maps). Returns the run's statistics.
+    pub fn score(
+        &self,
+        executor: &mut dyn Executor,
+        groups: &mut [Vec<Box<dyn Metric>>],
+        grouping: Grouping,
+        mut each: impl FnMut(usize, &[f32]) -> Result<(), String>,
+        progress: impl FnMut(usize),
+    ) -> Result<RunStats, EvalError> {
+        let size = self.data.size.clone();
+        let map_len: usize = size.iter().product();
+        let job = Run {
+            kernel: self.kernel,
+            binding: self.binding,
+            post: Post::Scale { size: size.clone() },
+            batch: self.batch,
+            strict: false,
+        };
+        let raw_len = self.binding.dims.len(self.kernel.output_ty());
+        let needs_features = groups
+            .iter()
+            .flatten()
+            .any(|m| m.needs().contains(&Need::Activations));
+        let head = match &self.data.head {
+            Some((w, b)) => Some(Head::new(w, b, self.binding.dims.k)?),
+            None => None,
+        };
+        let mut failure: Option<EvalError> = None;
+        let stats = job.execute_with_raw(
+            executor,
+            |first, raw, processed| {
+                let n = processed.len() / map_len.max(1);
+                let activations = if needs_features {
+                    Some(self.activations(first, n).map_err(|e| e.to_string())?)
+                } else {
+                    None
+                };
+                for i in 0..n {
+                    let image = first + i;
+                    let map = &processed[i * map_len..(i + 1) * map_len];
+                    each(image, map)?;
+                    let Some(group) = grouping(image) else { continue };
+                    let mut saliency = raw[i * raw_len..(i + 1) * raw_len].to_vec();
+                    minmax(&mut saliency);
+                    let a = activations
+                        .as_ref()
+                        .map(|a| &a[i * self.binding.dims.k * raw_len..][..self.binding.dims.k * raw_len]);
+                    if let Err(error) = self.feed(&mut groups[group], image, map, &saliency, a, head) {
+                        failure = Some(error);
+                        return Err(String::new());
+                    }
+                }
+                Ok(())
+            },
+            progress,
+        );
+        match (stats, failure) {
+            (_, Some(error)) => Err(error),
+            (Ok(stats), None) => Ok(stats),
+            (Err(e), None) => Err(e.into()),
+        }
+    }
+
+    fn activations(&self, first: usize, n: usize) -> Result<Vec<f32>, CacheError> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for shard in &self.cache.shards {
+            let count = shard.images()?;
+            let lo = first.max(start);
+            let hi = (first + n).min(start + count);
+            if lo < hi {
+                out.extend_from_slice(&shard.rows("A", lo - start..hi - start)?.to_f32());
+            }
+            start += count;
+        }
+        Ok(out)
+    }
+
+    fn feed(
+        &self,
+        metrics: &mut [Box<dyn Metric>],
+        image: usize,
+        map: &[f32],
+        saliency: &[f32],
+        activations: Option<&[f32]>,
+        head: Option<Head<'_>>,
+    ) -> Result<(), EvalError> {
+        let at = |error| EvalError::Image { image, error };
+        let (h, w) = (self.data.size[0], self.data.size[1]);
+        let mut input = ImageInput::new(Map::new(map, h, w).map_err(at)?);
+        input.boxes = self
+            .data
+            .boxes
+            .as_ref()
+            .map(|b| b.get(image).map(Vec::as_slice).unwrap_or(&[]));
+        if let (Some(activations), Some(head)) = (activations, head) {
+            let target = self
+                .data
+                .targets
+                .as_ref()
+                .and_then(|t| t.get(image))
+                .copied()
+                .unwrap_or(0);
+            let feature = FeatureInput {
+                activations,
+                k: self.binding.dims.k,
+                saliency,
+                head,
+                target,
+            };
+            input.confidences = Some(confidences(&feature).map_err(at)?);
+            input.feature = Some(feature);
+        }
+        if let Some(perturbed) = self.perturbed {
+            let other = perturbed.get(image * h * w..(image + 1) * h * w).unwrap_or(&[]);
+            input.perturbed = Some(Map::new(other, h, w).map_err(at)?);
+        }
+        for metric in metrics.iter_mut() {
+            metric.add(&input).map_err(at)?;
+        }
+        Ok(())
+    }
+}
+
+/// The values of a group of accumulators, all metrics concatenated.
+pub fn values(metrics: &[Box<dyn Metric>]) -> Vec<MetricValue> {
+    metrics.iter().flat_map(|m| m.finish()).collect()
+}

@@ -1,0 +1,235 @@
+//! `camc eval PROGRAM... --cache C --metric M[,M...]`: a table with one row per program and a
+//! column per metric (with its direction), `--json FILE` rows, `--png DIR` overlays and a
+//! `--report DIR` HTML page.
+
+use super::backend::{self, Backend};
+use super::{overlays, program};
+use crate::output;
+use crate::progress;
+use crate::Reported;
+use camc_compiler::opt::Level;
+use camc_runtime::cache::{Binding, Cache};
+use camc_runtime::evaluate::{values, Evaluation, MetricData};
+use camc_runtime::metrics::{metrics_by_names, MetricValue};
+use camc_runtime::report::{write_report, GridRow, MetricRow, Report};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Programs: `file.cam`, `file.cam:name` or stdlib method names.
+    #[arg(required = true)]
+    programs: Vec<String>,
+    #[arg(long)]
+    cache: String,
+    /// Metrics, comma-separated: loc iou pointing energy ad ic ag robust complexity.
+    #[arg(long)]
+    metric: String,
+    /// Write the rows as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The same images with perturbed inputs (for `robust`).
+    #[arg(long)]
+    perturbed: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: Backend,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Overlay PNGs, one folder per program.
+    #[arg(long)]
+    png: Option<PathBuf>,
+    /// An HTML page with the metric table and a grid of overlays (the first --report-images images).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, default_value_t = 12)]
+    report_images: usize,
+}
+
+fn fail(message: impl std::fmt::Display) -> Reported {
+    output::error(&message.to_string());
+    Reported
+}
+
+struct Row {
+    program: String,
+    values: Vec<MetricValue>,
+    images: usize,
+}
+
+pub fn run(args: Args) -> Result<(), Reported> {
+    let probe = metrics_by_names(&args.metric).map_err(fail)?;
+    let cache = Cache::open(&args.cache).map_err(fail)?;
+    let perturbed_cache = match &args.perturbed {
+        Some(spec) => Some(Cache::open(spec).map_err(fail)?),
+        None => None,
+    };
+    let size = cache.image_size().map_err(fail)?.ok_or_else(|| {
+        fail(format!(
+            "cache `{}` has no image_size metadata; metrics need the input size",
+            args.cache
+        ))
+    })?;
+    let data = MetricData::load(&cache, &probe, size.clone(), perturbed_cache.is_some()).map_err(fail)?;
+    let mut rows = Vec::new();
+    let mut grid: Vec<GridRow> = (0..args.report_images)
+        .map(|i| GridRow {
+            label: format!("image {i}"),
+            cells: Vec::new(),
+        })
+        .collect();
+    for spec in &args.programs {
+        let resolved = program::resolve(spec)?;
+        let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
+        let binding = Binding::new(&cache, &kernel).map_err(fail)?;
+        let perturbed_maps = match &perturbed_cache {
+            Some(other) => Some(maps_of(other, &kernel, args.backend, &size, args.batch as usize)?),
+            None => None,
+        };
+        let evaluation = Evaluation {
+            kernel: &kernel,
+            binding: &binding,
+            cache: &cache,
+            data: &data,
+            batch: args.batch as usize,
+            perturbed: perturbed_maps.as_deref(),
+        };
+        let mut executor = backend::executor(args.backend, &kernel, binding.dims)?;
+        let mut groups = vec![metrics_by_names(&args.metric).map_err(fail)?];
+        let name = kernel.name.clone();
+        let png_dir = args.png.as_ref().map(|d| d.join(&name));
+        let report_dir = args.report.as_ref().map(|d| d.join(&name));
+        let mut cells = vec![None; grid.len()];
+        let bar = progress::bar(binding.images as u64, &format!("images ({name})"));
+        evaluation
+            .score(
+                executor.as_mut(),
+                &mut groups,
+                &|_| Some(0),
+                |image, map| {
+                    if let Some(dir) = &png_dir {
+                        overlays::write(dir, image, map, &data)?;
+                    }
+                    if let (Some(dir), Some(cell)) = (&report_dir, cells.get_mut(image)) {
+                        let path = overlays::write(dir, image, map, &data)?;
+                        let file = path
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        *cell = Some(format!("{name}/{file}"));
+                    }
+                    Ok(())
+                },
+                |n| bar.inc(n as u64),
+            )
+            .map_err(fail)?;
+        bar.finish_and_clear();
+        for (row, cell) in grid.iter_mut().zip(cells) {
+            row.cells.push(cell);
+        }
+        rows.push(Row {
+            program: spec.clone(),
+            values: values(&groups[0]),
+            images: binding.images,
+        });
+    }
+    print_table(&rows);
+    if let Some(path) = &args.json {
+        write_json(path, &rows)?;
+    }
+    if let Some(dir) = &args.report {
+        let images = rows.first().map_or(0, |r| r.images).min(grid.len());
+        grid.truncate(images);
+        let report = Report {
+            title: format!("camc eval — {}", args.cache),
+            methods: rows.iter().map(|r| r.program.clone()).collect(),
+            grid,
+            metrics: rows
+                .iter()
+                .map(|r| MetricRow {
+                    program: r.program.clone(),
+                    values: r.values.clone(),
+                })
+                .collect(),
+        };
+        let page = write_report(dir, &report).map_err(fail)?;
+        eprintln!("report: {}", page.display());
+    }
+    Ok(())
+}
+
+/// Every post-processed map of a cache, image-major (for `robust`'s perturbed cache).
+fn maps_of(
+    cache: &Cache,
+    kernel: &camc_compiler::ir::Kernel,
+    backend: Backend,
+    size: &[usize],
+    batch: usize,
+) -> Result<Vec<f32>, Reported> {
+    let binding = Binding::new(cache, kernel).map_err(fail)?;
+    let mut executor = backend::executor(backend, kernel, binding.dims)?;
+    let job = camc_runtime::run::Run {
+        kernel,
+        binding: &binding,
+        post: camc_runtime::postprocess::Post::Scale { size: size.to_vec() },
+        batch,
+        strict: false,
+    };
+    let mut maps = Vec::new();
+    job.execute(
+        executor.as_mut(),
+        |_, v| {
+            maps.extend_from_slice(v);
+            Ok(())
+        },
+        |_| {},
+    )
+    .map_err(fail)?;
+    Ok(maps)
+}
+
+fn format_value(v: &MetricValue) -> String {
+    v.value.map_or("n/a".into(), |x| format!("{x:.4}"))
+}
+
+fn print_table(rows: &[Row]) {
+    let Some(first) = rows.first() else { return };
+    let width = rows.iter().map(|r| r.program.len()).max().unwrap_or(7).max(7);
+    let mut header = format!("{:<width$}", "program");
+    for v in &first.values {
+        let arrow = if v.better.as_str() == "higher" {
+            "↑"
+        } else {
+            "↓"
+        };
+        header.push_str(&format!(" {:>12}", format!("{}{arrow}", v.name)));
+    }
+    println!("{header}");
+    for row in rows {
+        let mut line = format!("{:<width$}", row.program);
+        for v in &row.values {
+            line.push_str(&format!(" {:>12}", format_value(v)));
+        }
+        println!("{line}");
+    }
+}
+
+fn write_json(path: &PathBuf, rows: &[Row]) -> Result<(), Reported> {
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .flat_map(|r| {
+            r.values.iter().map(|v| {
+                serde_json::json!({
+                    "program": r.program,
+                    "metric": v.name,
+                    "value": v.value,
+                    "better": v.better.as_str(),
+                    "images": v.images,
+                    "skipped": v.skipped,
+                })
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&list).map_err(fail)?;
+    std::fs::write(path, text + "\n").map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))
+}

@@ -29,6 +29,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Run a program over every image of a cache and write the heatmaps.
     Run(commands::run::Args),
+    /// Synthesize programs that score best on a metric.
+    Search(commands::search::Args),
     /// List the standard library's methods, or print one.
     Stdlib(commands::stdlib::Args),
 }
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
             Command::Emit(args) => commands::emit::run(args),
             Command::Eval(args) => commands::eval::run(args),
             Command::Run(args) => commands::run::run(args),
+            Command::Search(args) => commands::search::run(args),
             Command::Stdlib(args) => commands::stdlib::run(args),
         });
     let outcome = match worker {

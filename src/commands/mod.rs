@@ -5,5 +5,6 @@ pub mod eval;
 pub mod overlays;
 pub mod program;
 pub mod run;
+pub mod search;
 pub mod source;
 pub mod stdlib;

@@ -1,6 +1,7 @@
 //! The search engine (SPEC §6): enumerate programs `relu(sum[k](WEIGHTS * A))` by size, prune
 //! equivalent ones on a probe set, evaluate the rest on a metric, keep the best.
 
+pub mod driver;
 pub mod enumerate;
 pub mod probe;
 pub mod probe_set;

@@ -1,0 +1,319 @@
+//! The search loop: split the images, enumerate candidates, evaluate each on the metric
+//! (train and holdout in one pass), checkpoint every result, rank on train.
+
+use super::enumerate::{Enumerator, PruneStats};
+use super::probe_set::probes;
+use super::space::Space;
+use super::term::{source, tensors_used, Term, TermId};
+use crate::cache::{Binding, Cache};
+use crate::evaluate::{fresh, values, Evaluation, MetricData};
+use crate::exec::Executor;
+use crate::metrics::{Better, Metric};
+use crate::Dims;
+use camc_compiler::axes::AxisSet;
+use camc_compiler::ir::Kernel;
+use camc_compiler::opt::Level;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Makes an executor for a kernel on the dataset's sizes (the CLI picks the backend).
+pub type ExecutorFactory<'f> = &'f dyn Fn(&Kernel, Dims) -> Result<Box<dyn Executor>, String>;
+
+/// One evaluated program: the unit of checkpoints and of the report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Scored {
+    /// The WEIGHTS expression (`relu(sum[k](WEIGHTS * A))`).
+    pub weights: String,
+    pub size: u32,
+    /// Parameters for the cache tensors it reads besides `A`, e.g. `G: [k,h,w]`.
+    pub params: Vec<String>,
+    pub train: Option<f64>,
+    pub holdout: Option<f64>,
+}
+
+impl Scored {
+    /// The whole `.cam` definition, named `name`.
+    pub fn program(&self, name: &str) -> String {
+        let mut params = vec!["A: [k,h,w]".to_string()];
+        params.extend(self.params.iter().cloned());
+        format!(
+            "cam {name}({}) = relu(sum[k]({} * A))\n",
+            params.join(", "),
+            self.weights
+        )
+    }
+}
+
+/// The search's inputs.
+pub struct Search<'a> {
+    pub cache: &'a Cache,
+    pub space: Space,
+    /// The metric's name (`loc` ranks by mean IoU, its primary value).
+    pub metric: &'static str,
+    pub better: Better,
+    pub budget: usize,
+    pub holdout: f64,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub batch: usize,
+    /// Maps a metric compares against (`robust`-style agreement), image-major.
+    pub reference: Option<&'a [f32]>,
+    pub data: &'a MetricData,
+}
+
+/// What a search found.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub ranked: Vec<Scored>,
+    pub pruning: PruneStats,
+    pub evaluated: usize,
+    pub resumed: usize,
+    pub seconds: f64,
+    pub train_images: usize,
+    pub holdout_images: usize,
+}
+
+/// Deterministic shuffle of `0..n` (splitmix64 + Fisher–Yates): the first `(1-holdout)·n`
+/// images train, the rest are held out.
+pub fn split(n: usize, holdout: f64, seed: u64) -> Vec<bool> {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let held = ((n as f64) * holdout).round() as usize;
+    let mut is_train = vec![true; n];
+    for &i in &order[n - held.min(n)..] {
+        is_train[i] = false;
+    }
+    is_train
+}
+
+pub const CHECKPOINT: &str = "checkpoint.jsonl";
+
+/// Results already in `DIR/checkpoint.jsonl` (for `--resume`), by WEIGHTS expression.
+pub fn load_checkpoint(out: &Path) -> Result<HashMap<String, Scored>, String> {
+    let path = out.join(CHECKPOINT);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(HashMap::new());
+    };
+    let mut done = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        // A line cut short by a kill is the last one; drop it and evaluate again.
+        match serde_json::from_str::<Scored>(line) {
+            Ok(s) => {
+                done.insert(s.weights.clone(), s);
+            }
+            Err(_) if i + 1 == text.lines().count() => {}
+            Err(e) => return Err(format!("{}: line {}: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok(done)
+}
+
+impl Search<'_> {
+    /// Runs the search; `progress(done, total, best)` after each candidate.
+    pub fn run(
+        &self,
+        factory: ExecutorFactory,
+        resume: bool,
+        mut progress: impl FnMut(usize, usize, Option<&Scored>),
+    ) -> Result<Outcome, String> {
+        let start = Instant::now();
+        let n = self.cache.images().map_err(|e| e.to_string())?;
+        let is_train = split(n, self.holdout, self.seed);
+        let probe_images: Vec<usize> = (0..n)
+            .filter(|&i| is_train[i])
+            .take(self.space.probe_images)
+            .collect();
+        if probe_images.is_empty() {
+            return Err("no training images: lower --holdout or use a larger cache".into());
+        }
+        let a = self
+            .space
+            .terminals
+            .iter()
+            .position(|t| t == "A")
+            .ok_or("the search space's terminals must include `A`")?;
+        let (small, full) = probes(
+            self.cache,
+            &self.space.terminals,
+            &probe_images,
+            self.space.probe_channels,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut enumerator = Enumerator::new(self.space.clone(), &small, &full, a);
+        for size in 1..=self.space.max_size {
+            enumerator.grow(size);
+            if enumerator.candidates.len() >= self.budget {
+                break;
+            }
+        }
+        std::fs::create_dir_all(&self.out)
+            .map_err(|e| format!("cannot create `{}`: {e}", self.out.display()))?;
+        let done = if resume {
+            load_checkpoint(&self.out)?
+        } else {
+            HashMap::new()
+        };
+        let mut log = self.open_checkpoint(resume)?;
+        let chosen: Vec<TermId> = enumerator.candidates.iter().copied().take(self.budget).collect();
+        let mut scored = Vec::with_capacity(chosen.len());
+        let mut resumed = 0;
+        for (i, &id) in chosen.iter().enumerate() {
+            let weights = source(&enumerator.terms, id, &self.space.terminals);
+            let result = match done.get(&weights) {
+                Some(previous) => {
+                    resumed += 1;
+                    previous.clone()
+                }
+                None => {
+                    let types: Vec<_> = small.terminals.iter().map(|(ty, _)| *ty).collect();
+                    let result = self.evaluate(&enumerator.terms, id, weights, &types, &is_train, factory)?;
+                    let line = serde_json::to_string(&result).map_err(|e| e.to_string())?;
+                    writeln!(log, "{line}")
+                        .and_then(|_| log.flush())
+                        .map_err(|e| e.to_string())?;
+                    result
+                }
+            };
+            scored.push(result);
+            let best = self.rank(scored.clone()).into_iter().next();
+            progress(i + 1, chosen.len(), best.as_ref());
+        }
+        let holdout_images = is_train.iter().filter(|t| !**t).count();
+        Ok(Outcome {
+            ranked: self.rank(scored),
+            pruning: enumerator.stats.clone(),
+            evaluated: chosen.len() - resumed,
+            resumed,
+            seconds: start.elapsed().as_secs_f64(),
+            train_images: n - holdout_images,
+            holdout_images,
+        })
+    }
+
+    fn open_checkpoint(&self, resume: bool) -> Result<std::fs::File, String> {
+        let path = self.out.join(CHECKPOINT);
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true);
+        if resume {
+            options.append(true);
+        } else {
+            options.write(true).truncate(true);
+        }
+        options
+            .open(&path)
+            .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+    }
+
+    /// Best first on train (ties: smaller, then earlier in enumeration order); programs
+    /// without a value last.
+    pub fn rank(&self, mut scored: Vec<Scored>) -> Vec<Scored> {
+        let key = |s: &Scored| match (s.train, self.better) {
+            (Some(v), Better::Higher) => -v,
+            (Some(v), Better::Lower) => v,
+            (None, _) => f64::INFINITY,
+        };
+        // A stable sort keeps enumeration order among equals.
+        scored.sort_by(|a, b| key(a).total_cmp(&key(b)).then(a.size.cmp(&b.size)));
+        scored
+    }
+
+    fn evaluate(
+        &self,
+        terms: &[Term],
+        id: TermId,
+        weights: String,
+        types: &[AxisSet],
+        is_train: &[bool],
+        factory: ExecutorFactory,
+    ) -> Result<Scored, String> {
+        let mut used = Vec::new();
+        tensors_used(terms, id, &mut used);
+        let params: Vec<String> = used
+            .iter()
+            .map(|&i| (&self.space.terminals[i as usize], types[i as usize]))
+            .filter(|(name, _)| name.as_str() != "A")
+            .map(|(name, ty)| format!("{name}: {ty}"))
+            .collect();
+        let mut result = Scored {
+            weights,
+            size: terms[id as usize].size,
+            params,
+            train: None,
+            holdout: None,
+        };
+        let (train, holdout) =
+            self.score_program(&result.program("candidate"), "candidate", is_train, factory)?;
+        result.train = train;
+        result.holdout = holdout;
+        Ok(result)
+    }
+
+    /// The metric's primary value on train and on holdout for a `.cam` source's `cam` `name`.
+    pub fn score_program(
+        &self,
+        text: &str,
+        name: &str,
+        is_train: &[bool],
+        factory: ExecutorFactory,
+    ) -> Result<(Option<f64>, Option<f64>), String> {
+        let checked = camc_compiler::check_source(name, text);
+        let program = checked
+            .program
+            .as_ref()
+            .ok_or_else(|| format!("generated program does not check:\n{}", checked.render(false)))?;
+        let root = program.exported(name).ok_or("generated program lost its cam")?;
+        let kernel = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact)
+            .map_err(|e| e.to_string())?;
+        self.score_kernel(&kernel, is_train, factory)
+    }
+
+    pub fn score_kernel(
+        &self,
+        kernel: &Kernel,
+        is_train: &[bool],
+        factory: ExecutorFactory,
+    ) -> Result<(Option<f64>, Option<f64>), String> {
+        let binding = Binding::new(self.cache, kernel).map_err(|e| e.to_string())?;
+        let mut executor = factory(kernel, binding.dims)?;
+        let evaluation = Evaluation {
+            kernel,
+            binding: &binding,
+            cache: self.cache,
+            data: self.data,
+            batch: self.batch,
+            perturbed: self.reference,
+        };
+        let mut groups: Vec<Vec<Box<dyn Metric>>> = vec![fresh(&[self.metric]), fresh(&[self.metric])];
+        evaluation
+            .score(
+                executor.as_mut(),
+                &mut groups,
+                &|i| {
+                    Some(if is_train.get(i).copied().unwrap_or(true) {
+                        0
+                    } else {
+                        1
+                    })
+                },
+                |_, _| Ok(()),
+                |_| {},
+            )
+            .map_err(|e| e.to_string())?;
+        let primary = |g: &[Box<dyn Metric>]| values(g).first().and_then(|v| v.value);
+        Ok((primary(&groups[0]), primary(&groups[1])))
+    }
+}

@@ -1,0 +1,283 @@
+//! `camc search --cache C --metric M --out DIR`: synthesize programs
+//! `relu(sum[k](WEIGHTS * A))` that score best on a metric (SPEC §6, docs/search.md).
+
+use super::backend::{self, Backend};
+use crate::output;
+use crate::progress;
+use crate::Reported;
+use camc_compiler::opt::Level;
+use camc_runtime::cache::{Binding, Cache};
+use camc_runtime::evaluate::MetricData;
+use camc_runtime::metrics::{metric_by_name, Better};
+use camc_runtime::search::driver::{split, Outcome, Search};
+use camc_runtime::search::space::SpaceFile;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    cache: String,
+    /// A metric (loc iou pointing energy ad ic ag complexity), or `agree=PROGRAM`: mean Pearson
+    /// correlation with that program's heatmaps.
+    #[arg(long)]
+    metric: String,
+    /// Folder for rank-NN.cam, report.json and the checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+    /// Candidates to evaluate fully.
+    #[arg(long, default_value_t = 200)]
+    budget: usize,
+    /// Largest WEIGHTS expression (overrides the space file).
+    #[arg(long)]
+    max_size: Option<usize>,
+    /// Fraction of images held out from selection.
+    #[arg(long, default_value_t = 0.3)]
+    holdout: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue from DIR/checkpoint.jsonl.
+    #[arg(long)]
+    resume: bool,
+    /// The search space (TOML); defaults in docs/search.md.
+    #[arg(long)]
+    space: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: Backend,
+    /// How many winners to write as rank-NN.cam.
+    #[arg(long, default_value_t = 5)]
+    keep: usize,
+}
+
+fn fail(message: impl std::fmt::Display) -> Reported {
+    output::error(&message.to_string());
+    Reported
+}
+
+pub fn run(args: Args) -> Result<(), Reported> {
+    if !(0.0..1.0).contains(&args.holdout) {
+        return Err(fail("--holdout must be in [0, 1)"));
+    }
+    let mut space_file = match &args.space {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("cannot read `{}`: {e}", path.display())))?;
+            SpaceFile::parse(&text).map_err(|e| fail(format!("`{}`: {e}", path.display())))?
+        }
+        None => SpaceFile::default(),
+    };
+    if let Some(max) = args.max_size {
+        space_file.max_size = max;
+    }
+    let space = space_file.resolve().map_err(fail)?;
+    let cache = Cache::open(&args.cache).map_err(fail)?;
+    let size = cache
+        .image_size()
+        .map_err(fail)?
+        .ok_or_else(|| fail(format!("cache `{}` has no image_size metadata", args.cache)))?;
+    let (metric_name, reference_program) = match args.metric.split_once('=') {
+        Some(("agree", program)) => ("robust", Some(program.to_string())),
+        _ => (args.metric.as_str(), None),
+    };
+    let metric = metric_by_name(metric_name).map_err(fail)?;
+    let (metric, better) = (metric.name(), metric.better());
+    let data = MetricData::load(
+        &cache,
+        &[metric_by_name(metric).map_err(fail)?],
+        size.clone(),
+        reference_program.is_some(),
+    )
+    .map_err(fail)?;
+    let reference = match &reference_program {
+        Some(program) => Some(reference_maps(program, &cache, &size, args.backend)?),
+        None => None,
+    };
+    let backend_choice = args.backend;
+    let factory = move |kernel: &camc_compiler::ir::Kernel, dims| {
+        backend::executor(backend_choice, kernel, dims).map_err(|_| "no executor".to_string())
+    };
+    let search = Search {
+        cache: &cache,
+        space,
+        metric,
+        better,
+        budget: args.budget,
+        holdout: args.holdout,
+        seed: args.seed,
+        out: args.out.clone(),
+        batch: 64,
+        reference: reference.as_deref(),
+        data: &data,
+    };
+    let bar = progress::bar(args.budget as u64, "candidates");
+    let outcome = search
+        .run(&factory, args.resume, |done, total, best| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if let Some(best) = best {
+                bar.set_message(format!(
+                    "best {:.4}: {}",
+                    best.train.unwrap_or(f64::NAN),
+                    best.weights
+                ));
+            }
+        })
+        .map_err(fail)?;
+    bar.finish_and_clear();
+    let baselines = stdlib_baselines(&search, &factory);
+    write_results(&args, &search, &outcome, &baselines)?;
+    print_summary(&args.metric, better, &outcome, &baselines);
+    Ok(())
+}
+
+fn reference_maps(
+    program: &str,
+    cache: &Cache,
+    size: &[usize],
+    backend: Backend,
+) -> Result<Vec<f32>, Reported> {
+    let resolved = super::program::resolve(program)?;
+    let kernel = super::program::compile(&resolved, &HashMap::new(), Level::Exact)?;
+    let binding = Binding::new(cache, &kernel).map_err(fail)?;
+    let mut executor = backend::executor(backend, &kernel, binding.dims)?;
+    let job = camc_runtime::run::Run {
+        kernel: &kernel,
+        binding: &binding,
+        post: camc_runtime::postprocess::Post::Scale { size: size.to_vec() },
+        batch: 64,
+        strict: false,
+    };
+    let mut maps = Vec::new();
+    job.execute(
+        executor.as_mut(),
+        |_, v| {
+            maps.extend_from_slice(v);
+            Ok(())
+        },
+        |_| {},
+    )
+    .map_err(fail)?;
+    Ok(maps)
+}
+
+/// Every stdlib method the cache can run, scored on the same split: `(name, train, holdout)`.
+fn stdlib_baselines(
+    search: &Search,
+    factory: &dyn Fn(
+        &camc_compiler::ir::Kernel,
+        camc_runtime::Dims,
+    ) -> Result<Box<dyn camc_runtime::exec::Executor>, String>,
+) -> Vec<(String, Option<f64>, Option<f64>)> {
+    let n = search.cache.images().unwrap_or(0);
+    let is_train = split(n, search.holdout, search.seed);
+    let mut rows = Vec::new();
+    for method in camc_compiler::stdlib::names() {
+        let Some(checked) = camc_compiler::check_stdlib(method) else {
+            continue;
+        };
+        let Some(program) = checked.program.as_ref() else {
+            continue;
+        };
+        let Some(root) = program.exported(method) else {
+            continue;
+        };
+        let Ok(kernel) = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact) else {
+            continue;
+        };
+        if Binding::new(search.cache, &kernel).is_err() {
+            continue;
+        }
+        if let Ok((train, holdout)) = search.score_kernel(&kernel, &is_train, factory) {
+            rows.push((method.to_string(), train, holdout));
+        }
+    }
+    rows
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |x| format!("{x:.4}"))
+}
+
+fn write_results(
+    args: &Args,
+    search: &Search,
+    outcome: &Outcome,
+    baselines: &[(String, Option<f64>, Option<f64>)],
+) -> Result<(), Reported> {
+    for (i, winner) in outcome.ranked.iter().take(args.keep).enumerate() {
+        let name = format!("rank_{:02}", i + 1);
+        let text = format!(
+            "# camc search: rank {} for metric `{}` ({} better)\n# train {} on {} images, holdout {} on {} images\n# size {}; cache {}; seed {}; holdout fraction {}\n{}",
+            i + 1,
+            args.metric,
+            search.better.as_str(),
+            fmt(winner.train),
+            outcome.train_images,
+            fmt(winner.holdout),
+            outcome.holdout_images,
+            winner.size,
+            args.cache,
+            args.seed,
+            args.holdout,
+            winner.program(&name)
+        );
+        let path = args.out.join(format!("rank-{:02}.cam", i + 1));
+        std::fs::write(&path, text).map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))?;
+    }
+    let report = serde_json::json!({
+        "metric": args.metric,
+        "better": search.better.as_str(),
+        "cache": args.cache,
+        "seed": args.seed,
+        "holdout_fraction": args.holdout,
+        "budget": args.budget,
+        "space": {
+            "max_size": search.space.max_size,
+            "terminals": search.space.terminals,
+            "constants": search.space.constants,
+        },
+        "outcome": outcome,
+        "candidates_per_second": outcome.evaluated as f64 / outcome.seconds.max(1e-9),
+        "image_evaluations_per_second": (outcome.evaluated * (outcome.train_images + outcome.holdout_images)) as f64 / outcome.seconds.max(1e-9),
+        "stdlib": baselines.iter().map(|(m, t, h)| serde_json::json!({"program": m, "train": t, "holdout": h})).collect::<Vec<_>>(),
+    });
+    let path = args.out.join("report.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+    )
+    .map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))
+}
+
+fn print_summary(
+    metric: &str,
+    better: Better,
+    outcome: &Outcome,
+    baselines: &[(String, Option<f64>, Option<f64>)],
+) {
+    let p = &outcome.pruning;
+    println!(
+        "search: {} terms built; pruned {} syntactically, {} non-finite, {} equivalent on the probe, {} with the same map; {} candidates, {} evaluated ({} from checkpoint) in {:.1}s ({:.1} candidates/s)",
+        p.built, p.syntactic, p.non_finite, p.equivalent, p.same_map, p.candidates, outcome.evaluated + outcome.resumed, outcome.resumed, outcome.seconds,
+        outcome.evaluated as f64 / outcome.seconds.max(1e-9)
+    );
+    println!(
+        "metric {metric} ({} better); train {} images, holdout {}",
+        better.as_str(),
+        outcome.train_images,
+        outcome.holdout_images
+    );
+    println!("{:<10} {:>10} {:>10}  program", "rank", "train", "holdout");
+    for (i, s) in outcome.ranked.iter().take(5).enumerate() {
+        println!(
+            "{:<10} {:>10} {:>10}  relu(sum[k]({} * A))",
+            format!("rank-{:02}", i + 1),
+            fmt(s.train),
+            fmt(s.holdout),
+            s.weights
+        );
+    }
+    for (name, train, holdout) in baselines {
+        println!("{:<10} {:>10} {:>10}  stdlib", name, fmt(*train), fmt(*holdout));
+    }
+}

@@ -540,6 +540,9 @@ class CacheWriter:
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=self.metadata)
         os.replace(tmp, path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o666 & ~umask)  # safetensors creates 0600 files
         self.written.append(str(path))
 
     def finish(self):
@@ -797,6 +800,9 @@ def export(model: nn.Module, pixels: Pixels, out: str, opts: ExportOptions) -> D
                     meta = dict(shared_meta)
                     if perturbed:
                         meta["perturbation"] = f"gaussian noise sigma={opts.perturb} (pixel units, seed {opts.seed})"
+                        meta["target"] = "as in the clean cache"
+                        meta.pop("score", None)
+                        meta.pop("ablation", None)
                     target_out = out if not perturbed else perturbed_path(out, opts.shard_size)
                     writer = CacheWriter(target_out, opts.shard_size, shared_tensors, meta)
                     writers.append(writer)
@@ -877,6 +883,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Documentation: docs/exporter.md",
     )
     ap.add_argument("--model", required=True, help="MODULE:CALLABLE, FILE.py:CALLABLE, or a .pt file holding a whole module")
+    ap.add_argument("--model-name", help="the `model` metadata (default: the --model argument)")
     ap.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the model callable")
     ap.add_argument("--weights", help="state dict: .safetensors or .pt/.pth")
     ap.add_argument("--layer", required=True, help="module name of the CAM layer (model.get_submodule)")
@@ -975,7 +982,7 @@ def main(argv=None) -> int:
             save_image=not args.no_image,
             perturbed_image=not args.no_perturbed_image,
             extra=load_extras(args.extra),
-            model_name=args.model,
+            model_name=args.model_name or args.model,
             shard_size=args.shard_size,
             progress=sys.stderr.isatty() and not args.quiet,
         )

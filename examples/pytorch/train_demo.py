@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build camc's demo dataset: cluttered digits, a small CNN, and its caches.
 
-    .venv-py/bin/python examples/pytorch/train_demo.py          # ~3-5 minutes on 2 CPU cores
+    .venv-py/bin/python examples/pytorch/train_demo.py          # 5-15 minutes on 2 CPU cores
 
 1. Digits: scikit-learn's bundled 8x8 digits (load_digits, no network), upscaled x3 to 24x24,
    split by digit sample into train and test, placed at a random position on a 64x64 RGB canvas
@@ -204,6 +204,7 @@ def main():
         boxes.write_text(json.dumps([list(b) for b in test_boxes[:n]]))
         argv = [
             "--model", str(HERE / "demo_model.py") + ":DemoNet",
+            "--model-name", "examples/pytorch/demo_model.py:DemoNet",
             "--weights", str(weights),
             "--layer", "features.relu4",
             "--images", str(imgs),

@@ -613,7 +613,13 @@ def main(argv):
         else:
             passed += 1
             print(f"ok   {name} ({time.time() - t0:.1f}s)", flush=True)
-    print(f"({time.time() - t00:.0f}s; scratch files in {TMP})")
+    if failed or os.environ.get("KEEP_SCRATCH"):
+        print(f"({time.time() - t00:.0f}s; scratch files kept in {TMP})")
+    else:
+        import shutil
+
+        shutil.rmtree(TMP, ignore_errors=True)
+        print(f"({time.time() - t00:.0f}s)")
     print(f"exporter: {passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 

@@ -1,0 +1,261 @@
+//! Reductions (`sum`, `mean`, `norm` accumulate in f64 like the interpreter; `max`, `min` in
+//! f32, propagating NaN). The nest runs over the operand's type in layout order:
+//!
+//! - when the innermost loop is reduced (`mean[h,w](G)`), the reduced inner loops accumulate
+//!   in registers (two f64x2 and an f64 for the scalar tail; one f32 for `max`/`min`, whose
+//!   ties between zeros must follow the interpreter's order), reduced to one value when those
+//!   loops end;
+//! - when it is kept (`sum[k](w * A)`), each element adds into an accumulator buffer indexed by
+//!   the kept axes, four lanes at a time; the final `sum[k]` of a CAM accumulates per pixel.
+//!
+//! When a reduced loop is outside a kept one, the buffer keeps partial results; a last loop
+//! turns the buffer into the result (divides by the count, takes the square root).
+
+use super::emit::Cx;
+use super::nest::{Mode, Nest};
+use crate::ir::{NodeId, Op};
+use crate::ops::ReduceOp;
+use cranelift_codegen::ir::{
+    immediates::Ieee64, types, ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value,
+};
+
+/// How a reduction accumulates.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Kind {
+    /// f64 sums (of values, or of squares for `norm`).
+    Wide { squares: bool },
+    /// f32 running maximum (`max`) or minimum.
+    Extreme { max: bool },
+}
+
+impl Kind {
+    fn of(op: ReduceOp) -> Kind {
+        match op {
+            ReduceOp::Max => Kind::Extreme { max: true },
+            ReduceOp::Min => Kind::Extreme { max: false },
+            ReduceOp::Norm => Kind::Wide { squares: true },
+            _ => Kind::Wide { squares: false },
+        }
+    }
+
+    /// Bytes per accumulator element.
+    fn width(self) -> i64 {
+        match self {
+            Kind::Wide { .. } => 8,
+            Kind::Extreme { .. } => 4,
+        }
+    }
+}
+
+impl Cx<'_, '_> {
+    pub(super) fn reduce_stage(&mut self, node: NodeId, acc: Option<usize>) {
+        let Op::Reduce(op, axes, x) = self.kernel.node(node).op else {
+            return;
+        };
+        let kind = Kind::of(op);
+        let x_ty = self.kernel.node(x).ty;
+        let kept = x_ty.minus(axes);
+        let count = self.sizes.len(axes) as f64;
+        let mut nest = Nest::new(self.kernel, self.plan, self.sizes, x, x_ty, &[kept]);
+        let dst = self.place(node).expect("a reduction is materialized");
+        let dst = self.base(dst);
+        let acc = acc.map(|offset| self.scratch_at(offset));
+        let kept_len = self.sizes.len(kept);
+        if let Some(acc) = acc {
+            self.fill(kind, acc, kept_len);
+        }
+        let n = nest.depth();
+        let register = n > 0 && nest.dims[n - 1].axes.is_subset_of(axes);
+        // A running max/min in lanes would break ties between +0 and -0 in another order than
+        // the interpreter's left-to-right fold; it stays scalar (sums are order-free in f64).
+        nest.vectorize = !(register && matches!(kind, Kind::Extreme { .. }));
+        let env = self.env0(&nest);
+        if register {
+            let suffix = (0..n)
+                .rev()
+                .take_while(|&d| nest.dims[d].axes.is_subset_of(axes))
+                .last()
+                .unwrap_or(n - 1);
+            self.walk_to(&nest, 0, suffix, env, Vec::new(), &mut |cx, env, carried| {
+                let state = cx.initial(kind);
+                let state = cx.walk_to(&nest, suffix, n - 1, env.clone(), state, &mut |cx, env, state| {
+                    cx.innermost(&nest, env, state, &mut |cx, _, env, mode, state| {
+                        cx.accumulate(kind, mode, env.vals[&x], state)
+                    })
+                });
+                let total = cx.total(kind, state);
+                let offset = env.offset(&nest, kept);
+                match acc {
+                    Some(acc) => cx.add_into(kind, Mode::Scalar, acc, offset, &[total]),
+                    None => {
+                        let result = cx.finish(op, total, count);
+                        cx.store(Mode::Scalar, result, dst, offset, 4);
+                    }
+                }
+                carried
+            });
+        } else {
+            let acc = acc.expect("the plan gives an accumulator to reductions with a kept inner loop");
+            self.run_all(&nest, env, Vec::new(), &mut |cx, nest, env, mode, carried| {
+                let parts = cx.contribution(kind, mode, env.vals[&x]);
+                let offset = env.offset(nest, kept);
+                cx.add_into(kind, mode, acc, offset, &parts);
+                carried
+            });
+        }
+        if let Some(acc) = acc {
+            self.counted(0, kept_len, 1, Vec::new(), |cx, i, carried| {
+                let flags = MemFlagsData::trusted();
+                let addr = cx.address(acc, i, kind.width());
+                let total = match kind {
+                    Kind::Wide { .. } => cx.b.ins().load(types::F64, flags, addr, 0),
+                    Kind::Extreme { .. } => cx.b.ins().load(types::F32, flags, addr, 0),
+                };
+                let result = cx.finish(op, total, count);
+                cx.store(Mode::Scalar, result, dst, i, 4);
+                carried
+            });
+        }
+    }
+
+    /// The identity of the accumulation, as a scalar and as a vector.
+    fn neutral(&mut self, kind: Kind) -> (Value, Value) {
+        match kind {
+            Kind::Wide { .. } => {
+                // -0 is the identity of addition (and what Rust's `Sum` starts from).
+                let zero = self.b.ins().f64const(-0.0);
+                (zero, self.b.ins().splat(types::F64X2, zero))
+            }
+            Kind::Extreme { max } => {
+                let start = if max { f32::NEG_INFINITY } else { f32::INFINITY };
+                let start = self.b.ins().f32const(start);
+                (start, self.b.ins().splat(types::F32X4, start))
+            }
+        }
+    }
+
+    fn fill(&mut self, kind: Kind, acc: Value, len: usize) {
+        let (scalar, _) = self.neutral(kind);
+        self.counted(0, len, 1, Vec::new(), |cx, i, carried| {
+            cx.store(Mode::Scalar, scalar, acc, i, kind.width());
+            carried
+        });
+    }
+
+    /// Register state: `[lo, hi, tail]` (f64x2, f64x2, f64) or `[lanes, tail]` (f32x4, f32).
+    fn initial(&mut self, kind: Kind) -> Vec<Value> {
+        let (scalar, vector) = self.neutral(kind);
+        match kind {
+            Kind::Wide { .. } => vec![vector, vector, scalar],
+            Kind::Extreme { .. } => vec![vector, scalar],
+        }
+    }
+
+    /// What a value adds to a sum: `[f64]` for a scalar, `[lo, hi]` (f64x2) for four lanes; the
+    /// f32 value itself for `max`/`min`.
+    fn contribution(&mut self, kind: Kind, mode: Mode, v: Value) -> Vec<Value> {
+        let Kind::Wide { squares } = kind else {
+            return vec![v];
+        };
+        let parts = match mode {
+            Mode::Scalar => vec![self.b.ins().fpromote(types::F64, v)],
+            Mode::Vector => {
+                let lo = self.b.ins().fvpromote_low(v);
+                let high = self.high_half(v);
+                vec![lo, self.b.ins().fvpromote_low(high)]
+            }
+        };
+        if squares {
+            parts.into_iter().map(|p| self.b.ins().fmul(p, p)).collect()
+        } else {
+            parts
+        }
+    }
+
+    /// Lanes 2 and 3 of an f32x4 moved to lanes 0 and 1.
+    fn high_half(&mut self, v: Value) -> Value {
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let bytes = self.b.ins().bitcast(types::I8X16, little, v);
+        let order: Vec<u8> = (8..16).chain(8..16).collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(order));
+        let moved = self.b.ins().shuffle(bytes, bytes, mask);
+        self.b.ins().bitcast(types::F32X4, little, moved)
+    }
+
+    fn combine(&mut self, kind: Kind, a: Value, b: Value) -> Value {
+        match kind {
+            Kind::Wide { .. } => self.b.ins().fadd(a, b),
+            Kind::Extreme { max } => {
+                let mode = if self.b.func.dfg.value_type(a).is_vector() {
+                    Mode::Vector
+                } else {
+                    Mode::Scalar
+                };
+                self.extreme(mode, max, a, b)
+            }
+        }
+    }
+
+    fn accumulate(&mut self, kind: Kind, mode: Mode, v: Value, mut state: Vec<Value>) -> Vec<Value> {
+        let parts = self.contribution(kind, mode, v);
+        let slots: &[usize] = match (kind, mode) {
+            (Kind::Wide { .. }, Mode::Vector) => &[0, 1],
+            (Kind::Wide { .. }, Mode::Scalar) => &[2],
+            (Kind::Extreme { .. }, Mode::Vector) => &[0],
+            (Kind::Extreme { .. }, Mode::Scalar) => &[1],
+        };
+        for (&slot, part) in slots.iter().zip(parts) {
+            state[slot] = self.combine(kind, state[slot], part);
+        }
+        state
+    }
+
+    /// Reduces the register state to one scalar (f64 or f32).
+    fn total(&mut self, kind: Kind, state: Vec<Value>) -> Value {
+        let (vectors, lanes, tail) = match kind {
+            Kind::Wide { .. } => (&state[..2], 2u8, state[2]),
+            Kind::Extreme { .. } => (&state[..1], 4u8, state[1]),
+        };
+        let mut total = tail;
+        for &vector in vectors {
+            for lane in 0..lanes {
+                let value = self.b.ins().extractlane(vector, lane);
+                total = self.combine(kind, total, value);
+            }
+        }
+        total
+    }
+
+    /// `acc[offset..] ⊕= parts` (one scalar, or the two f64x2 / one f32x4 of four lanes).
+    fn add_into(&mut self, kind: Kind, mode: Mode, acc: Value, offset: Value, parts: &[Value]) {
+        let addr = self.address(acc, offset, kind.width());
+        let flags = match mode {
+            Mode::Scalar => MemFlagsData::trusted(),
+            Mode::Vector => MemFlagsData::new().with_notrap(),
+        };
+        for (i, &part) in parts.iter().enumerate() {
+            let ty: Type = self.b.func.dfg.value_type(part);
+            let at = 16 * i as i32;
+            let old = self.b.ins().load(ty, flags, addr, at);
+            let new = self.combine(kind, old, part);
+            self.b.ins().store(flags, new, addr, at);
+        }
+    }
+
+    /// The f32 result from an accumulated total.
+    fn finish(&mut self, op: ReduceOp, total: Value, count: f64) -> Value {
+        let total = match op {
+            ReduceOp::Mean => {
+                let n = self.b.ins().f64const(Ieee64::with_float(count));
+                self.b.ins().fdiv(total, n)
+            }
+            ReduceOp::Norm => self.b.ins().sqrt(total),
+            _ => total,
+        };
+        if self.b.func.dfg.value_type(total) == types::F64 {
+            self.b.ins().fdemote(types::F32, total)
+        } else {
+            total
+        }
+    }
+}

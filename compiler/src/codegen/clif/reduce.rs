@@ -13,6 +13,7 @@
 
 use super::emit::Cx;
 use super::nest::{Mode, Nest};
+use crate::axes::AxisSet;
 use crate::ir::{NodeId, Op};
 use crate::ops::ReduceOp;
 use cranelift_codegen::ir::{
@@ -47,6 +48,18 @@ impl Kind {
     }
 }
 
+/// One reduction stage's parameters.
+struct Job {
+    op: ReduceOp,
+    kind: Kind,
+    x: NodeId,
+    kept: AxisSet,
+    /// Elements reduced into each result.
+    count: f64,
+    dst: Value,
+    acc: Option<Value>,
+}
+
 impl Cx<'_, '_> {
     pub(super) fn reduce_stage(&mut self, node: NodeId, acc: Option<usize>) {
         let Op::Reduce(op, axes, x) = self.kernel.node(node).op else {
@@ -55,47 +68,34 @@ impl Cx<'_, '_> {
         let kind = Kind::of(op);
         let x_ty = self.kernel.node(x).ty;
         let kept = x_ty.minus(axes);
-        let count = self.sizes.len(axes) as f64;
         let mut nest = Nest::new(self.kernel, self.plan, self.sizes, x, x_ty, &[kept]);
         let dst = self.place(node).expect("a reduction is materialized");
-        let dst = self.base(dst);
-        let acc = acc.map(|offset| self.scratch_at(offset));
-        let kept_len = self.sizes.len(kept);
-        if let Some(acc) = acc {
-            self.fill(kind, acc, kept_len);
+        let job = Job {
+            op,
+            kind,
+            x,
+            kept,
+            count: self.sizes.len(axes) as f64,
+            dst: self.base(dst),
+            acc: acc.map(|offset| self.scratch_at(offset)),
+        };
+        if let Some(acc) = job.acc {
+            self.fill(kind, acc, self.sizes.len(kept));
         }
         let n = nest.depth();
         let register = n > 0 && nest.dims[n - 1].axes.is_subset_of(axes);
         // A running max/min in lanes would break ties between +0 and -0 in another order than
         // the interpreter's left-to-right fold; it stays scalar (sums are order-free in f64).
         nest.vectorize = !(register && matches!(kind, Kind::Extreme { .. }));
-        let env = self.env0(&nest);
         if register {
             let suffix = (0..n)
                 .rev()
                 .take_while(|&d| nest.dims[d].axes.is_subset_of(axes))
                 .last()
                 .unwrap_or(n - 1);
-            self.walk_to(&nest, 0, suffix, env, Vec::new(), &mut |cx, env, carried| {
-                let state = cx.initial(kind);
-                let state = cx.walk_to(&nest, suffix, n - 1, env.clone(), state, &mut |cx, env, state| {
-                    cx.innermost(&nest, env, state, &mut |cx, _, env, mode, state| {
-                        cx.accumulate(kind, mode, env.vals[&x], state)
-                    })
-                });
-                let total = cx.total(kind, state);
-                let offset = env.offset(&nest, kept);
-                match acc {
-                    Some(acc) => cx.add_into(kind, Mode::Scalar, acc, offset, &[total]),
-                    None => {
-                        let result = cx.finish(op, total, count);
-                        cx.store(Mode::Scalar, result, dst, offset, 4);
-                    }
-                }
-                carried
-            });
-        } else {
-            let acc = acc.expect("the plan gives an accumulator to reductions with a kept inner loop");
+            self.reduce_in_registers(&nest, &job, suffix);
+        } else if let Some(acc) = job.acc {
+            let env = self.env0(&nest);
             self.run_all(&nest, env, Vec::new(), &mut |cx, nest, env, mode, carried| {
                 let parts = cx.contribution(kind, mode, env.vals[&x]);
                 let offset = env.offset(nest, kept);
@@ -103,19 +103,50 @@ impl Cx<'_, '_> {
                 carried
             });
         }
-        if let Some(acc) = acc {
-            self.counted(0, kept_len, 1, Vec::new(), |cx, i, carried| {
-                let flags = MemFlagsData::trusted();
-                let addr = cx.address(acc, i, kind.width());
-                let total = match kind {
-                    Kind::Wide { .. } => cx.b.ins().load(types::F64, flags, addr, 0),
-                    Kind::Extreme { .. } => cx.b.ins().load(types::F32, flags, addr, 0),
-                };
-                let result = cx.finish(op, total, count);
-                cx.store(Mode::Scalar, result, dst, i, 4);
-                carried
-            });
+        if let Some(acc) = job.acc {
+            self.finish_buffer(&job, acc);
         }
+    }
+
+    /// Loops `suffix..` (all reduced) accumulate in registers; their total is the result, or
+    /// is added into the accumulator buffer when outer loops are reduced too.
+    fn reduce_in_registers(&mut self, nest: &Nest, job: &Job, suffix: usize) {
+        let n = nest.depth();
+        let env = self.env0(nest);
+        self.walk_to(nest, 0, suffix, env, Vec::new(), &mut |cx, env, carried| {
+            let state = cx.initial(job.kind);
+            let state = cx.walk_to(nest, suffix, n - 1, env.clone(), state, &mut |cx, env, state| {
+                cx.innermost(nest, env, state, &mut |cx, _, env, mode, state| {
+                    cx.accumulate(job.kind, mode, env.vals[&job.x], state)
+                })
+            });
+            let total = cx.total(job.kind, state);
+            let offset = env.offset(nest, job.kept);
+            match job.acc {
+                Some(acc) => cx.add_into(job.kind, Mode::Scalar, acc, offset, &[total]),
+                None => {
+                    let result = cx.finish(job.op, total, job.count);
+                    cx.store(Mode::Scalar, result, job.dst, offset, 4);
+                }
+            }
+            carried
+        });
+    }
+
+    /// The results from the accumulator buffer.
+    fn finish_buffer(&mut self, job: &Job, acc: Value) {
+        let len = self.sizes.len(job.kept);
+        self.counted(0, len, 1, Vec::new(), |cx, i, carried| {
+            let flags = MemFlagsData::trusted();
+            let addr = cx.address(acc, i, job.kind.width());
+            let total = match job.kind {
+                Kind::Wide { .. } => cx.b.ins().load(types::F64, flags, addr, 0),
+                Kind::Extreme { .. } => cx.b.ins().load(types::F32, flags, addr, 0),
+            };
+            let result = cx.finish(job.op, total, job.count);
+            cx.store(Mode::Scalar, result, job.dst, i, 4);
+            carried
+        });
     }
 
     /// The identity of the accumulation, as a scalar and as a vector.

@@ -2,7 +2,7 @@
 //! emits its loop nest, in node order (operands before users).
 
 use super::nest::{Env, Mode, Nest};
-use super::plan::{HelperOp, Place, Plan, Stage};
+use super::plan::{HelperOp, Place, Plan};
 use super::{axis_bits, Import, Sizes, HELPER};
 use crate::axes::AxisSet;
 use crate::ir::{Kernel, NodeId, Op};
@@ -65,13 +65,7 @@ pub(super) fn build(
         imports: Vec::new(),
         funcs: HashMap::new(),
     };
-    for stage in &plan.stages {
-        match *stage {
-            Stage::Map { node, dst } => cx.map_stage(node, dst),
-            Stage::Reduce { node, acc } => cx.reduce_stage(node, acc),
-            Stage::Helper { node, op } => cx.helper_stage(node, op),
-        }
-    }
+    cx.emit_stages(&plan.stages);
     cx.b.ins().return_(&[]);
     cx.b.seal_all_blocks();
     let imports = std::mem::take(&mut cx.imports);
@@ -132,22 +126,8 @@ impl Cx<'_, '_> {
         func
     }
 
-    /// Evaluates an elementwise (or input) node over its type into `dst`.
-    fn map_stage(&mut self, node: NodeId, dst: Place) {
-        let ty = self.kernel.node(node).ty;
-        let nest = Nest::new(self.kernel, self.plan, self.sizes, node, ty, &[ty]);
-        let base = self.base(dst);
-        let env = self.env0(&nest);
-        self.run_all(&nest, env, Vec::new(), &mut |cx, nest, env, mode, carried| {
-            let value = env.vals[&node];
-            let offset = env.offset(nest, ty);
-            cx.store(mode, value, base, offset, 4);
-            carried
-        });
-    }
-
     /// Calls the runtime helper on the node's materialized operand.
-    fn helper_stage(&mut self, node: NodeId, op: HelperOp) {
+    pub(super) fn helper_stage(&mut self, node: NodeId, op: HelperOp) {
         let n = *self.kernel.node(node);
         let (x, axes) = match n.op {
             Op::Reduce(_, axes, x) | Op::Softmax(axes, x) | Op::Normalize(axes, x) => (x, axes),

@@ -10,6 +10,7 @@
 //! `camc_helper` (see [`HELPER`]).
 
 mod emit;
+mod fuse;
 mod nest;
 mod plan;
 mod reduce;

@@ -222,7 +222,7 @@ impl Cx<'_, '_> {
     }
 
     /// Moves the offsets to index `i` of loop `dim`.
-    fn advance(&mut self, nest: &Nest, env: &mut Env, dim: usize, i: Value) {
+    pub fn advance(&mut self, nest: &Nest, env: &mut Env, dim: usize, i: Value) {
         for (t, offset) in env.offsets.iter_mut().enumerate() {
             let stride = nest.strides[t][dim];
             if stride != 0 {
@@ -280,6 +280,19 @@ impl Cx<'_, '_> {
         self.walk_to(nest, 0, n - 1, env, carried, &mut |cx, env, carried| {
             cx.innermost(nest, env, carried, sink)
         })
+    }
+
+    /// The nest from level `from` on (inside loops `..from`, which must not include the
+    /// innermost one unless `from` is 0), `sink` called on every element.
+    pub fn run_from(&mut self, nest: &Nest, from: usize, env: Env, sink: &mut Sink) {
+        if from == 0 {
+            self.run_all(nest, env, Vec::new(), sink);
+        } else {
+            let n = nest.depth();
+            self.walk_to(nest, from, n - 1, env, Vec::new(), &mut |cx, env, carried| {
+                cx.innermost(nest, env, carried, sink)
+            });
+        }
     }
 
     /// The innermost loop, four lanes at a time and then a scalar tail.

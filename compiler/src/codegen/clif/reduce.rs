@@ -12,7 +12,7 @@
 //! turns the buffer into the result (divides by the count, takes the square root).
 
 use super::emit::Cx;
-use super::nest::{Mode, Nest};
+use super::nest::{Env, Mode, Nest};
 use crate::axes::AxisSet;
 use crate::ir::{NodeId, Op};
 use crate::ops::ReduceOp;
@@ -48,8 +48,9 @@ impl Kind {
     }
 }
 
-/// One reduction stage's parameters.
-struct Job {
+/// One reduction stage, ready to emit: its nest and parameters.
+pub(super) struct Job {
+    pub nest: Nest,
     op: ReduceOp,
     kind: Kind,
     x: NodeId,
@@ -57,20 +58,35 @@ struct Job {
     /// Elements reduced into each result.
     count: f64,
     dst: Value,
-    acc: Option<Value>,
+    pub acc: Option<Value>,
+    /// When the innermost loop is reduced: the first of the reduced loops that end the nest.
+    pub suffix: Option<usize>,
 }
 
 impl Cx<'_, '_> {
-    pub(super) fn reduce_stage(&mut self, node: NodeId, acc: Option<usize>) {
+    pub(super) fn prepare_reduce(&mut self, node: NodeId, acc: Option<usize>) -> Option<Job> {
         let Op::Reduce(op, axes, x) = self.kernel.node(node).op else {
-            return;
+            return None;
         };
         let kind = Kind::of(op);
         let x_ty = self.kernel.node(x).ty;
         let kept = x_ty.minus(axes);
         let mut nest = Nest::new(self.kernel, self.plan, self.sizes, x, x_ty, &[kept]);
-        let dst = self.place(node).expect("a reduction is materialized");
-        let job = Job {
+        let n = nest.depth();
+        let register = n > 0 && nest.dims[n - 1].axes.is_subset_of(axes);
+        // A running max/min in lanes would break ties between +0 and -0 in another order than
+        // the interpreter's left-to-right fold; it stays scalar (sums are order-free in f64).
+        nest.vectorize = !(register && matches!(kind, Kind::Extreme { .. }));
+        let suffix = register.then(|| {
+            (0..n)
+                .rev()
+                .take_while(|&d| nest.dims[d].axes.is_subset_of(axes))
+                .last()
+                .unwrap_or(n - 1)
+        });
+        let dst = self.place(node)?;
+        Some(Job {
+            nest,
             op,
             kind,
             x,
@@ -78,42 +94,46 @@ impl Cx<'_, '_> {
             count: self.sizes.len(axes) as f64,
             dst: self.base(dst),
             acc: acc.map(|offset| self.scratch_at(offset)),
-        };
+            suffix,
+        })
+    }
+
+    /// Fills the accumulator buffer, if any.
+    pub(super) fn reduce_prologue(&mut self, job: &Job) {
         if let Some(acc) = job.acc {
-            self.fill(kind, acc, self.sizes.len(kept));
+            self.fill(job.kind, acc, self.sizes.len(job.kept));
         }
-        let n = nest.depth();
-        let register = n > 0 && nest.dims[n - 1].axes.is_subset_of(axes);
-        // A running max/min in lanes would break ties between +0 and -0 in another order than
-        // the interpreter's left-to-right fold; it stays scalar (sums are order-free in f64).
-        nest.vectorize = !(register && matches!(kind, Kind::Extreme { .. }));
-        if register {
-            let suffix = (0..n)
-                .rev()
-                .take_while(|&d| nest.dims[d].axes.is_subset_of(axes))
-                .last()
-                .unwrap_or(n - 1);
-            self.reduce_in_registers(&nest, &job, suffix);
+    }
+
+    /// The loops from level `from` on (`env` is at that level, its values not yet computed).
+    pub(super) fn reduce_body(&mut self, job: &Job, from: usize, env: Env) {
+        let nest = &job.nest;
+        if let Some(suffix) = job.suffix {
+            self.reduce_in_registers(job, from, suffix, env);
         } else if let Some(acc) = job.acc {
-            let env = self.env0(&nest);
-            self.run_all(&nest, env, Vec::new(), &mut |cx, nest, env, mode, carried| {
+            let (kind, x, kept) = (job.kind, job.x, job.kept);
+            self.run_from(nest, from, env, &mut |cx, nest, env, mode, carried| {
                 let parts = cx.contribution(kind, mode, env.vals[&x]);
                 let offset = env.offset(nest, kept);
                 cx.add_into(kind, mode, acc, offset, &parts);
                 carried
             });
         }
+    }
+
+    /// Turns the accumulator buffer, if any, into the results.
+    pub(super) fn reduce_epilogue(&mut self, job: &Job) {
         if let Some(acc) = job.acc {
-            self.finish_buffer(&job, acc);
+            self.finish_buffer(job, acc);
         }
     }
 
     /// Loops `suffix..` (all reduced) accumulate in registers; their total is the result, or
     /// is added into the accumulator buffer when outer loops are reduced too.
-    fn reduce_in_registers(&mut self, nest: &Nest, job: &Job, suffix: usize) {
+    fn reduce_in_registers(&mut self, job: &Job, from: usize, suffix: usize, env: Env) {
+        let nest = &job.nest;
         let n = nest.depth();
-        let env = self.env0(nest);
-        self.walk_to(nest, 0, suffix, env, Vec::new(), &mut |cx, env, carried| {
+        self.walk_to(nest, from, suffix, env, Vec::new(), &mut |cx, env, carried| {
             let state = cx.initial(job.kind);
             let state = cx.walk_to(nest, suffix, n - 1, env.clone(), state, &mut |cx, env, state| {
                 cx.innermost(nest, env, state, &mut |cx, _, env, mode, state| {

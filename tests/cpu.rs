@@ -316,6 +316,27 @@ fn clif_snapshots_of_every_stdlib_method() {
     support::report(failures);
 }
 
+/// Loops over the channels in a kernel's CLIF: loop back-edges compare with the bound `k`.
+fn channel_loops(name: &str, k: usize) -> usize {
+    let sizes = clif::Sizes([k, 1, 7, 7]);
+    let kernel = stdlib_kernel(name);
+    let lowered = clif::lower(&kernel, sizes, clif::default_target()).expect("lowers");
+    let text = clif::text(&kernel, &lowered, sizes);
+    let bound = format!(" = {k}");
+    text.lines()
+        .filter(|l| l.contains("icmp slt") && l.trim_end().ends_with(&bound))
+        .count()
+}
+
+#[test]
+fn per_channel_stages_share_one_loop_over_k() {
+    // Grad-CAM: mean[h,w](G) and the final sum[k] in one loop; Grad-CAM++: its three
+    // per-channel steps in one loop. fem's std needs the whole map first (a helper call).
+    assert_eq!(channel_loops("gradcam", 2039), 1);
+    assert_eq!(channel_loops("gradcampp", 2039), 1);
+    assert_eq!(channel_loops("xgradcam", 2039), 1);
+}
+
 #[test]
 fn emit_clif_prints_the_snapshot() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_camc"))

@@ -104,7 +104,7 @@ fn groups(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32]) -> Vec<Vec<f64>> {
     groups
 }
 
-fn reduce(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: ReduceOp) -> Vec<f32> {
+pub(crate) fn reduce(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: ReduceOp) -> Vec<f32> {
     groups(dims, ty, axes, x)
         .iter()
         .map(|g| {
@@ -136,7 +136,13 @@ fn extreme(g: &[f64], pick: fn(f64, f64) -> f64) -> f64 {
 
 /// Applies a shape-keeping function to each group of `x` over `axes`, writing results back in
 /// `ty`'s layout.
-fn groupwise(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: fn(&[f64]) -> Vec<f64>) -> Vec<f32> {
+pub(crate) fn groupwise(
+    dims: Dims,
+    ty: AxisSet,
+    axes: AxisSet,
+    x: &[f32],
+    f: fn(&[f64]) -> Vec<f64>,
+) -> Vec<f32> {
     let done: Vec<Vec<f64>> = groups(dims, ty, axes, x).iter().map(|g| f(g)).collect();
     let kept_strides = dims.strides(ty.minus(axes));
     let mut taken = vec![0usize; done.len()];
@@ -150,14 +156,14 @@ fn groupwise(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: fn(&[f64]) ->
         .collect()
 }
 
-fn softmax(g: &[f64]) -> Vec<f64> {
+pub(crate) fn softmax(g: &[f64]) -> Vec<f64> {
     let max = extreme(g, f64::max);
     let exps: Vec<f64> = g.iter().map(|v| (v - max).exp()).collect();
     let total: f64 = exps.iter().sum();
     exps.iter().map(|e| e / total).collect()
 }
 
-fn normalize(g: &[f64]) -> Vec<f64> {
+pub(crate) fn normalize(g: &[f64]) -> Vec<f64> {
     let (min, max) = (extreme(g, f64::min), extreme(g, f64::max));
     g.iter()
         .map(|v| (v - min) / (max - min + NORMALIZE_EPS as f64))
@@ -165,7 +171,7 @@ fn normalize(g: &[f64]) -> Vec<f64> {
 }
 
 /// `pc1[axis](x)`: rows are the positions (every other axis), columns the `axis` features.
-fn project(dims: Dims, ty: AxisSet, axis: Axis, x: &[f32]) -> Vec<f32> {
+pub(crate) fn project(dims: Dims, ty: AxisSet, axis: Axis, x: &[f32]) -> Vec<f32> {
     let positions = ty.minus(AxisSet::SCALAR.with(axis));
     let rows = dims.len(positions);
     let cols = dims.size(axis);

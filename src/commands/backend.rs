@@ -3,6 +3,7 @@
 use crate::output;
 use crate::Reported;
 use camc_compiler::ir::Kernel;
+use camc_runtime::exec::cpu::CpuExecutor;
 use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::Executor;
 use camc_runtime::Dims;
@@ -21,10 +22,19 @@ pub enum Backend {
 
 /// An executor for `kernel` on a dataset of `dims`.
 pub fn executor(backend: Backend, kernel: &Kernel, dims: Dims) -> Result<Box<dyn Executor>, Reported> {
+    let cpu = || -> Result<Box<dyn Executor>, Reported> {
+        CpuExecutor::new(kernel, dims)
+            .map(|e| Box::new(e) as Box<dyn Executor>)
+            .map_err(|e| {
+                output::error(&e.to_string());
+                Reported
+            })
+    };
     match backend {
-        Backend::Interp | Backend::Auto => Ok(Box::new(InterpExecutor::new(kernel, dims))),
-        Backend::Cpu | Backend::Cuda => {
-            output::error("this build has no CPU JIT or CUDA backend yet; use --backend interp");
+        Backend::Interp => Ok(Box::new(InterpExecutor::new(kernel, dims))),
+        Backend::Cpu | Backend::Auto => cpu(),
+        Backend::Cuda => {
+            output::error("this build has no CUDA backend yet; use --backend cpu");
             Err(Reported)
         }
     }

@@ -34,6 +34,27 @@ pub struct Args {
     /// Also apply optimizations that reassociate (may change results that are not finite).
     #[arg(long)]
     fast_math: bool,
+    /// Sizes the CPU kernel is specialized to (`--target clif`): `K,H,W` or `K,D,H,W`.
+    /// The default is a ResNet-50 last layer.
+    #[arg(long, default_value = "2048,7,7", value_parser = parse_dims)]
+    dims: [usize; 4],
+}
+
+/// `K,H,W` or `K,D,H,W`, each at least 1.
+fn parse_dims(text: &str) -> Result<[usize; 4], String> {
+    let numbers: Vec<usize> = text
+        .split(',')
+        .map(|part| part.trim().parse::<usize>().map_err(|e| format!("`{part}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    let dims = match numbers[..] {
+        [k, h, w] => [k, 1, h, w],
+        [k, d, h, w] => [k, d, h, w],
+        _ => return Err("expected K,H,W or K,D,H,W".into()),
+    };
+    if dims.contains(&0) {
+        return Err("every size must be at least 1".into());
+    }
+    Ok(dims)
 }
 
 pub fn run(args: Args) -> Result<(), Reported> {
@@ -46,10 +67,17 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let kernel = program::compile(&resolved, &HashMap::new(), level)?;
     let text = match args.target {
         Target::Ir => camc_compiler::ir::print(&kernel),
-        Target::Clif | Target::Cuda | Target::Ptx => {
-            output::error(
-                "only `--target ir` is available so far: the Cranelift and CUDA backends are not built yet",
-            );
+        Target::Clif => {
+            use camc_compiler::codegen::clif;
+            let sizes = clif::Sizes(args.dims);
+            let lowered = clif::lower(&kernel, sizes, clif::default_target()).map_err(|e| {
+                output::error(&e.to_string());
+                Reported
+            })?;
+            clif::text(&kernel, &lowered, sizes)
+        }
+        Target::Cuda | Target::Ptx => {
+            output::error("`--target cuda` and `--target ptx` are not built yet");
             return Err(Reported);
         }
     };

@@ -1,0 +1,138 @@
+//! The CPU JIT against the reference interpreter and a memory-read baseline, on a
+//! ResNet-50-like cache held in memory: n = 256 images, k = 2048 channels, 7×7 maps, random
+//! f32 activations and gradients. Run with `cargo bench --bench cpu` (set `CAMC_BENCH_IMAGES`
+//! to change n). It prints times and the ratios measured in this run; nothing is asserted.
+
+use camc_compiler::opt::Level;
+use camc_runtime::exec::cpu::CpuExecutor;
+use camc_runtime::exec::interp::InterpExecutor;
+use camc_runtime::exec::{Batch, Data, Executor};
+use camc_runtime::Dims;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const DIMS: Dims = Dims::new(2048, 1, 7, 7);
+
+/// Best wall time of `repeats` runs.
+fn best(repeats: usize, mut f: impl FnMut()) -> Duration {
+    (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn random(len: usize, seed: u64, non_negative: bool) -> Vec<f32> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            if non_negative {
+                v.max(0.0)
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// Touches every value with 16 independent sums, so the loop vectorizes and is bound by memory,
+/// not by the latency of one running sum.
+fn read(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+fn kernel(name: &str) -> camc_compiler::ir::Kernel {
+    let checked = camc_compiler::check_stdlib(name).expect("a stdlib method");
+    let program = checked.program.as_ref().expect("checks");
+    let root = program.exported(name).expect("defined");
+    camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).expect("compiles")
+}
+
+fn main() {
+    let n: usize = std::env::var("CAMC_BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let per_image = DIMS.k * DIMS.h * DIMS.w;
+    let a = random(n * per_image, 1, true);
+    let g = random(n * per_image, 2, false);
+    let threads = rayon::current_num_threads();
+    println!("n={n} k={} {}x{}, {threads} threads", DIMS.k, DIMS.h, DIMS.w);
+
+    // Baseline: read A and G once (a parallel sum), the least any method must do.
+    let read = best(5, || {
+        let total: f32 = [&a, &g]
+            .par_iter()
+            .flat_map(|v| v.par_chunks(1 << 16))
+            .map(read)
+            .sum();
+        std::hint::black_box(total);
+    });
+    let bytes = (2 * n * per_image * 4) as f64;
+    println!(
+        "memory read of A and G: {:.1} ms ({:.1} GB/s)",
+        read.as_secs_f64() * 1e3,
+        bytes / read.as_secs_f64() / 1e9
+    );
+
+    for name in ["gradcam", "gradcampp"] {
+        let kernel = kernel(name);
+        let start = Instant::now();
+        let mut cpu = CpuExecutor::new(&kernel, DIMS).expect("JIT compiles");
+        let compile = start.elapsed();
+        let data: Vec<Data> = kernel
+            .inputs
+            .iter()
+            .map(|i| Data::F32(if i.name == "A" { &a } else { &g }))
+            .collect();
+        let batch = Batch {
+            n,
+            inputs: data.clone(),
+        };
+        let mut out = vec![0.0f32; n * DIMS.h * DIMS.w];
+        let jit = best(5, || cpu.run(&batch, &mut out).expect("runs"));
+        // The interpreter is slow: time a few images and scale.
+        let few = n.min(8);
+        let small = Batch {
+            n: few,
+            inputs: data
+                .iter()
+                .map(|d| match d {
+                    Data::F32(v) => Data::F32(&v[..few * per_image]),
+                    other => *other,
+                })
+                .collect(),
+        };
+        let mut interp = InterpExecutor::new(&kernel, DIMS);
+        let mut small_out = vec![0.0f32; few * DIMS.h * DIMS.w];
+        let interp_time = best(2, || interp.run(&small, &mut small_out).expect("runs")).as_secs_f64()
+            * n as f64
+            / few as f64;
+        let read_bytes = (kernel.inputs.len() * n * per_image * 4) as f64;
+        println!(
+            "{name:10} compile {:.2} ms | jit {:.1} ms ({:.1} GB/s of inputs, {:.2}x the memory-read time) | interpreter {:.0} ms (jit {:.0}x faster)",
+            compile.as_secs_f64() * 1e3,
+            jit.as_secs_f64() * 1e3,
+            read_bytes / jit.as_secs_f64() / 1e9,
+            jit.as_secs_f64() / (read.as_secs_f64() * read_bytes / bytes),
+            interp_time * 1e3,
+            interp_time / jit.as_secs_f64(),
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The function body: the entry block reads the input pointers, then each stage of the plan
+//! emits its loop nest, in node order (operands before users).
+
+use super::nest::{Env, Mode, Nest};
+use super::plan::{HelperOp, Place, Plan};
+use super::{axis_bits, Import, Sizes, HELPER};
+use crate::axes::AxisSet;
+use crate::ir::{Kernel, NodeId, Op};
+use cranelift_codegen::ir::{
+    types, AbiParam, ExtFuncData, ExternalName, FuncRef, Function, InstBuilder, MemFlagsData, Signature,
+    UserExternalName, Value,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use std::collections::HashMap;
+
+/// The state of one function being built.
+pub(super) struct Cx<'f, 'k> {
+    pub b: FunctionBuilder<'f>,
+    pub kernel: &'k Kernel,
+    pub plan: &'k Plan,
+    pub sizes: Sizes,
+    /// Base pointer of each input of the image.
+    inputs: Vec<Value>,
+    out: Value,
+    scratch: Value,
+    call_conv: cranelift_codegen::isa::CallConv,
+    imports: Vec<Import>,
+    funcs: HashMap<&'static str, FuncRef>,
+}
+
+/// Fills `function`'s body; returns the functions it calls.
+pub(super) fn build(
+    function: &mut Function,
+    kernel: &Kernel,
+    plan: &Plan,
+    sizes: Sizes,
+    target: TargetFrontendConfig,
+) -> Vec<Import> {
+    let mut context = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(function, &mut context);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let inputs = (0..kernel.inputs.len())
+        .map(|i| {
+            b.ins().load(
+                types::I64,
+                MemFlagsData::trusted().with_readonly(),
+                params[0],
+                8 * i as i32,
+            )
+        })
+        .collect();
+    let mut cx = Cx {
+        b,
+        kernel,
+        plan,
+        sizes,
+        inputs,
+        out: params[1],
+        scratch: params[2],
+        call_conv: target.default_call_conv,
+        imports: Vec::new(),
+        funcs: HashMap::new(),
+    };
+    cx.emit_stages(&plan.stages);
+    cx.b.ins().return_(&[]);
+    cx.b.seal_all_blocks();
+    let imports = std::mem::take(&mut cx.imports);
+    cx.b.finalize(target);
+    imports
+}
+
+impl Cx<'_, '_> {
+    /// The base address of a materialized value.
+    pub fn base(&mut self, place: Place) -> Value {
+        match place {
+            Place::Input(i) => self.inputs[i as usize],
+            Place::Out => self.out,
+            Place::Scratch(offset) => self.b.ins().iadd_imm_s(self.scratch, offset as i64),
+        }
+    }
+
+    pub fn scratch_at(&mut self, offset: usize) -> Value {
+        self.b.ins().iadd_imm_s(self.scratch, offset as i64)
+    }
+
+    /// Where `id`'s value lives, if a stage has stored it.
+    pub fn place(&self, id: NodeId) -> Option<Place> {
+        self.plan.place[id.index()]
+    }
+
+    /// A function the code calls, declared on first use.
+    pub fn func(&mut self, name: &'static str) -> FuncRef {
+        if let Some(f) = self.funcs.get(name) {
+            return *f;
+        }
+        let mut signature = Signature::new(self.call_conv);
+        if name == HELPER {
+            signature.params = vec![AbiParam::new(types::I64); 9];
+        } else {
+            let arity = if name == "powf" { 2 } else { 1 };
+            signature.params = vec![AbiParam::new(types::F32); arity];
+            signature.returns = vec![AbiParam::new(types::F32)];
+        }
+        let sig_ref = self.b.import_signature(signature.clone());
+        let index = self.imports.len() as u32 + 1;
+        let name_ref = self
+            .b
+            .func
+            .declare_imported_user_function(UserExternalName::new(0, index));
+        let func = self.b.import_function(ExtFuncData {
+            name: ExternalName::user(name_ref),
+            signature: sig_ref,
+            colocated: false,
+            patchable: false,
+        });
+        self.imports.push(Import {
+            name,
+            signature,
+            name_ref,
+        });
+        self.funcs.insert(name, func);
+        func
+    }
+
+    /// Calls the runtime helper on the node's materialized operand.
+    pub(super) fn helper_stage(&mut self, node: NodeId, op: HelperOp) {
+        let n = *self.kernel.node(node);
+        let (x, axes) = match n.op {
+            Op::Reduce(_, axes, x) | Op::Softmax(axes, x) | Op::Normalize(axes, x) => (x, axes),
+            Op::Pc1(axis, x) => (x, AxisSet::SCALAR.with(axis)),
+            _ => return,
+        };
+        let (Some(src), Some(dst)) = (self.place(x), self.place(node)) else {
+            unreachable!("the plan materializes helper operands and results")
+        };
+        let src = self.base(src);
+        let dst = self.base(dst);
+        let x_ty = self.kernel.node(x).ty;
+        let mut args = vec![src, dst];
+        let numbers = [op as i64, axis_bits(x_ty) as i64, axis_bits(axes) as i64];
+        let sizes = self.sizes.0.map(|s| s as i64);
+        for v in numbers.into_iter().chain(sizes) {
+            args.push(self.b.ins().iconst(types::I64, v));
+        }
+        let helper = self.func(HELPER);
+        self.b.ins().call(helper, &args);
+    }
+
+    /// Offsets all start at 0, before any loop.
+    pub fn env0(&mut self, nest: &Nest) -> Env {
+        let zero = self.b.ins().iconst(types::I64, 0);
+        Env {
+            vals: HashMap::new(),
+            splats: HashMap::new(),
+            offsets: vec![zero; nest.types.len()],
+        }
+    }
+
+    /// Stores a value of `width` bytes per lane at `base + offset * width`.
+    pub fn store(&mut self, mode: Mode, value: Value, base: Value, offset: Value, width: i64) {
+        let addr = self.address(base, offset, width);
+        let flags = match mode {
+            Mode::Scalar => MemFlagsData::trusted(),
+            Mode::Vector => MemFlagsData::new().with_notrap(),
+        };
+        self.b.ins().store(flags, value, addr, 0);
+    }
+
+    pub fn address(&mut self, base: Value, offset: Value, width: i64) -> Value {
+        let bytes = self.b.ins().imul_imm_s(offset, width);
+        self.b.ins().iadd(base, bytes)
+    }
+}

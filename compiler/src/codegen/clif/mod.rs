@@ -1,0 +1,154 @@
+//! Lowering of a kernel to one Cranelift function that computes the program for one image
+//! (see docs/backends.md). The sizes of the axes are constants: a function is specialized to
+//! one dataset's sizes, so every loop bound and stride is an immediate.
+//!
+//! The function's signature is `fn(inputs: *const *const f32, out: *mut f32, scratch: *mut u8)`:
+//! `inputs[i]` points at input `i` of the image (f32, canonical layout), `out` at the image's
+//! result, `scratch` at [`Lowered::scratch_bytes`] bytes aligned to 16 that the function uses for
+//! intermediate buffers. It calls the functions of [`Lowered::imports`], which the caller must
+//! link: `expf`, `logf`, `powf`, `tanhf` (f32 → f32, with Rust's `f32` semantics) and
+//! `camc_helper` (see [`HELPER`]).
+
+mod emit;
+mod fuse;
+mod nest;
+mod plan;
+mod reduce;
+mod values;
+
+pub use plan::{HelperOp, Place};
+
+use crate::axes::{Axis, AxisSet};
+use crate::ir::Kernel;
+use cranelift_codegen::ir::types;
+use cranelift_codegen::ir::{AbiParam, Function, Signature, UserExternalNameRef, UserFuncName};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+
+/// The runtime helper: `camc_helper(x, out, op, ty, axes, k, d, h, w)`, all `i64`: computes the
+/// [`HelperOp`] `op` of the f32 tensor `x` of type `ty` over `axes` (bit `i` is `Axis::ALL[i]`)
+/// into `out`, for those sizes.
+pub const HELPER: &str = "camc_helper";
+
+/// The scalar libm functions the code may call, each `f32 -> f32` except `powf` (two f32).
+pub const LIBM: [&str; 4] = ["expf", "logf", "powf", "tanhf"];
+
+/// Sizes of the axes, in `Axis::ALL` order (k, d, h, w).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Sizes(pub [usize; 4]);
+
+impl Sizes {
+    pub fn of(&self, axis: Axis) -> usize {
+        self.0[axis as usize]
+    }
+
+    pub fn len(&self, ty: AxisSet) -> usize {
+        ty.iter().map(|a| self.of(a)).product()
+    }
+
+    /// The stride of `axis` in a tensor of type `ty` (elements); 0 when `ty` lacks the axis.
+    pub fn stride(&self, ty: AxisSet, axis: Axis) -> usize {
+        if !ty.contains(axis) {
+            return 0;
+        }
+        ty.iter().filter(|&a| a > axis).map(|a| self.of(a)).product()
+    }
+}
+
+/// Bits of an axis set as the helper reads them: bit `i` is `Axis::ALL[i]`.
+pub fn axis_bits(ty: AxisSet) -> u8 {
+    Axis::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| ty.contains(**a))
+        .map(|(i, _)| 1u8 << i)
+        .sum()
+}
+
+/// The inverse of [`axis_bits`].
+pub fn axes_from_bits(bits: u8) -> AxisSet {
+    Axis::ALL
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .fold(AxisSet::SCALAR, |set, (_, a)| set.with(*a))
+}
+
+/// A function the lowered code calls; the caller links it by `name`.
+#[derive(Clone, Debug)]
+pub struct Import {
+    pub name: &'static str,
+    pub signature: Signature,
+    /// How the function refers to it (its user external name).
+    pub name_ref: UserExternalNameRef,
+}
+
+pub struct Lowered {
+    pub function: Function,
+    pub imports: Vec<Import>,
+    pub scratch_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClifError {
+    #[error("the CPU backend needs every axis to have at least one element, got sizes {0:?}")]
+    EmptyAxis([usize; 4]),
+    #[error("the tensors are too large for the CPU backend ({0} elements)")]
+    TooLarge(usize),
+    #[error("internal compiler error: the generated Cranelift IR is invalid: {0}")]
+    Verify(String),
+}
+
+/// The signature of a kernel function under `call_conv`.
+pub fn signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+/// The target an `emit --target clif` shows when no machine is at hand: x86-64 System V.
+pub fn default_target() -> TargetFrontendConfig {
+    TargetFrontendConfig {
+        default_call_conv: CallConv::SystemV,
+        pointer_width: target_lexicon::PointerWidth::U64,
+        page_size_align_log2: 12,
+    }
+}
+
+/// Lowers `kernel` for `sizes`; the result is verified.
+pub fn lower(kernel: &Kernel, sizes: Sizes, target: TargetFrontendConfig) -> Result<Lowered, ClifError> {
+    if sizes.0.contains(&0) {
+        return Err(ClifError::EmptyAxis(sizes.0));
+    }
+    let total = sizes.0.iter().try_fold(1usize, |acc, &s| acc.checked_mul(s));
+    match total {
+        Some(n) if n <= i32::MAX as usize / 8 => {}
+        _ => return Err(ClifError::TooLarge(total.unwrap_or(usize::MAX))),
+    }
+    let plan = plan::plan(kernel, sizes);
+    let mut function =
+        Function::with_name_signature(UserFuncName::user(0, 0), signature(target.default_call_conv));
+    let imports = emit::build(&mut function, kernel, &plan, sizes, target);
+    let flags = cranelift_codegen::settings::Flags::new(cranelift_codegen::settings::builder());
+    cranelift_codegen::verify_function(&function, &flags).map_err(|e| ClifError::Verify(e.to_string()))?;
+    Ok(Lowered {
+        function,
+        imports,
+        scratch_bytes: plan.scratch_bytes,
+    })
+}
+
+/// The function as Cranelift's text format, with a header naming the sizes.
+pub fn text(kernel: &Kernel, lowered: &Lowered, sizes: Sizes) -> String {
+    let [k, d, h, w] = sizes.0;
+    let mut out = format!(
+        "; camc kernel `{}` for k={k}, d={d}, h={h}, w={w}; scratch {} bytes\n",
+        kernel.name, lowered.scratch_bytes
+    );
+    for import in &lowered.imports {
+        out.push_str(&format!("; {} = {}\n", import.name_ref, import.name));
+    }
+    out.push_str(&lowered.function.display().to_string());
+    out
+}

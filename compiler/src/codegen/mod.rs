@@ -1,0 +1,3 @@
+//! Code generators: lower a kernel's IR to a backend's form.
+
+pub mod clif;

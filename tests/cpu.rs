@@ -1,0 +1,388 @@
+//! The CPU backend (Cranelift JIT) against the reference interpreter: every stdlib method on
+//! realistic inputs, 3-D layers, f16/bf16 inputs, thousands of random well-typed programs
+//! (NaN and infinities included), and snapshots of the CLIF of every stdlib method
+//! (tests/out/clif/stdlib).
+
+mod support;
+
+use camc_compiler::codegen::clif;
+use camc_compiler::ir::Kernel;
+use camc_compiler::opt::Level;
+use camc_runtime::exec::cpu::CpuExecutor;
+use camc_runtime::exec::interp::InterpExecutor;
+use camc_runtime::exec::{Batch, Data, ExecError, Executor};
+use camc_runtime::Dims;
+use proptest::prelude::*;
+use std::collections::HashMap;
+use support::{gen, kernel};
+
+/// A small deterministic generator (the tests must not depend on a crate's random streams).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 29) as f32 / (1u64 << 24) as f32
+    }
+
+    fn signed(&mut self) -> f32 {
+        self.unit() * 4.0 - 2.0
+    }
+}
+
+/// How the values of an input are drawn.
+#[derive(Copy, Clone, PartialEq)]
+enum Style {
+    /// Like real activations: non-negative, half zeros, channel 0 dead, channel 1 constant.
+    Activations,
+    /// Signed, some exact zeros.
+    Signed,
+    /// Signed, with NaN, ±inf, ±0 and huge values mixed in.
+    Specials,
+}
+
+fn values(rng: &mut Rng, count: usize, per_channel: usize, style: Style) -> Vec<f32> {
+    (0..count)
+        .map(|i| {
+            let channel = i / per_channel.max(1);
+            match style {
+                Style::Activations if channel == 0 => 0.0,
+                Style::Activations if channel == 1 => 0.75,
+                Style::Activations => (rng.signed() * 2.0).max(0.0),
+                Style::Signed if rng.next().is_multiple_of(6) => 0.0,
+                Style::Signed => rng.signed(),
+                Style::Specials => match rng.next() % 12 {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => f32::NEG_INFINITY,
+                    3 => -0.0,
+                    4 => 0.0,
+                    5 => 3e38,
+                    _ => rng.signed(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Inputs for `n` images, by parameter name: `A` looks like activations, everything else is
+/// signed (`Specials` everywhere when asked).
+fn inputs(kernel: &Kernel, dims: Dims, n: usize, seed: u64, specials: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng(seed);
+    kernel
+        .inputs
+        .iter()
+        .map(|input| {
+            let len = dims.len(input.ty);
+            let per_channel = if input.ty.contains(camc_compiler::axes::Axis::K) {
+                len / dims.k
+            } else {
+                len
+            };
+            let style = match (specials, input.name.as_str()) {
+                (true, _) => Style::Specials,
+                (false, "A") => Style::Activations,
+                _ => Style::Signed,
+            };
+            (0..n)
+                .flat_map(|_| values(&mut rng, len, per_channel, style))
+                .collect()
+        })
+        .collect()
+}
+
+fn run(executor: &mut dyn Executor, kernel: &Kernel, dims: Dims, data: &[Vec<f32>], n: usize) -> Vec<f32> {
+    let batch = Batch {
+        n,
+        inputs: data.iter().map(|d| Data::F32(d)).collect(),
+    };
+    let mut out = vec![f32::NAN; n * dims.len(kernel.output_ty())];
+    executor.run(&batch, &mut out).expect("runs");
+    out
+}
+
+/// SPEC §3: 1e-5 relative, 1e-6 absolute; NaN matches NaN, infinities match exactly.
+fn close(a: f32, b: f32, relative: f32, absolute: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= absolute.max(relative * a.abs().max(b.abs()))
+}
+
+/// The first index where the CPU result differs from the interpreter's.
+fn compare(
+    kernel: &Kernel,
+    dims: Dims,
+    n: usize,
+    seed: u64,
+    specials: bool,
+    tolerance: (f32, f32),
+) -> Result<(), String> {
+    let data = inputs(kernel, dims, n, seed, specials);
+    let expected = run(&mut InterpExecutor::new(kernel, dims), kernel, dims, &data, n);
+    let mut cpu = CpuExecutor::new(kernel, dims).map_err(|e| e.to_string())?;
+    let actual = run(&mut cpu, kernel, dims, &data, n);
+    match (0..expected.len()).find(|&i| !close(expected[i], actual[i], tolerance.0, tolerance.1)) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "{} at {dims:?}: element {i}: interpreter {} vs cpu {}",
+            kernel.name, expected[i], actual[i]
+        )),
+    }
+}
+
+const SPEC: (f32, f32) = (1e-5, 1e-6);
+
+/// Shapes with axes that are not multiples of 4, 1×1 maps, k = 1 and a ResNet-like layer.
+const SHAPES: [Dims; 7] = [
+    Dims::new(1, 1, 1, 1),
+    Dims::new(1, 1, 7, 7),
+    Dims::new(3, 1, 5, 3),
+    Dims::new(5, 1, 1, 9),
+    Dims::new(16, 1, 4, 4),
+    Dims::new(64, 1, 7, 7),
+    Dims::new(2048, 1, 7, 7),
+];
+
+fn stdlib_kernel(name: &str) -> Kernel {
+    let checked = camc_compiler::check_stdlib(name).expect("listed");
+    let program = checked.program.as_ref().expect("stdlib checks");
+    let root = program.exported(name).expect("file defines its method");
+    camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).expect("compiles")
+}
+
+#[test]
+fn every_stdlib_method_agrees_with_the_interpreter() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for name in camc_compiler::stdlib::names() {
+        let kernel = stdlib_kernel(name);
+        for (i, dims) in SHAPES.iter().enumerate() {
+            let n = if dims.k > 100 { 2 } else { 4 };
+            if let Err(e) = compare(&kernel, *dims, n, i as u64 + 7, false, SPEC) {
+                failures.push(e);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13 * SHAPES.len());
+    support::report(failures);
+}
+
+#[test]
+fn three_dimensional_layers_agree_with_the_interpreter() {
+    let bodies = [
+        "relu(sum[k](mean[d,h,w](G) * A))",
+        "relu(sum[k](sum[d,h,w](where(G != 0, G*G / (2*G*G + sum[d,h,w](A)*G*G*G + 1e-6), 0) * relu(G)) * A))",
+        "max[k](A * G) - min[k](A) + norm[k](G)",
+        "sum[k](mean[d](A) * sum[h](G)) + std[d,h,w](sum[k](A))",
+        "normalize[d,h,w](sum[k](softmax[k](mean[d,h,w](G)) * A))",
+        "pc1[k](A) + sum[k,d](A) * 0.5",
+        "sum[k](max[d,w](A) * min[h](G)) + norm[d](sum[k](G))",
+    ];
+    let shapes = [
+        Dims::new(3, 2, 3, 5),
+        Dims::new(1, 3, 1, 1),
+        Dims::new(8, 4, 4, 4),
+        Dims::new(2, 5, 2, 7),
+    ];
+    let mut failures = Vec::new();
+    for body in bodies {
+        let source = format!("cam c(A: [k,d,h,w], G: [k,d,h,w]) = {body}");
+        let kernel = kernel(&source, Level::Exact);
+        for (i, dims) in shapes.iter().enumerate() {
+            if let Err(e) = compare(&kernel, *dims, 3, i as u64, false, SPEC) {
+                failures.push(format!("{body}: {e}"));
+            }
+        }
+    }
+    support::report(failures);
+}
+
+#[test]
+fn half_precision_inputs_are_read_as_their_f32_values() {
+    let kernel = stdlib_kernel("gradcampp");
+    let dims = Dims::new(6, 1, 5, 5);
+    let n = 3;
+    let data = inputs(&kernel, dims, n, 11, false);
+    let halves: Vec<Vec<half::f16>> = data
+        .iter()
+        .map(|d| d.iter().map(|&x| half::f16::from_f32(x)).collect())
+        .collect();
+    let brains: Vec<Vec<half::bf16>> = data
+        .iter()
+        .map(|d| d.iter().map(|&x| half::bf16::from_f32(x)).collect())
+        .collect();
+    let mut cpu = CpuExecutor::new(&kernel, dims).expect("compiles");
+    let out_len = n * dims.len(kernel.output_ty());
+    for (label, batch) in [
+        (
+            "f16",
+            Batch {
+                n,
+                inputs: halves.iter().map(|d| Data::F16(d)).collect(),
+            },
+        ),
+        (
+            "bf16",
+            Batch {
+                n,
+                inputs: brains.iter().map(|d| Data::Bf16(d)).collect(),
+            },
+        ),
+    ] {
+        let widened: Vec<Vec<f32>> = batch.inputs.iter().map(|d| d.to_f32().into_owned()).collect();
+        let expected = run(
+            &mut InterpExecutor::new(&kernel, dims),
+            &kernel,
+            dims,
+            &widened,
+            n,
+        );
+        let mut actual = vec![0.0; out_len];
+        cpu.run(&batch, &mut actual).expect("runs");
+        for (e, a) in expected.iter().zip(&actual) {
+            assert!(close(*e, *a, SPEC.0, SPEC.1), "{label}: {e} vs {a}");
+        }
+    }
+}
+
+#[test]
+fn bad_batches_and_empty_axes_are_errors_not_crashes() {
+    let kernel = stdlib_kernel("gradcam");
+    let dims = Dims::new(2, 1, 2, 2);
+    let mut cpu = CpuExecutor::new(&kernel, dims).expect("compiles");
+    let a = vec![1.0f32; 8];
+    let mut out = vec![0.0; 4];
+    let short = Batch {
+        n: 1,
+        inputs: vec![Data::F32(&a[..7]), Data::F32(&a)],
+    };
+    assert!(matches!(
+        cpu.run(&short, &mut out),
+        Err(ExecError::InputLength { .. })
+    ));
+    let missing = Batch {
+        n: 1,
+        inputs: vec![Data::F32(&a)],
+    };
+    assert!(matches!(
+        cpu.run(&missing, &mut out),
+        Err(ExecError::InputCount { .. })
+    ));
+    let good = Batch {
+        n: 1,
+        inputs: vec![Data::F32(&a), Data::F32(&a)],
+    };
+    assert!(matches!(
+        cpu.run(&good, &mut out[..3]),
+        Err(ExecError::InputLength { .. })
+    ));
+    cpu.run(&good, &mut out).expect("runs");
+    assert_eq!(out, [2.0; 4], "mean(G)=1 per channel, two channels of ones");
+    let empty = Batch {
+        n: 0,
+        inputs: vec![Data::F32(&[]), Data::F32(&[])],
+    };
+    cpu.run(&empty, &mut []).expect("an empty batch is fine");
+    match CpuExecutor::new(&kernel, Dims::new(0, 1, 7, 7)) {
+        Err(ExecError::Backend {
+            backend: "cpu",
+            message,
+        }) => assert!(message.contains("at least one"), "{message}"),
+        other => panic!("expected an error, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn clif_snapshots_of_every_stdlib_method() {
+    let sizes = clif::Sizes([2048, 1, 7, 7]);
+    let mut failures = Vec::new();
+    for name in camc_compiler::stdlib::names() {
+        let kernel = stdlib_kernel(name);
+        let lowered = clif::lower(&kernel, sizes, clif::default_target()).expect("lowers");
+        if let Err(e) = support::snapshot(
+            &format!("clif/stdlib/{name}.clif"),
+            &clif::text(&kernel, &lowered, sizes),
+        ) {
+            failures.push(e);
+        }
+    }
+    support::report(failures);
+}
+
+/// Loops over the channels in a kernel's CLIF: loop back-edges compare with the bound `k`.
+fn channel_loops(name: &str, k: usize) -> usize {
+    let sizes = clif::Sizes([k, 1, 7, 7]);
+    let kernel = stdlib_kernel(name);
+    let lowered = clif::lower(&kernel, sizes, clif::default_target()).expect("lowers");
+    let text = clif::text(&kernel, &lowered, sizes);
+    let bound = format!(" = {k}");
+    text.lines()
+        .filter(|l| l.contains("icmp slt") && l.trim_end().ends_with(&bound))
+        .count()
+}
+
+#[test]
+fn per_channel_stages_share_one_loop_over_k() {
+    // Grad-CAM: mean[h,w](G) and the final sum[k] in one loop; Grad-CAM++: its three
+    // per-channel steps in one loop. fem's std needs the whole map first (a helper call).
+    assert_eq!(channel_loops("gradcam", 2039), 1);
+    assert_eq!(channel_loops("gradcampp", 2039), 1);
+    assert_eq!(channel_loops("xgradcam", 2039), 1);
+}
+
+#[test]
+fn emit_clif_prints_the_snapshot() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_camc"))
+        .args(["emit", "gradcam", "--target", "clif"])
+        .output()
+        .expect("camc runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = std::fs::read_to_string(support::root().join("tests/out/clif/stdlib/gradcam.clif"))
+        .expect("snapshot");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_camc"))
+        .args(["emit", "gradcam", "--target", "clif", "--dims", "4,0,7"])
+        .output()
+        .expect("camc runs");
+    assert_eq!(bad.status.code(), Some(2), "a size of 0 is a usage error");
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_programs_agree_with_the_interpreter(program in gen::program(3), k in 1usize..6, h in 1usize..6, w in 1usize..10, seed in any::<u64>()) {
+        let kernel = kernel(&program, Level::Exact);
+        let dims = Dims::new(k, 1, h, w);
+        if let Err(e) = compare(&kernel, dims, 2, seed, false, SPEC) {
+            prop_assert!(false, "{}\n{}", program, e);
+        }
+    }
+
+    #[test]
+    fn random_programs_on_nan_and_infinities_agree(program in gen::program(3), k in 1usize..4, h in 1usize..4, w in 1usize..7, seed in any::<u64>()) {
+        let kernel = kernel(&program, Level::Exact);
+        let dims = Dims::new(k, 1, h, w);
+        if let Err(e) = compare(&kernel, dims, 2, seed, true, SPEC) {
+            prop_assert!(false, "{}\n{}", program, e);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The search engine: it finds Grad-CAM and XGrad-CAM when the metric is agreement with them,
+//! finds a formula that localizes on a synthetic cache where Grad-CAM does not, and a resumed
+//! search after a kill ends with the same ranking as an uninterrupted one.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use support::caches::*;
+
+fn camc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camc"))
+        .args(args)
+        .output()
+        .expect("camc runs")
+}
+
+fn search(cache: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "search",
+        "--cache",
+        path_str(cache),
+        "--out",
+        path_str(out),
+        "--backend",
+        "interp",
+    ];
+    args.extend_from_slice(extra);
+    let o = camc(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("valid json")
+}
+
+fn ranked(report: &serde_json::Value) -> Vec<(String, f64)> {
+    report["outcome"]["ranked"]
+        .as_array()
+        .expect("ranked list")
+        .iter()
+        .map(|s| {
+            (
+                s["weights"].as_str().unwrap_or("").to_string(),
+                s["train"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+fn golden_cache() -> std::path::PathBuf {
+    support::root().join("tests/golden/cache.safetensors")
+}
+
+#[test]
+fn finds_gradcam_when_the_metric_is_agreement_with_it() {
+    let dir = temp_dir();
+    let report = search(
+        &golden_cache(),
+        dir.path(),
+        &["--metric", "agree=gradcam", "--budget", "40", "--holdout", "0.25"],
+    );
+    let best = &ranked(&report)[0];
+    assert!(best.1 > 0.9999, "best {best:?}");
+    assert!(
+        best.0.contains("(G)") && (best.0.starts_with("mean[h,w]") || best.0.starts_with("sum[h,w]")),
+        "{best:?}"
+    );
+    // The winner is a program camc accepts.
+    let rank1 = dir.path().join("rank-01.cam");
+    assert_eq!(camc(&["check", path_str(&rank1)]).status.code(), Some(0));
+}
+
+#[test]
+fn xgradcam_is_reachable_in_the_default_space() {
+    let dir = temp_dir();
+    let report = search(
+        &golden_cache(),
+        dir.path(),
+        &[
+            "--metric",
+            "agree=xgradcam",
+            "--budget",
+            "3000",
+            "--holdout",
+            "0.25",
+        ],
+    );
+    let best = &ranked(&report)[0];
+    assert!(best.1 > 0.9999, "best {best:?}");
+}
+
+/// A cache where the box is lit by channel 0, whose gradient is one strong spike (small mean),
+/// and a distractor by channel 1, whose gradient is a constant 0.5 (large mean): Grad-CAM
+/// weights the distractor, a max-based weight the box.
+fn synthetic_cache(path: &Path) {
+    let (n, k, h, w) = (12, 3, 8, 8);
+    let mut a = vec![0.0f32; n * k * h * w];
+    let mut g = vec![0.0f32; n * k * h * w];
+    let mut boxes = Vec::new();
+    let noise = noise(9, n * k * h * w);
+    for i in 0..n {
+        let (bx, by) = (i % 5, (i * 3) % 5);
+        let (dx, dy) = ((bx + 4) % 8, (by + 4) % 8);
+        boxes.extend([bx as f32, by as f32, (bx + 3) as f32, (by + 3) as f32]);
+        for y in 0..h {
+            for x in 0..w {
+                let at = |c: usize| ((i * k + c) * h + y) * w + x;
+                if (bx..bx + 3).contains(&x) && (by..by + 3).contains(&y) {
+                    a[at(0)] = 1.0;
+                }
+                if (dx..(dx + 3).min(8)).contains(&x) && (dy..(dy + 3).min(8)).contains(&y) {
+                    a[at(1)] = 1.0;
+                }
+                a[at(2)] = 0.2 * noise[at(2)].abs();
+                g[at(1)] = 0.5;
+                g[at(2)] = 0.1 * noise[at(0)];
+            }
+        }
+        g[((i * k) * h + by) * w + bx] = 3.0;
+    }
+    let shape = [n, k, h, w];
+    write_safetensors(
+        path,
+        &[
+            ("A", f32s(&shape, &a)),
+            ("G", f32s(&shape, &g)),
+            ("boxes", f32s(&[n, 4], &boxes)),
+        ],
+        &[("image_size", "8,8")],
+    );
+}
+
+#[test]
+fn finds_a_formula_that_beats_gradcam_on_a_synthetic_cache() {
+    let dir = temp_dir();
+    let cache = dir.path().join("synthetic.safetensors");
+    synthetic_cache(&cache);
+    let out = dir.path().join("out");
+    let report = search(&cache, &out, &["--metric", "energy", "--budget", "150"]);
+    let best = &report["outcome"]["ranked"][0];
+    let gradcam = report["stdlib"]
+        .as_array()
+        .expect("stdlib rows")
+        .iter()
+        .find(|r| r["program"] == "gradcam")
+        .expect("gradcam row")
+        .clone();
+    let (best_holdout, gradcam_holdout) = (
+        best["holdout"].as_f64().expect("value"),
+        gradcam["holdout"].as_f64().expect("value"),
+    );
+    assert!(best_holdout > 0.9, "best {best} on holdout");
+    assert!(
+        best_holdout > gradcam_holdout + 0.3,
+        "best {best_holdout} vs gradcam {gradcam_holdout}"
+    );
+}
+
+#[test]
+fn resume_after_a_kill_gives_the_same_ranking() {
+    let dir = temp_dir();
+    let args = ["--metric", "agree=gradcampp", "--budget", "60", "--seed", "7"];
+    let whole = dir.path().join("whole");
+    let reference = search(&golden_cache(), &whole, &args);
+    // A run killed part-way: the checkpoint holds the first 25 results and half of the next line.
+    let resumed = dir.path().join("resumed");
+    std::fs::create_dir_all(&resumed).expect("dir");
+    let text = std::fs::read_to_string(whole.join("checkpoint.jsonl")).expect("checkpoint");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 60);
+    let mut cut = lines[..25].join("\n");
+    cut.push('\n');
+    cut.push_str(&lines[25][..lines[25].len() / 2]);
+    std::fs::write(resumed.join("checkpoint.jsonl"), cut).expect("write");
+    let report = search(&golden_cache(), &resumed, &[&args[..], &["--resume"]].concat());
+    assert_eq!(report["outcome"]["resumed"], 25);
+    assert_eq!(report["outcome"]["evaluated"], 35);
+    assert_eq!(ranked(&report), ranked(&reference));
+    for i in 1..=5 {
+        let name = format!("rank-{i:02}.cam");
+        assert_eq!(
+            std::fs::read_to_string(resumed.join(&name)).expect("rank file"),
+            std::fs::read_to_string(whole.join(&name)).expect("rank file"),
+        );
+    }
+}

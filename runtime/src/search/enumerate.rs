@@ -98,6 +98,22 @@ impl<'p> Enumerator<'p> {
         }
     }
 
+    /// The fingerprint of a WEIGHTS term's map on the full probe (up to positive scale).
+    pub fn map_of(&self, terms: &[Term], id: TermId) -> Option<u64> {
+        let weights = self.full.eval_tree(terms, id);
+        let map = self.full.map(terms[id as usize].ty, &weights, self.a);
+        map.iter()
+            .all(|v| v.is_finite())
+            .then(|| map_fingerprint(&map, self.full.spatial))
+    }
+
+    /// The position among the candidates of one whose map equals `fingerprint`'s.
+    pub fn position_of_map(&self, fingerprint: u64) -> Option<usize> {
+        self.candidates
+            .iter()
+            .position(|&c| self.map_of(&self.terms, c) == Some(fingerprint))
+    }
+
     fn consider_candidate(&mut self, id: TermId) {
         let ty = self.terms[id as usize].ty;
         let weights = self.full.eval_tree(&self.terms, id);
@@ -169,6 +185,9 @@ impl<'p> Enumerator<'p> {
                 continue;
             }
             self.offer(TermOp::Binary(op, a, b), ty, size as u32);
+        }
+        if space.safe_div {
+            self.offer(TermOp::SafeDiv(a, b), ty, size as u32);
         }
     }
 }

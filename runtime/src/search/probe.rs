@@ -3,7 +3,7 @@
 //! 1, `channels` or `channels·spatial` values. Reductions follow the interpreter (f64
 //! accumulation, NaN-propagating max/min, population std).
 
-use super::term::{Term, TermId, TermOp};
+use super::term::{Term, TermId, TermOp, SAFE_DIV_EPS};
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::ops::{BinaryOp, ReduceOp};
 
@@ -73,6 +73,11 @@ impl Probe {
                 self.binary(op, ta, &values(a), tb, &values(b))
             }
             TermOp::Reduce(op, x) => self.reduce(op, &values(x)),
+            TermOp::SafeDiv(a, b) => {
+                let (ta, tb) = (terms[a as usize].ty, terms[b as usize].ty);
+                let guarded: Vec<f32> = values(b).iter().map(|v| v + SAFE_DIV_EPS).collect();
+                self.binary(BinaryOp::Div, ta, &values(a), tb, &guarded)
+            }
         }
     }
 

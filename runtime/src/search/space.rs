@@ -15,7 +15,7 @@ pub struct SpaceFile {
     pub constants: Vec<f32>,
     /// `relu abs sign exp log sqrt sigmoid tanh neg`.
     pub unary: Vec<String>,
-    /// `+ - * / ^ min max`.
+    /// `+ - * / ^ min max`, and `/+`: protected division `a / (b + 1e-7)`.
     pub binary: Vec<String>,
     /// Reductions over `[h,w]` that turn a `[k,h,w]` term into a `[k]` one: `sum mean max min
     /// norm std`.
@@ -30,10 +30,10 @@ impl Default for SpaceFile {
         SpaceFile {
             max_size: 9,
             terminals: vec!["A".into(), "G".into()],
-            constants: vec![1.0, 2.0, 1e-7],
-            unary: vec!["relu".into(), "abs".into(), "sqrt".into(), "exp".into()],
-            binary: ["+", "-", "*", "/", "max"].map(String::from).to_vec(),
-            reductions: vec!["sum".into(), "mean".into(), "max".into()],
+            constants: vec![1.0, 2.0],
+            unary: vec!["relu".into(), "abs".into()],
+            binary: ["+", "-", "*", "/+"].map(String::from).to_vec(),
+            reductions: vec!["sum".into(), "max".into()],
             probe_images: 4,
             probe_channels: 16,
         }
@@ -48,6 +48,8 @@ pub struct Space {
     pub constants: Vec<f32>,
     pub unary: Vec<UnaryOp>,
     pub binary: Vec<BinaryOp>,
+    /// Whether `/+` (protected division) is in the space.
+    pub safe_div: bool,
     pub reductions: Vec<ReduceOp>,
     pub probe_images: usize,
     pub probe_channels: usize,
@@ -120,7 +122,17 @@ impl SpaceFile {
             terminals: self.terminals.clone(),
             constants: self.constants.clone(),
             unary: resolve(&self.unary, "unary operator", unary)?,
-            binary: resolve(&self.binary, "binary operator", binary)?,
+            binary: resolve(
+                &self
+                    .binary
+                    .iter()
+                    .filter(|b| b.as_str() != "/+")
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                "binary operator",
+                binary,
+            )?,
+            safe_div: self.binary.iter().any(|b| b == "/+"),
             reductions: resolve(&self.reductions, "reduction", reduction)?,
             probe_images: self.probe_images.max(1),
             probe_channels: self.probe_channels.max(1),

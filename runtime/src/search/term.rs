@@ -15,7 +15,13 @@ pub enum TermOp {
     Binary(BinaryOp, TermId, TermId),
     /// A reduction over `[h,w]`.
     Reduce(ReduceOp, TermId),
+    /// Protected division `a / (b + 1e-7)` (one operator of the search space, `/+`): the
+    /// form XGrad-CAM and most normalized weights take, so that a dead channel gives 0, not NaN.
+    SafeDiv(TermId, TermId),
 }
+
+/// The guard of [`TermOp::SafeDiv`].
+pub const SAFE_DIV_EPS: f32 = 1e-7;
 
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct Term {
@@ -57,6 +63,12 @@ pub fn source(terms: &[Term], id: TermId, terminals: &[String]) -> String {
             binary_source(op, source(terms, a, terminals), source(terms, b, terminals))
         }
         TermOp::Reduce(op, x) => format!("{}[h,w]({})", op.name(), source(terms, x, terminals)),
+        TermOp::SafeDiv(a, b) => format!(
+            "({} / ({} + {}))",
+            source(terms, a, terminals),
+            source(terms, b, terminals),
+            format_number(SAFE_DIV_EPS)
+        ),
     }
 }
 
@@ -71,7 +83,7 @@ pub fn tensors_used(terms: &[Term], id: TermId, used: &mut Vec<u32>) {
         }
         TermOp::Const(_) => {}
         TermOp::Unary(_, x) | TermOp::Reduce(_, x) => tensors_used(terms, x, used),
-        TermOp::Binary(_, a, b) => {
+        TermOp::Binary(_, a, b) | TermOp::SafeDiv(a, b) => {
             tensors_used(terms, a, used);
             tensors_used(terms, b, used);
         }

@@ -2,6 +2,7 @@
 //! It knows nothing of files, devices or metrics: callers hand it source text.
 
 pub mod axes;
+pub mod codegen;
 pub mod diag;
 pub mod ir;
 pub mod ops;

@@ -34,6 +34,9 @@ pub struct Args {
     /// Also apply optimizations that reassociate (may change results that are not finite).
     #[arg(long)]
     fast_math: bool,
+    /// GPU architecture of `--target ptx` (NVRTC's `--gpu-architecture`).
+    #[arg(long, default_value = "sm_75")]
+    arch: String,
 }
 
 pub fn run(args: Args) -> Result<(), Reported> {
@@ -50,12 +53,11 @@ pub fn run(args: Args) -> Result<(), Reported> {
         })?;
     let text = match args.target {
         Target::Ir => camc_compiler::ir::print(&kernel),
-        Target::Clif | Target::Cuda | Target::Ptx => {
-            output::error(
-                "only `--target ir` is available so far: the Cranelift and CUDA backends are not built yet",
-            );
+        Target::Clif => {
+            output::error("`--target clif` is not available yet: the Cranelift backend is not built");
             return Err(Reported);
         }
+        Target::Cuda | Target::Ptx => cuda_text(&kernel, args.target, &args.arch)?,
     };
     match args.output {
         Some(path) => std::fs::write(&path, text).map_err(|e| {
@@ -67,4 +69,19 @@ pub fn run(args: Args) -> Result<(), Reported> {
             Ok(())
         }
     }
+}
+
+/// The `.cu` file (f32, f16 and bf16 entry points), or its PTX through NVRTC.
+fn cuda_text(kernel: &camc_compiler::ir::Kernel, target: Target, arch: &str) -> Result<String, Reported> {
+    use camc_compiler::codegen::cuda;
+    let fail = |message: String| {
+        output::error(&message);
+        Reported
+    };
+    let source = cuda::write(kernel, &cuda::uniform_variants(kernel)).map_err(|e| fail(e.to_string()))?;
+    if matches!(target, Target::Cuda) {
+        return Ok(source.text);
+    }
+    let name = format!("{}.cu", kernel.name);
+    camc_runtime::exec::cuda::nvrtc::compile_ptx(&source.text, &name, arch).map_err(fail)
 }

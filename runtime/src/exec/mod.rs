@@ -3,6 +3,7 @@
 //! trait. An executor computes the program's raw result at feature resolution; post-processing
 //! (SPEC §3) is [`crate::postprocess`].
 
+pub mod cuda;
 pub mod interp;
 
 use crate::dims::Dims;

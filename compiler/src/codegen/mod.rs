@@ -1,0 +1,3 @@
+//! Code generators: each lowers a [`crate::ir::Kernel`] to one target and nothing else.
+
+pub mod cuda;

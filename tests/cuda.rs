@@ -1,0 +1,324 @@
+//! The CUDA backend. Without a GPU: the `.cu` of every stdlib method is a snapshot
+//! (tests/out/cuda/stdlib), and every stdlib method and a few hundred random programs compile to
+//! PTX with NVRTC (skipped, visibly, where libnvrtc is missing). With a GPU and its driver: the
+//! CUDA executor agrees with the interpreter on every stdlib method and on random programs.
+
+mod support;
+
+use camc_compiler::codegen::cuda::{self, Dtype, Error};
+use camc_compiler::ir::Kernel;
+use camc_compiler::opt::Level;
+use camc_runtime::exec::cuda::{gpu_present, nvrtc, CudaExecutor};
+use camc_runtime::exec::interp::InterpExecutor;
+use camc_runtime::exec::{Batch, Data, ExecError, Executor};
+use camc_runtime::Dims;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, TestRng, TestRunner};
+use std::collections::HashMap;
+
+/// Stdlib methods the CUDA backend rejects (they use `pc1`).
+const UNSUPPORTED: [&str; 2] = ["eigencam", "eigengradcam"];
+
+fn stdlib_kernels() -> Vec<(String, Kernel)> {
+    camc_compiler::stdlib::names()
+        .map(|name| {
+            let checked = camc_compiler::check_stdlib(name).expect("listed");
+            let program = checked.program.as_ref().expect("stdlib checks");
+            let root = program.exported(name).expect("file defines its method");
+            let kernel = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact)
+                .expect("compiles");
+            (name.to_string(), kernel)
+        })
+        .collect()
+}
+
+/// `count` random well-typed programs (deterministic), compiled.
+fn random_kernels(count: usize, depth: u32) -> Vec<(String, Kernel)> {
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::deterministic_rng(Config::default().rng_algorithm),
+    );
+    let strategy = support::gen::program(depth);
+    (0..count)
+        .map(|_| {
+            let source = strategy.new_tree(&mut runner).expect("generates").current();
+            let kernel = support::kernel(&source, Level::Exact);
+            (source, kernel)
+        })
+        .collect()
+}
+
+fn nvrtc_or_skip(test: &str) -> bool {
+    match nvrtc::available() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipped: {test}: {why}");
+            println!("skipped: {test}: NVRTC missing");
+            false
+        }
+    }
+}
+
+#[test]
+fn stdlib_cuda_sources_match_their_snapshots() {
+    let mut failures = Vec::new();
+    for (name, kernel) in stdlib_kernels() {
+        match cuda::write(&kernel, &cuda::uniform_variants(&kernel)) {
+            Ok(source) => {
+                assert!(!UNSUPPORTED.contains(&name.as_str()), "{name} should be rejected");
+                assert_eq!(source.entries[0], format!("camc_{name}_f32"));
+                if let Err(e) = support::snapshot(&format!("cuda/stdlib/{name}.cu"), &source.text) {
+                    failures.push(e);
+                }
+            }
+            Err(Error::Unsupported { what, .. }) => {
+                assert!(UNSUPPORTED.contains(&name.as_str()), "{name}: {what} unsupported");
+                assert_eq!(what, "pc1[k]");
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    support::report(failures);
+}
+
+#[test]
+fn unsupported_ops_and_bad_variants_are_errors_with_a_clear_message() {
+    let kernel = support::kernel("cam e(A: [k,h,w]) = relu(pc1[k](A))", Level::Exact);
+    let err = cuda::write(&kernel, &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`pc1[k]` is not supported on cuda (use the cpu or interp backend for this program)"
+    );
+    let kernel = support::kernel("cam g(A: [k,h,w]) = sum[k](A)", Level::Exact);
+    assert!(matches!(
+        cuda::write(&kernel, &[vec![Dtype::F32, Dtype::F16]]),
+        Err(Error::VariantArity { expected: 1, .. })
+    ));
+}
+
+#[test]
+fn entry_points_are_named_by_dtype() {
+    let kernel = support::kernel("cam g(A: [k,h,w], G: [k,h,w]) = sum[k](A*G)", Level::Exact);
+    assert_eq!(cuda::entry_name(&kernel, &[Dtype::F16, Dtype::F16]), "camc_g_f16");
+    assert_eq!(
+        cuda::entry_name(&kernel, &[Dtype::Bf16, Dtype::F32]),
+        "camc_g_bf16_f32"
+    );
+    let source = cuda::write(&kernel, &[vec![Dtype::Bf16, Dtype::F32]]).expect("writes");
+    assert!(
+        source.text.contains("camc_body<camc_bf16, float>"),
+        "{}",
+        source.text
+    );
+    // One [h,w] reduction result in scratch: h*w floats per block.
+    assert_eq!(source.scratch_floats(|_| 3), 9);
+}
+
+/// Compiles the kernel's `variants` with NVRTC and checks that each entry point is in the PTX.
+fn check_ptx(name: &str, kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<(), String> {
+    let source = cuda::write(kernel, variants).map_err(|e| format!("{name}: {e}"))?;
+    let ptx = nvrtc::compile_ptx(&source.text, "test.cu", "sm_75").map_err(|e| format!("{name}:\n{e}"))?;
+    for entry in &source.entries {
+        if !ptx.contains(&format!(".entry {entry}(")) {
+            return Err(format!("{name}: no `.entry {entry}` in the PTX"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_stdlib_method_compiles_to_ptx() {
+    if !nvrtc_or_skip("every_stdlib_method_compiles_to_ptx") {
+        return;
+    }
+    let failures = stdlib_kernels()
+        .iter()
+        .filter(|(name, _)| !UNSUPPORTED.contains(&name.as_str()))
+        .filter_map(|(name, kernel)| check_ptx(name, kernel, &cuda::uniform_variants(kernel)).err())
+        .collect();
+    support::report(failures);
+}
+
+#[test]
+fn random_programs_compile_to_ptx() {
+    if !nvrtc_or_skip("random_programs_compile_to_ptx") {
+        return;
+    }
+    let count = std::env::var("CAMC_CUDA_RANDOM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let kernels: Vec<(String, Kernel)> = random_kernels(count, 3)
+        .into_iter()
+        .filter(|(_, kernel)| !matches!(cuda::write(kernel, &[]), Err(Error::Unsupported { .. })))
+        .collect();
+    assert!(
+        kernels.len() * 2 > count,
+        "only {} of {count} programs were supported",
+        kernels.len()
+    );
+    // NVRTC takes most of a second a program: two threads, the f32 entry point only (the
+    // stdlib test covers the f16 and bf16 ones).
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let halves: Vec<_> = kernels
+            .chunks(kernels.len().div_ceil(2).max(1))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .filter_map(|(source, k)| {
+                            check_ptx(source, k, &[vec![Dtype::F32; k.inputs.len()]]).err()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        halves
+            .into_iter()
+            .flat_map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    println!("{} random programs compiled to PTX", kernels.len());
+    support::report(failures);
+}
+
+#[test]
+fn the_executor_without_a_gpu_is_an_error_not_a_panic() {
+    if gpu_present() {
+        println!("skipped: the_executor_without_a_gpu_is_an_error_not_a_panic: this machine has a GPU");
+        return;
+    }
+    let kernel = support::kernel("cam g(A: [k,h,w]) = sum[k](A)", Level::Exact);
+    let err = CudaExecutor::new(&kernel, Dims::new(2, 1, 2, 2))
+        .err()
+        .expect("no GPU here");
+    let ExecError::Backend { backend, message } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*backend, "cuda");
+    assert!(message.contains("NVRTC") || message.contains("CUDA"), "{message}");
+}
+
+/// Deterministic values in (-2, 2) with some exact zeros (dead units), a few per image.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state.is_multiple_of(7) {
+                0.0
+            } else {
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+            }
+        })
+        .collect()
+}
+
+/// SPEC §3 for the stdlib (1e-5 relative, 1e-6 absolute); random programs, whose `exp`, `pow`
+/// and comparisons amplify an ulp of libm difference, get the optimizer tests' 1e-4.
+fn close(a: f32, b: f32, loose: bool) -> bool {
+    let (abs, rel) = if loose { (1e-4, 1e-4) } else { (1e-6, 1e-5) };
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= abs + rel * a.abs().max(b.abs())
+}
+
+/// Runs `kernel` on `n` images on the GPU and the interpreter; describes the first mismatch.
+fn compare(name: &str, kernel: &Kernel, dims: Dims, n: usize, half: bool, loose: bool) -> Result<(), String> {
+    let data: Vec<Vec<f32>> = kernel
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| values(n * dims.len(input.ty), i as u64 + 1))
+        .collect();
+    let halves: Vec<Vec<half::f16>> = data
+        .iter()
+        .map(|d| d.iter().map(|&x| half::f16::from_f32(x)).collect())
+        .collect();
+    let widened: Vec<Vec<f32>> = halves
+        .iter()
+        .map(|d| d.iter().map(|x| x.to_f32()).collect())
+        .collect();
+    let (gpu_inputs, cpu_inputs): (Vec<Data>, Vec<Data>) = if half {
+        (
+            halves.iter().map(|d| Data::F16(d)).collect(),
+            widened.iter().map(|d| Data::F32(d)).collect(),
+        )
+    } else {
+        (
+            data.iter().map(|d| Data::F32(d)).collect(),
+            data.iter().map(|d| Data::F32(d)).collect(),
+        )
+    };
+    let len = n * dims.len(kernel.output_ty());
+    let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+    InterpExecutor::new(kernel, dims)
+        .run(
+            &Batch {
+                n,
+                inputs: cpu_inputs,
+            },
+            &mut want,
+        )
+        .map_err(|e| format!("{name}: interp: {e}"))?;
+    let mut gpu = CudaExecutor::new(kernel, dims).map_err(|e| format!("{name}: {e}"))?;
+    gpu.run(
+        &Batch {
+            n,
+            inputs: gpu_inputs,
+        },
+        &mut got,
+    )
+    .map_err(|e| format!("{name}: {e}"))?;
+    match (0..len).find(|&i| !close(want[i], got[i], loose)) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "{name} {dims:?}: value {i}: interp {} vs cuda {}",
+            want[i], got[i]
+        )),
+    }
+}
+
+#[test]
+fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
+    if !gpu_present() {
+        println!("skipped: on_a_gpu_every_stdlib_method_matches_the_interpreter: no CUDA driver or GPU");
+        return;
+    }
+    let mut failures = Vec::new();
+    for (name, kernel) in stdlib_kernels() {
+        if UNSUPPORTED.contains(&name.as_str()) {
+            continue;
+        }
+        for (dims, n) in [
+            (Dims::new(2048, 1, 7, 7), 5),
+            (Dims::new(5, 1, 3, 4), 3),
+            (Dims::new(64, 1, 28, 28), 2),
+        ] {
+            if let Err(e) = compare(&name, &kernel, dims, n, false, false) {
+                failures.push(e);
+            }
+        }
+        if let Err(e) = compare(&name, &kernel, Dims::new(16, 1, 5, 5), 2, true, false) {
+            failures.push(format!("f16: {e}"));
+        }
+    }
+    support::report(failures);
+}
+
+#[test]
+fn on_a_gpu_random_programs_match_the_interpreter() {
+    if !gpu_present() {
+        println!("skipped: on_a_gpu_random_programs_match_the_interpreter: no CUDA driver or GPU");
+        return;
+    }
+    let mut failures = Vec::new();
+    for (source, kernel) in random_kernels(150, 3) {
+        if cuda::write(&kernel, &[]).is_err() {
+            continue;
+        }
+        if let Err(e) = compare(&source, &kernel, Dims::new(6, 1, 3, 5), 3, false, true) {
+            failures.push(e);
+        }
+    }
+    support::report(failures);
+}

@@ -8,15 +8,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest="$PWD/.ci/nvrtc"
+# For a driver older than CUDA 13: CAMC_NVRTC_PACKAGE=nvidia-cuda-nvrtc-cu12 CAMC_NVRTC_VERSION=12.8.93
+package="${CAMC_NVRTC_PACKAGE:-nvidia-cuda-nvrtc}"
 version="${CAMC_NVRTC_VERSION:-13.0.88}"
 lib="$dest/lib"
 if ! ls "$lib"/libnvrtc.so.* >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
-        --target "$dest/pkg" "nvidia-cuda-nvrtc==$version" >&2
+        --target "$dest/pkg" "$package==$version" >&2
     mkdir -p "$lib"
     found="$(find "$dest/pkg" -name 'libnvrtc.so.*' ! -name '*builtins*' | sort | head -n 1)"
     if [ -z "$found" ]; then
-        echo "install-nvrtc: no libnvrtc.so.* in nvidia-cuda-nvrtc==$version" >&2
+        echo "install-nvrtc: no libnvrtc.so.* in $package==$version" >&2
         exit 1
     fi
     for f in "$(dirname "$found")"/lib*.so*; do

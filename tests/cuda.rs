@@ -51,12 +51,20 @@ fn random_kernels(count: usize, depth: u32) -> Vec<(String, Kernel)> {
 fn nvrtc_or_skip(test: &str) -> bool {
     match nvrtc::available() {
         Ok(()) => true,
+        Err(why) if std::env::var_os("CAMC_REQUIRE_NVRTC").is_some_and(|v| v != "0") => {
+            panic!("{test}: CAMC_REQUIRE_NVRTC is set but {why}")
+        }
         Err(why) => {
-            eprintln!("skipped: {test}: {why}");
-            println!("skipped: {test}: NVRTC missing");
+            skip(test, &why);
             false
         }
     }
+}
+
+/// Says on the real stderr (not the captured one) that a test did not run, and why.
+fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
 #[test]
@@ -184,7 +192,10 @@ fn random_programs_compile_to_ptx() {
 #[test]
 fn the_executor_without_a_gpu_is_an_error_not_a_panic() {
     if gpu_present() {
-        println!("skipped: the_executor_without_a_gpu_is_an_error_not_a_panic: this machine has a GPU");
+        skip(
+            "the_executor_without_a_gpu_is_an_error_not_a_panic",
+            "this machine has a GPU",
+        );
         return;
     }
     let kernel = support::kernel("cam g(A: [k,h,w]) = sum[k](A)", Level::Exact);
@@ -281,7 +292,10 @@ fn compare(name: &str, kernel: &Kernel, dims: Dims, n: usize, half: bool, loose:
 #[test]
 fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
     if !gpu_present() {
-        println!("skipped: on_a_gpu_every_stdlib_method_matches_the_interpreter: no CUDA driver or GPU");
+        skip(
+            "on_a_gpu_every_stdlib_method_matches_the_interpreter",
+            "no CUDA driver or GPU",
+        );
         return;
     }
     let mut failures = Vec::new();
@@ -308,7 +322,10 @@ fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
 #[test]
 fn on_a_gpu_random_programs_match_the_interpreter() {
     if !gpu_present() {
-        println!("skipped: on_a_gpu_random_programs_match_the_interpreter: no CUDA driver or GPU");
+        skip(
+            "on_a_gpu_random_programs_match_the_interpreter",
+            "no CUDA driver or GPU",
+        );
         return;
     }
     let mut failures = Vec::new();

@@ -3,6 +3,8 @@
 //! PTX with NVRTC (skipped, visibly, where libnvrtc is missing). With a GPU and its driver: the
 //! CUDA executor agrees with the interpreter on every stdlib method and on random programs.
 
+#[path = "cuda_emu/mod.rs"]
+mod emu;
 mod support;
 
 use camc_compiler::codegen::cuda::{self, Dtype, Error};
@@ -338,4 +340,144 @@ fn on_a_gpu_random_programs_match_the_interpreter() {
         }
     }
     support::report(failures);
+}
+
+/// Random inputs for `n` images of each of the kernel's inputs.
+fn inputs_for(kernel: &Kernel, dims: Dims, n: usize) -> Vec<Vec<f32>> {
+    kernel
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| values(n * dims.len(input.ty), i as u64 + 1))
+        .collect()
+}
+
+/// Runs the cases in the CPU emulation and on the interpreter; describes every mismatch.
+fn compare_emulated(
+    tag: &str,
+    kernels: &[(String, Kernel)],
+    cases: Vec<emu::Case>,
+    loose: bool,
+) -> Vec<String> {
+    let refs: Vec<&Kernel> = kernels.iter().map(|(_, k)| k).collect();
+    let outputs = match emu::run(tag, &refs, &cases) {
+        Ok(outputs) => outputs,
+        Err(e) => return vec![e],
+    };
+    let mut failures = Vec::new();
+    for (case, got) in cases.iter().zip(outputs) {
+        let (name, kernel) = &kernels[case.which];
+        let data: Vec<Data> = case.inputs.iter().map(|d| Data::F32(d)).collect();
+        let mut want = vec![0.0; got.len()];
+        if let Err(e) = InterpExecutor::new(kernel, case.dims).run(
+            &Batch {
+                n: case.n,
+                inputs: data,
+            },
+            &mut want,
+        ) {
+            failures.push(format!("{name}: interp: {e}"));
+        } else if let Some(i) = (0..got.len()).find(|&i| !close(want[i], got[i], loose)) {
+            failures.push(format!(
+                "{name} {:?}: value {i}: interp {} vs emulated cuda {}",
+                case.dims, want[i], got[i]
+            ));
+        }
+    }
+    failures
+}
+
+fn gxx_or_skip(test: &str) -> bool {
+    let present = emu::available();
+    if !present {
+        skip(test, "g++ is missing (it runs the CUDA C on the CPU)");
+    }
+    present
+}
+
+/// Sizes that reach every path of a reduction stage: warp groups and block-wide groups, more
+/// outputs than threads in both layouts, and several images per block.
+const EMULATED_SIZES: [(Dims, usize); 5] = [
+    (Dims::new(64, 1, 7, 7), 3),
+    (Dims::new(5, 1, 3, 4), 3),
+    (Dims::new(3, 1, 20, 20), 2),
+    (Dims::new(1000, 1, 2, 2), 1),
+    (Dims::new(2, 1, 1, 1), 3),
+];
+
+#[test]
+fn emulated_on_the_cpu_every_stdlib_method_matches_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_every_stdlib_method_matches_the_interpreter") {
+        return;
+    }
+    let kernels: Vec<(String, Kernel)> = stdlib_kernels()
+        .into_iter()
+        .filter(|(name, _)| !UNSUPPORTED.contains(&name.as_str()))
+        .collect();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n) in EMULATED_SIZES {
+            let inputs = inputs_for(kernel, dims, n);
+            cases.push(emu::Case {
+                which,
+                n,
+                dims,
+                inputs,
+            });
+        }
+    }
+    support::report(compare_emulated("stdlib", &kernels, cases, false));
+}
+
+#[test]
+fn emulated_on_the_cpu_3d_programs_match_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_3d_programs_match_the_interpreter") {
+        return;
+    }
+    let sources = [
+        "cam g(A: [k,d,h,w], G: [k,d,h,w]) = relu(sum[k](mean[d,h,w](G) * A))",
+        "cam s(A: [k,d,h,w], G: [k,d,h,w]) = normalize[h,w](sum[k](softmax[k](max[d](G)) * A)) + std[d](sum[k](A))",
+        "cam m(A: [k,d,h,w]) = min[k](A) * norm[k,h](A) - max[d,h,w](sum[k](A))",
+    ];
+    let kernels: Vec<(String, Kernel)> = sources
+        .iter()
+        .map(|s| (s.to_string(), support::kernel(s, Level::Exact)))
+        .collect();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n) in [(Dims::new(6, 3, 4, 5), 3), (Dims::new(40, 2, 9, 17), 1)] {
+            let inputs = inputs_for(kernel, dims, n);
+            cases.push(emu::Case {
+                which,
+                n,
+                dims,
+                inputs,
+            });
+        }
+    }
+    support::report(compare_emulated("3d", &kernels, cases, false));
+}
+
+#[test]
+fn emulated_on_the_cpu_random_programs_match_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_random_programs_match_the_interpreter") {
+        return;
+    }
+    let kernels: Vec<(String, Kernel)> = random_kernels(60, 3)
+        .into_iter()
+        .filter(|(_, kernel)| cuda::write(kernel, &[]).is_ok())
+        .collect();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n) in [(Dims::new(6, 1, 3, 5), 3), (Dims::new(40, 1, 2, 3), 2)] {
+            let inputs = inputs_for(kernel, dims, n);
+            cases.push(emu::Case {
+                which,
+                n,
+                dims,
+                inputs,
+            });
+        }
+    }
+    support::report(compare_emulated("random", &kernels, cases, true));
 }

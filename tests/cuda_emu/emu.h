@@ -1,19 +1,21 @@
 // A CPU stand-in for the few CUDA features camc's kernels use, so that tests/cuda.rs can run the
-// generated CUDA C with g++ on a machine without a GPU: each block runs as 256 OS threads, one
-// block at a time; __syncthreads() is a barrier; __shared__ variables are statics (one block
-// runs at a time); a warp shuffle goes through a block-wide buffer (camc's kernels only shuffle
-// where the whole block does). It checks the kernels' arithmetic, indexing and synchronization
-// logic, not the GPU's memory model or performance.
+// generated CUDA C with g++ on a machine without a GPU. A block's 256 threads are coroutines
+// (ucontext) on one OS thread, one block at a time: each runs until its next __syncthreads(),
+// then the next one does; __shared__ variables are statics; a warp shuffle goes through a
+// block-wide buffer (camc's kernels only shuffle where the whole block does). It checks the
+// kernels' arithmetic, indexing and barrier placement (a value read before the barrier that
+// publishes it is read stale), not the GPU's memory model or performance.
 #pragma once
-#include <barrier>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <math.h>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define __restrict__
 #define __launch_bounds__(x)
@@ -22,13 +24,16 @@
 #define asm(...) (void)0
 
 struct emu_dim3 { unsigned x = 0, y = 0, z = 0; };
-inline thread_local emu_dim3 threadIdx;
-inline emu_dim3 blockIdx, gridDim, blockDim;
+inline emu_dim3 threadIdx, blockIdx, gridDim, blockDim;
 inline constexpr int EMU_THREADS = 256;
-inline std::barrier<> emu_barrier(EMU_THREADS);
+inline constexpr size_t EMU_STACK = 256 * 1024;
 inline double emu_shuffle[EMU_THREADS];
+inline ucontext_t emu_scheduler, emu_threads[EMU_THREADS];
+inline bool emu_finished[EMU_THREADS];
+inline std::function<void()> emu_kernel;
 
-inline void __syncthreads() { emu_barrier.arrive_and_wait(); }
+// Back to the scheduler, which resumes this thread after every other one reached the barrier.
+inline void __syncthreads() { swapcontext(&emu_threads[threadIdx.x], &emu_scheduler); }
 
 inline double __shfl_xor_sync(unsigned, double v, int offset) {
     emu_shuffle[threadIdx.x] = v;
@@ -47,19 +52,35 @@ inline float __int_as_float(int x) { return emu_bits<float>(x); }
 inline float __uint_as_float(unsigned x) { return emu_bits<float>(x); }
 inline double __longlong_as_double(long long x) { return emu_bits<double>(x); }
 
+inline void emu_thread_main() {
+    emu_kernel();
+    emu_finished[threadIdx.x] = true;
+}
+
 // Runs `kernel` as `grid` blocks of EMU_THREADS threads.
 template <typename F> void emu_launch(unsigned grid, F kernel) {
+    static std::vector<char> stacks(EMU_THREADS * EMU_STACK);
+    emu_kernel = kernel;
     gridDim.x = grid;
     blockDim.x = EMU_THREADS;
     for (unsigned b = 0; b < grid; ++b) {
         blockIdx.x = b;
-        std::vector<std::thread> threads;
         for (int t = 0; t < EMU_THREADS; ++t) {
-            threads.emplace_back([&kernel, t] {
-                threadIdx.x = t;
-                kernel();
-            });
+            getcontext(&emu_threads[t]);
+            emu_threads[t].uc_stack.ss_sp = stacks.data() + t * EMU_STACK;
+            emu_threads[t].uc_stack.ss_size = EMU_STACK;
+            emu_threads[t].uc_link = &emu_scheduler;
+            makecontext(&emu_threads[t], emu_thread_main, 0);
+            emu_finished[t] = false;
         }
-        for (auto& thread : threads) thread.join();
+        for (bool running = true; running;) {
+            running = false;
+            for (int t = 0; t < EMU_THREADS; ++t) {
+                if (emu_finished[t]) continue;
+                threadIdx.x = t;
+                swapcontext(&emu_scheduler, &emu_threads[t]);
+                running = true;
+            }
+        }
     }
 }

@@ -106,7 +106,7 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
     let dir = scratch_dir(tag);
     std::fs::write(dir.join("emu.cpp"), text).map_err(|e| e.to_string())?;
     let compiled = Command::new("g++")
-        .args(["-std=c++20", "-O1", "-w", "-pthread", "emu.cpp", "-o", "emu"])
+        .args(["-std=c++20", "-O1", "-w", "emu.cpp", "-o", "emu"])
         .current_dir(&dir)
         .output()
         .map_err(|e| format!("g++: {e}"))?;

@@ -2,12 +2,14 @@
 //! reductions. `softmax[axes](x)` becomes `exp(x - max[axes](x)) / sum[axes](exp(x - max[axes](x)))`
 //! and `normalize[axes](x)` becomes `(x - min[axes](x)) / (max[axes](x) - min[axes](x) + 1e-7)`,
 //! so that both are reductions (kept in scratch memory) plus elementwise work recomputed where it
-//! is used. `pc1` has no GPU lowering and is rejected.
+//! is used. `pc1[axis](x)` keeps a `Pc1` node for the projection only (see pc1.rs): its operand
+//! is centred here, and the sign is fixed here, as the interpreter's pc1.rs does.
 
 use super::Error;
-use crate::axes::AxisSet;
+use crate::axes::{Axis, AxisSet};
 use crate::ir::{Builder, Kernel, NodeId, Op};
 use crate::ops::{BinaryOp, ReduceOp, UnaryOp, NORMALIZE_EPS};
+use crate::span::Span;
 
 /// The kernel with every `Softmax` and `Normalize` expanded; same inputs and output value.
 pub fn expand(kernel: &Kernel) -> Result<Kernel, Error> {
@@ -36,12 +38,7 @@ pub fn expand(kernel: &Kernel) -> Result<Kernel, Error> {
                 let divisor = b.push(Op::Binary(BinaryOp::Add, range, eps), kept, span);
                 b.push(Op::Binary(BinaryOp::Div, above, divisor), node.ty, span)
             }
-            Op::Pc1(axis, _) => {
-                return Err(Error::Unsupported {
-                    what: format!("pc1[{axis}]"),
-                    span,
-                })
-            }
+            Op::Pc1(axis, x) => pc1(&mut b, axis, map[x.index()], kernel.node(x).ty, span),
             op => b.push(op.map_operands(|o| map[o.index()]), node.ty, span),
         };
         map.push(id);
@@ -52,4 +49,26 @@ pub fn expand(kernel: &Kernel) -> Result<Kernel, Error> {
         nodes: b.nodes,
         output: map[kernel.output.index()],
     })
+}
+
+/// `pc1[axis](x)`: `p = Pc1(x - mean[positions](x))`, then `p * (dot < 0 ? -1 : 1)` where `dot`
+/// is `p`'s inner product with the centred row sums `sum[axis](x)`.
+fn pc1(b: &mut Builder, axis: Axis, x: NodeId, ty: AxisSet, span: Span) -> NodeId {
+    let features = AxisSet::SCALAR.with(axis);
+    let positions = ty.minus(features);
+    let scalar = AxisSet::SCALAR;
+    let mean = b.push(Op::Reduce(ReduceOp::Mean, positions, x), features, span);
+    let centred = b.push(Op::Binary(BinaryOp::Sub, x, mean), ty, span);
+    let projection = b.push(Op::Pc1(axis, centred), positions, span);
+    let sums = b.push(Op::Reduce(ReduceOp::Sum, features, x), positions, span);
+    let mean_sum = b.push(Op::Reduce(ReduceOp::Mean, positions, sums), scalar, span);
+    let sums = b.push(Op::Binary(BinaryOp::Sub, sums, mean_sum), positions, span);
+    let agreement = b.push(Op::Binary(BinaryOp::Mul, projection, sums), positions, span);
+    let dot = b.push(Op::Reduce(ReduceOp::Sum, positions, agreement), scalar, span);
+    let zero = b.push(Op::Const(0.0), scalar, span);
+    let negative = b.push(Op::Binary(BinaryOp::Lt, dot, zero), scalar, span);
+    let minus = b.push(Op::Const(-1.0), scalar, span);
+    let plus = b.push(Op::Const(1.0), scalar, span);
+    let sign = b.push(Op::Select(negative, minus, plus), scalar, span);
+    b.push(Op::Binary(BinaryOp::Mul, projection, sign), positions, span)
 }

@@ -15,12 +15,12 @@
 //! writes `out`. So a program such as Grad-CAM reads `A` and `G` once per reduction over them.
 
 mod expand;
+mod pc1;
 mod prelude;
 mod stage;
 
 use crate::axes::{Axis, AxisSet};
 use crate::ir::{Kernel, NodeId, Op};
-use crate::span::Span;
 use std::fmt::Write;
 
 /// Threads per block every entry point must be launched with.
@@ -55,8 +55,6 @@ impl Dtype {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
-    #[error("`{what}` is not supported on cuda (use the cpu or interp backend for this program)")]
-    Unsupported { what: String, span: Span },
     #[error("variant {got:?} has {} dtypes for a kernel of {expected} inputs", got.len())]
     VariantArity { expected: usize, got: Vec<Dtype> },
 }
@@ -67,17 +65,53 @@ pub struct Source {
     pub text: String,
     /// One entry point per requested variant, in order.
     pub entries: Vec<String>,
-    /// The type of each value kept in scratch memory, in slice order.
-    pub scratch: Vec<AxisSet>,
+    /// What each block keeps in scratch memory, in slice order.
+    pub scratch: Vec<Slot>,
 }
 
 impl Source {
     /// Floats of scratch memory each block needs for these axis sizes.
     pub fn scratch_floats(&self, size: impl Fn(Axis) -> usize) -> usize {
-        self.scratch
-            .iter()
-            .map(|ty| ty.iter().map(&size).product::<usize>())
-            .sum()
+        self.scratch.iter().map(|slot| slot.floats(&size)).sum()
+    }
+}
+
+/// One slice of a block's scratch memory.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Slot {
+    /// A reduction's result, of this type.
+    Values(AxisSet),
+    /// `pc1[axis]` of a tensor over `positions` and `axis`: the projection (one value per
+    /// position), the centred matrix, its Gram matrix and two f64 vectors (see `pc1.rs`).
+    Pc1 { positions: AxisSet, axis: Axis },
+}
+
+fn product(ty: AxisSet, size: &impl Fn(Axis) -> usize) -> usize {
+    ty.iter().map(size).product()
+}
+
+impl Slot {
+    pub fn floats(&self, size: impl Fn(Axis) -> usize) -> usize {
+        match *self {
+            Slot::Values(ty) => product(ty, &size),
+            Slot::Pc1 { positions, axis } => {
+                let (rows, cols) = (product(positions, &size), size(axis));
+                let m = rows.min(cols);
+                rows + rows * cols + m * m + 6 * m + 2
+            }
+        }
+    }
+
+    /// The size as a C expression over the kernel's `K, D, H, W`.
+    pub(crate) fn c_size(&self) -> String {
+        match *self {
+            Slot::Values(ty) => size_expr(ty),
+            Slot::Pc1 { positions, axis } => format!(
+                "camc_pc1_floats({}, {})",
+                size_expr(positions),
+                axis.name().to_uppercase()
+            ),
+        }
     }
 }
 
@@ -118,12 +152,15 @@ pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> 
     let expanded = expand::expand(kernel)?;
     let scratch_nodes: Vec<NodeId> = expanded
         .ids()
-        .filter(|&id| matches!(expanded.node(id).op, Op::Reduce(..)))
+        .filter(|&id| matches!(expanded.node(id).op, Op::Reduce(..) | Op::Pc1(..)))
         .collect();
-    let scratch: Vec<AxisSet> = scratch_nodes.iter().map(|&id| expanded.node(id).ty).collect();
+    let scratch: Vec<Slot> = scratch_nodes.iter().map(|&id| slot(&expanded, id)).collect();
     let mut text = String::new();
     header(&mut text, kernel, &scratch);
     text.push_str(prelude::PRELUDE);
+    if scratch.iter().any(|s| matches!(s, Slot::Pc1 { .. })) {
+        text.push_str(pc1::PRELUDE);
+    }
     text.push('\n');
     stage::body(&mut text, &expanded, &scratch_nodes);
     let mut entries = Vec::new();
@@ -139,6 +176,17 @@ pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> 
     })
 }
 
+fn slot(kernel: &Kernel, id: NodeId) -> Slot {
+    let node = kernel.node(id);
+    match node.op {
+        Op::Pc1(axis, _) => Slot::Pc1 {
+            positions: node.ty,
+            axis,
+        },
+        _ => Slot::Values(node.ty),
+    }
+}
+
 /// Product of the size names of `ty` in C (`k*h*w`, `1` for a scalar).
 pub(crate) fn size_expr(ty: AxisSet) -> String {
     let parts: Vec<String> = ty.iter().map(|a| a.name().to_uppercase()).collect();
@@ -149,8 +197,8 @@ pub(crate) fn size_expr(ty: AxisSet) -> String {
     }
 }
 
-fn header(out: &mut String, kernel: &Kernel, scratch: &[AxisSet]) {
-    let scratch_sum: Vec<String> = scratch.iter().map(|ty| size_expr(*ty).to_lowercase()).collect();
+fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot]) {
+    let scratch_sum: Vec<String> = scratch.iter().map(|slot| slot.c_size().to_lowercase()).collect();
     let scratch_sum = if scratch_sum.is_empty() {
         "0".to_string()
     } else {

@@ -25,7 +25,11 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
     );
     out.push_str("    __shared__ double camc_red[2 * CAMC_THREADS];\n");
     out.push_str("    const long long K = k, D = d, H = h, W = w;\n");
-    let total: Vec<String> = scratch.iter().map(|&id| size_expr(kernel.node(id).ty)).collect();
+    let slots: Vec<String> = scratch
+        .iter()
+        .map(|&id| super::slot(kernel, id).c_size())
+        .collect();
+    let total = slots.clone();
     let total = if total.is_empty() {
         "0".into()
     } else {
@@ -36,9 +40,9 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
         "    float* const s = scratch + (long long)blockIdx.x * ({total});"
     );
     let mut at = String::from("0");
-    for &id in scratch {
+    for (&id, size) in scratch.iter().zip(&slots) {
         let _ = writeln!(out, "    float* const s{} = s + {at};", id.0);
-        at = format!("{at} + {}", size_expr(kernel.node(id).ty));
+        at = format!("{at} + {size}");
     }
     out.push_str("    for (long long img = blockIdx.x; img < n; img += gridDim.x) {\n");
     for (i, input) in kernel.inputs.iter().enumerate() {
@@ -50,21 +54,23 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
     }
     let writer = Stages { kernel, scratch };
     for &id in scratch {
-        if let Op::Reduce(op, axes, x) = kernel.node(id).op {
-            writer.reduce(out, id, op, axes, x);
+        match kernel.node(id).op {
+            Op::Reduce(op, axes, x) => writer.reduce(out, id, op, axes, x),
+            Op::Pc1(axis, x) => writer.pc1(out, id, axis, x),
+            _ => {}
         }
     }
     writer.output(out);
     out.push_str("        __syncthreads();\n    }\n}\n");
 }
 
-struct Stages<'a> {
-    kernel: &'a Kernel,
-    scratch: &'a [NodeId],
+pub(super) struct Stages<'a> {
+    pub(super) kernel: &'a Kernel,
+    pub(super) scratch: &'a [NodeId],
 }
 
-const IN: &str = "            ";
-const IN2: &str = "                ";
+pub(super) const IN: &str = "            ";
+pub(super) const IN2: &str = "                ";
 
 impl Stages<'_> {
     /// One reduction: its outputs in rounds of `P`, a group of `g` threads per output.
@@ -171,7 +177,7 @@ impl Stages<'_> {
     }
 
     /// Writes the statements that compute `root` at the current index; returns its name.
-    fn values(&self, out: &mut String, indent: &str, root: NodeId) -> String {
+    pub(super) fn values(&self, out: &mut String, indent: &str, root: NodeId) -> String {
         let mut needed = vec![false; self.kernel.nodes.len()];
         needed[root.index()] = true;
         for id in (0..self.kernel.nodes.len() as u32).rev().map(NodeId) {
@@ -207,7 +213,7 @@ impl Stages<'_> {
     }
 }
 
-fn declare(out: &mut String, indent: &str, ty: AxisSet) {
+pub(super) fn declare(out: &mut String, indent: &str, ty: AxisSet) {
     let names: Vec<String> = ty.iter().map(|a| format!("i_{a}")).collect();
     if !names.is_empty() {
         let _ = writeln!(out, "{indent}long long {};", names.join(", "));
@@ -215,7 +221,7 @@ fn declare(out: &mut String, indent: &str, ty: AxisSet) {
 }
 
 /// Splits the flat index `flat` of a tensor typed `ty` into its axis indices.
-fn decompose(out: &mut String, indent: &str, flat: &str, ty: AxisSet) {
+pub(super) fn decompose(out: &mut String, indent: &str, flat: &str, ty: AxisSet) {
     let axes: Vec<Axis> = ty.iter().collect();
     match axes.len() {
         0 => {}
@@ -238,7 +244,7 @@ fn decompose(out: &mut String, indent: &str, flat: &str, ty: AxisSet) {
 }
 
 /// The offset of the current index in a tensor typed `ty` (row-major, canonical order).
-fn offset(ty: AxisSet) -> String {
+pub(super) fn offset(ty: AxisSet) -> String {
     let mut expr = String::new();
     for a in ty.iter() {
         expr = if expr.is_empty() {

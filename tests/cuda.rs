@@ -477,3 +477,45 @@ fn emulated_on_the_cpu_random_programs_match_the_interpreter() {
     }
     support::report(compare_emulated("random", &kernels, cases, true));
 }
+
+fn camc(args: &[&str], without_nvrtc: bool) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_camc"));
+    command.args(args);
+    if without_nvrtc {
+        command.env_remove("LD_LIBRARY_PATH");
+    }
+    command.output().expect("camc runs")
+}
+
+#[test]
+fn camc_emit_cuda_writes_the_source_and_ptx_needs_nvrtc() {
+    let out = camc(&["emit", "gradcam", "--target", "cuda"], false);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for entry in ["camc_gradcam_f32(", "camc_gradcam_f16(", "camc_gradcam_bf16("] {
+        assert!(text.contains(&format!(
+            "extern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}"
+        )));
+    }
+    // Without libnvrtc on the loader's path (unless the system has its own): exit 1, a message.
+    let out = camc(&["emit", "gradcam", "--target", "ptx"], true);
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("NVRTC (libnvrtc.so) was not found"));
+    }
+    if nvrtc::available().is_ok() {
+        let out = camc(&["emit", "gradcam", "--target", "ptx", "--arch", "sm_90"], false);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ptx = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            ptx.contains(".target sm_90") && ptx.contains(".entry camc_gradcam_bf16("),
+            "{ptx}"
+        );
+        let out = camc(
+            &["emit", "gradcam", "--target", "ptx", "--arch", "sm_1;rm"],
+            false,
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a GPU architecture name"));
+    }
+}

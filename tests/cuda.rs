@@ -416,13 +416,25 @@ fn emulated_on_the_cpu_every_stdlib_method_matches_the_interpreter() {
                 continue;
             }
             let n = if pc1 { 1 } else { n };
-            let inputs = inputs_for(kernel, dims, n);
-            cases.push(emu::Case {
-                which,
-                n,
-                dims,
-                inputs,
-            });
+            // Every size in f32; the first also with f16 and bf16 storage.
+            let dtypes: &[Dtype] = if dims.k == 64 {
+                &[Dtype::F32, Dtype::F16, Dtype::Bf16]
+            } else {
+                &[Dtype::F32]
+            };
+            for &dtype in dtypes {
+                let inputs = inputs_for(kernel, dims, n)
+                    .into_iter()
+                    .map(|v| emu::rounded(v, dtype))
+                    .collect();
+                cases.push(emu::Case {
+                    which,
+                    n,
+                    dims,
+                    inputs,
+                    dtype,
+                });
+            }
         }
     }
     support::report(compare_emulated("stdlib", &kernels, cases, false));
@@ -444,13 +456,20 @@ fn emulated_on_the_cpu_3d_programs_match_the_interpreter() {
         .collect();
     let mut cases = Vec::new();
     for (which, (_, kernel)) in kernels.iter().enumerate() {
-        for (dims, n) in [(Dims::new(6, 3, 4, 5), 3), (Dims::new(40, 2, 9, 17), 1)] {
-            let inputs = inputs_for(kernel, dims, n);
+        for (dims, n, dtype) in [
+            (Dims::new(6, 3, 4, 5), 3, Dtype::F32),
+            (Dims::new(40, 2, 9, 17), 1, Dtype::Bf16),
+        ] {
+            let inputs = inputs_for(kernel, dims, n)
+                .into_iter()
+                .map(|v| emu::rounded(v, dtype))
+                .collect();
             cases.push(emu::Case {
                 which,
                 n,
                 dims,
                 inputs,
+                dtype,
             });
         }
     }
@@ -472,6 +491,7 @@ fn emulated_on_the_cpu_random_programs_match_the_interpreter() {
                 n,
                 dims,
                 inputs,
+                dtype: Dtype::F32,
             });
         }
     }

@@ -9,12 +9,39 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// One launch: kernel `which` of the batch on `n` images of these inputs.
+/// One launch: kernel `which` of the batch on `n` images of these inputs, stored as `dtype`
+/// (the values must be exact in it: see [`rounded`]).
 pub struct Case {
     pub which: usize,
     pub n: usize,
     pub dims: Dims,
     pub inputs: Vec<Vec<f32>>,
+    pub dtype: Dtype,
+}
+
+const DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::Bf16];
+
+/// The values as `dtype` stores them, widened back to f32.
+pub fn rounded(values: Vec<f32>, dtype: Dtype) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => values,
+        Dtype::F16 => values.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+        Dtype::Bf16 => values.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect(),
+    }
+}
+
+fn bytes(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
+        Dtype::Bf16 => values
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect(),
+    }
 }
 
 /// Whether g++ with C++20 is present (else the caller skips).
@@ -42,8 +69,8 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
     );
     let mut sources = Vec::new();
     for (i, kernel) in kernels.iter().enumerate() {
-        let source =
-            cuda::write(kernel, &[vec![Dtype::F32; kernel.inputs.len()]]).map_err(|e| e.to_string())?;
+        let variants = DTYPES.map(|d| vec![d; kernel.inputs.len()]);
+        let source = cuda::write(kernel, &variants).map_err(|e| e.to_string())?;
         let _ = writeln!(
             text,
             "namespace k{i} {{\n{}\n}}",
@@ -53,14 +80,22 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
     }
     text.push_str(MAIN_HEAD);
     for (i, (kernel, source)) in kernels.iter().zip(&sources).enumerate() {
-        let args: String = (0..kernel.inputs.len())
-            .map(|j| format!("ins[{j}].data(), "))
-            .collect();
-        let _ = writeln!(
-            text,
-            "        case {i}: emu_launch(grid, [&] {{ k{i}::{}({args}y.data(), s.data(), n, k, d, h, w); }}); break;",
-            source.entries[0]
-        );
+        for (v, dtype) in DTYPES.iter().enumerate() {
+            let ty = match dtype {
+                Dtype::F32 => "float".to_string(),
+                Dtype::F16 => format!("k{i}::camc_f16"),
+                Dtype::Bf16 => format!("k{i}::camc_bf16"),
+            };
+            let args: String = (0..kernel.inputs.len())
+                .map(|j| format!("(const {ty}*)ins[{j}].data(), "))
+                .collect();
+            let _ = writeln!(
+                text,
+                "        case {}: emu_launch(grid, [&] {{ k{i}::{}({args}y.data(), s.data(), n, k, d, h, w); }}); break;",
+                i * 3 + v,
+                source.entries[v]
+            );
+        }
     }
     text.push_str(MAIN_TAIL);
     Ok((text, sources))
@@ -78,10 +113,10 @@ int main(int argc, char** argv) {
     for (long long c = 0; c < cases; ++c) {
         const long long which = rd(in);
         const int n = rd(in), k = rd(in), d = rd(in), h = rd(in), w = rd(in), grid = rd(in);
-        std::vector<std::vector<float>> ins(rd(in));
+        std::vector<std::vector<char>> ins(rd(in));
         for (auto& v : ins) {
             v.resize(rd(in));
-            if (fread(v.data(), 4, v.size(), in) != v.size()) return 3;
+            if (fread(v.data(), 1, v.size(), in) != v.size()) return 3;
         }
         std::vector<float> y(rd(in)), s(rd(in) + 1);
         switch (which) {
@@ -123,8 +158,9 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
         let kernel = kernels[case.which];
         let dims = case.dims;
         let grid = case.n.clamp(1, 2);
+        let which = case.which * 3 + DTYPES.iter().position(|d| *d == case.dtype).unwrap_or(0);
         for v in [
-            case.which,
+            which,
             case.n,
             dims.k,
             dims.d,
@@ -136,9 +172,9 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
             put(&mut input, v);
         }
         for data in &case.inputs {
-            put(&mut input, data.len());
-            data.iter()
-                .for_each(|x| input.extend_from_slice(&x.to_le_bytes()));
+            let raw = bytes(data, case.dtype);
+            put(&mut input, raw.len());
+            input.extend_from_slice(&raw);
         }
         let out_len = case.n * dims.len(kernel.output_ty());
         out_lens.push(out_len);

@@ -15,14 +15,17 @@
 #define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
 #define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
 
-// f16 and bf16 inputs are read as their bits and widened to f32.
+// f16 and bf16 inputs are read as their bits and widened to f32 (exactly, in integer code).
 struct camc_f16 { unsigned short bits; };
 struct camc_bf16 { unsigned short bits; };
 __device__ __forceinline__ float camc_ld(float x) { return x; }
 __device__ __forceinline__ float camc_ld(camc_f16 x) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
-    return f;
+    const unsigned int sign = ((unsigned int)x.bits & 0x8000u) << 16;
+    const unsigned int exponent = (x.bits >> 10) & 0x1fu, mantissa = x.bits & 0x3ffu;
+    if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent != 0) return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    const float tiny = (float)mantissa * 5.9604644775390625e-8f;  // subnormal: mantissa * 2^-24
+    return sign ? -tiny : tiny;
 }
 __device__ __forceinline__ float camc_ld(camc_bf16 x) {
     return __uint_as_float(((unsigned int)x.bits) << 16);

@@ -237,32 +237,35 @@ fn close(a: f32, b: f32, loose: bool) -> bool {
 }
 
 /// Runs `kernel` on `n` images on the GPU and the interpreter; describes the first mismatch.
-fn compare(name: &str, kernel: &Kernel, dims: Dims, n: usize, half: bool, loose: bool) -> Result<(), String> {
+fn compare(
+    name: &str,
+    kernel: &Kernel,
+    dims: Dims,
+    n: usize,
+    dtype: Dtype,
+    loose: bool,
+) -> Result<(), String> {
+    // Values exact in `dtype`, so the interpreter (f32) and the GPU see the same numbers.
     let data: Vec<Vec<f32>> = kernel
         .inputs
         .iter()
         .enumerate()
-        .map(|(i, input)| values(n * dims.len(input.ty), i as u64 + 1))
+        .map(|(i, input)| emu::rounded(values(n * dims.len(input.ty), i as u64 + 1), dtype))
         .collect();
     let halves: Vec<Vec<half::f16>> = data
         .iter()
         .map(|d| d.iter().map(|&x| half::f16::from_f32(x)).collect())
         .collect();
-    let widened: Vec<Vec<f32>> = halves
+    let brains: Vec<Vec<half::bf16>> = data
         .iter()
-        .map(|d| d.iter().map(|x| x.to_f32()).collect())
+        .map(|d| d.iter().map(|&x| half::bf16::from_f32(x)).collect())
         .collect();
-    let (gpu_inputs, cpu_inputs): (Vec<Data>, Vec<Data>) = if half {
-        (
-            halves.iter().map(|d| Data::F16(d)).collect(),
-            widened.iter().map(|d| Data::F32(d)).collect(),
-        )
-    } else {
-        (
-            data.iter().map(|d| Data::F32(d)).collect(),
-            data.iter().map(|d| Data::F32(d)).collect(),
-        )
+    let gpu_inputs: Vec<Data> = match dtype {
+        Dtype::F32 => data.iter().map(|d| Data::F32(d)).collect(),
+        Dtype::F16 => halves.iter().map(|d| Data::F16(d)).collect(),
+        Dtype::Bf16 => brains.iter().map(|d| Data::Bf16(d)).collect(),
     };
+    let cpu_inputs: Vec<Data> = data.iter().map(|d| Data::F32(d)).collect();
     let len = n * dims.len(kernel.output_ty());
     let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
     InterpExecutor::new(kernel, dims)
@@ -308,12 +311,14 @@ fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
             (Dims::new(5, 1, 3, 4), 3),
             (Dims::new(64, 1, 28, 28), 2),
         ] {
-            if let Err(e) = compare(&name, &kernel, dims, n, false, false) {
+            if let Err(e) = compare(&name, &kernel, dims, n, Dtype::F32, false) {
                 failures.push(e);
             }
         }
-        if let Err(e) = compare(&name, &kernel, Dims::new(16, 1, 5, 5), 2, true, false) {
-            failures.push(format!("f16: {e}"));
+        for dtype in [Dtype::F16, Dtype::Bf16] {
+            if let Err(e) = compare(&name, &kernel, Dims::new(16, 1, 5, 5), 2, dtype, false) {
+                failures.push(format!("{}: {e}", dtype.name()));
+            }
         }
     }
     support::report(failures);
@@ -330,7 +335,7 @@ fn on_a_gpu_random_programs_match_the_interpreter() {
     }
     let mut failures = Vec::new();
     for (source, kernel) in random_kernels(150, 3) {
-        if let Err(e) = compare(&source, &kernel, Dims::new(6, 1, 3, 5), 3, false, true) {
+        if let Err(e) = compare(&source, &kernel, Dims::new(6, 1, 3, 5), 3, Dtype::F32, true) {
             failures.push(e);
         }
     }
@@ -537,5 +542,37 @@ fn camc_emit_cuda_writes_the_source_and_ptx_needs_nvrtc() {
         );
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("is not a GPU architecture name"));
+    }
+}
+
+#[test]
+fn on_a_gpu_batches_are_split_into_launches_and_buffers_reused() {
+    if !gpu_present() {
+        skip(
+            "on_a_gpu_batches_are_split_into_launches_and_buffers_reused",
+            "no CUDA driver or GPU",
+        );
+        return;
+    }
+    let kernel = support::kernel(
+        "cam g(A: [k,h,w], G: [k,h,w]) = relu(sum[k](mean[h,w](G) * A))",
+        Level::Exact,
+    );
+    let dims = Dims::new(32, 1, 7, 7);
+    let mut gpu = CudaExecutor::new(&kernel, dims).expect("opens the GPU");
+    gpu.set_max_images_per_launch(3);
+    for n in [7, 2, 9] {
+        let inputs: Vec<Vec<f32>> = (0..2).map(|i| values(n * 32 * 49, n as u64 * 10 + i)).collect();
+        let batch = || Batch {
+            n,
+            inputs: inputs.iter().map(|d| Data::F32(d)).collect(),
+        };
+        let (mut want, mut got) = (vec![0.0; n * 49], vec![0.0; n * 49]);
+        InterpExecutor::new(&kernel, dims)
+            .run(&batch(), &mut want)
+            .expect("interp");
+        gpu.run(&batch(), &mut got).expect("cuda");
+        let bad = (0..want.len()).find(|&i| !close(want[i], got[i], false));
+        assert!(bad.is_none(), "n = {n}: {bad:?}: {want:?} vs {got:?}");
     }
 }

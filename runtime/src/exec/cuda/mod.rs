@@ -43,6 +43,7 @@ pub struct CudaExecutor {
     functions: HashMap<Vec<Dtype>, CudaFunction>,
     buffers: Buffers,
     scratch_floats: usize,
+    max_images: usize,
 }
 
 impl CudaExecutor {
@@ -59,7 +60,13 @@ impl CudaExecutor {
             functions: HashMap::new(),
             buffers: Buffers::default(),
             scratch_floats: source.scratch_floats(|a| dims.size(a)),
+            max_images: 65536,
         })
+    }
+
+    /// Caps the images of one launch (65536 by default; fewer where device memory is short).
+    pub fn set_max_images_per_launch(&mut self, images: usize) {
+        self.max_images = images.max(1);
     }
 
     fn function(&mut self, dtypes: &[Dtype]) -> Result<CudaFunction, ExecError> {
@@ -72,7 +79,7 @@ impl CudaExecutor {
         Ok(f)
     }
 
-    /// Images per launch: what half the free device memory holds, at most 65536.
+    /// Images per launch: what half the free device memory holds, at most `max_images`.
     fn chunk(&self, batch: &Batch<'_>) -> Result<usize, ExecError> {
         let per_image: usize = batch
             .inputs
@@ -82,7 +89,7 @@ impl CudaExecutor {
             + 4 * self.dims.len(self.kernel.output_ty())
             + 4 * self.scratch_floats;
         let free = self.device.free_memory().map_err(backend)?;
-        Ok((free / 2 / per_image.max(1)).clamp(1, 65536))
+        Ok((free / 2 / per_image.max(1)).clamp(1, self.max_images))
     }
 }
 

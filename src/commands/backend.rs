@@ -4,6 +4,7 @@ use crate::output;
 use crate::Reported;
 use camc_compiler::ir::Kernel;
 use camc_runtime::exec::cpu::CpuExecutor;
+use camc_runtime::exec::cuda::{gpu_present, CudaExecutor};
 use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::Executor;
 use camc_runtime::Dims;
@@ -30,12 +31,19 @@ pub fn executor(backend: Backend, kernel: &Kernel, dims: Dims) -> Result<Box<dyn
                 Reported
             })
     };
+    let cuda = || -> Result<Box<dyn Executor>, Reported> {
+        CudaExecutor::new(kernel, dims)
+            .map(|e| Box::new(e) as Box<dyn Executor>)
+            .map_err(|e| {
+                output::error(&e.to_string());
+                Reported
+            })
+    };
     match backend {
         Backend::Interp => Ok(Box::new(InterpExecutor::new(kernel, dims))),
-        Backend::Cpu | Backend::Auto => cpu(),
-        Backend::Cuda => {
-            output::error("this build has no CUDA backend yet; use --backend cpu");
-            Err(Reported)
-        }
+        Backend::Cpu => cpu(),
+        Backend::Cuda => cuda(),
+        Backend::Auto if gpu_present() => cuda(),
+        Backend::Auto => cpu(),
     }
 }

@@ -34,6 +34,9 @@ pub struct Args {
     /// Also apply optimizations that reassociate (may change results that are not finite).
     #[arg(long)]
     fast_math: bool,
+    /// GPU architecture of `--target ptx` (NVRTC's `--gpu-architecture`).
+    #[arg(long, default_value = "sm_75")]
+    arch: String,
     /// Sizes the CPU kernel is specialized to (`--target clif`): `K,H,W` or `K,D,H,W`.
     /// The default is a ResNet-50 last layer.
     #[arg(long, default_value = "2048,7,7", value_parser = parse_dims)]
@@ -76,10 +79,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
             })?;
             clif::text(&kernel, &lowered, sizes)
         }
-        Target::Cuda | Target::Ptx => {
-            output::error("`--target cuda` and `--target ptx` are not built yet");
-            return Err(Reported);
-        }
+        Target::Cuda | Target::Ptx => cuda_text(&kernel, args.target, &args.arch)?,
     };
     match args.output {
         Some(path) => std::fs::write(&path, text).map_err(|e| {
@@ -91,4 +91,19 @@ pub fn run(args: Args) -> Result<(), Reported> {
             Ok(())
         }
     }
+}
+
+/// The `.cu` file (f32, f16 and bf16 entry points), or its PTX through NVRTC.
+fn cuda_text(kernel: &camc_compiler::ir::Kernel, target: Target, arch: &str) -> Result<String, Reported> {
+    use camc_compiler::codegen::cuda;
+    let fail = |message: String| {
+        output::error(&message);
+        Reported
+    };
+    let source = cuda::write(kernel, &cuda::uniform_variants(kernel)).map_err(|e| fail(e.to_string()))?;
+    if matches!(target, Target::Cuda) {
+        return Ok(source.text);
+    }
+    let name = format!("{}.cu", kernel.name);
+    camc_runtime::exec::cuda::nvrtc::compile_ptx(&source.text, &name, arch).map_err(fail)
 }

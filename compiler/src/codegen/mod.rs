@@ -1,3 +1,4 @@
-//! Code generators: lower a kernel's IR to a backend's form.
+//! Code generators: each lowers a [`crate::ir::Kernel`] to one target and nothing else.
 
 pub mod clif;
+pub mod cuda;

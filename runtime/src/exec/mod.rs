@@ -4,6 +4,7 @@
 //! (SPEC §3) is [`crate::postprocess`].
 
 pub mod cpu;
+pub mod cuda;
 pub mod interp;
 
 use crate::dims::Dims;

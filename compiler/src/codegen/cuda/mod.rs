@@ -1,0 +1,272 @@
+//! The CUDA C writer: one [`Kernel`] to a standalone `.cu` file for NVRTC (no headers), with
+//! `extern "C" __global__` entry points whose ABI is documented in docs/cuda.md:
+//!
+//! ```c
+//! extern "C" __global__ void camc_NAME_DTYPE(
+//!     const T0* in0, ..., const Tm* inm,  // the kernel's inputs in order, image-major
+//!     float* out,                         // n images of the output type
+//!     float* scratch,                     // gridDim.x * scratch_floats(k,d,h,w) floats
+//!     int n, int k, int d, int h, int w); // d = 1 for 2-D layers
+//! ```
+//! Launch with `blockDim.x = 256` and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
+//! every `gridDim.x`-th image after it. All of one image's work is done by one block: each
+//! reduction is a stage whose results go to that block's scratch slice, every other value is
+//! recomputed where it is used (inputs read straight from global memory), and the output stage
+//! writes `out`. So a program such as Grad-CAM reads `A` and `G` once per reduction over them.
+
+mod expand;
+mod pc1;
+mod prelude;
+mod stage;
+
+use crate::axes::{Axis, AxisSet};
+use crate::ir::{Kernel, NodeId, Op};
+use std::fmt::Write;
+
+/// Threads per block every entry point must be launched with.
+pub const THREADS: u32 = 256;
+
+/// How a kernel input is stored: computation is f32 whatever the storage.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+
+    /// The element type of the input pointer in the generated C (16-bit types are read as bits).
+    fn c_type(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float",
+            Dtype::F16 => "camc_f16",
+            Dtype::Bf16 => "camc_bf16",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("variant {got:?} has {} dtypes for a kernel of {expected} inputs", got.len())]
+    VariantArity { expected: usize, got: Vec<Dtype> },
+}
+
+/// A written `.cu` file.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub text: String,
+    /// One entry point per requested variant, in order.
+    pub entries: Vec<String>,
+    /// What each block keeps in scratch memory, in slice order.
+    pub scratch: Vec<Slot>,
+}
+
+impl Source {
+    /// Floats of scratch memory each block needs for these axis sizes.
+    pub fn scratch_floats(&self, size: impl Fn(Axis) -> usize) -> usize {
+        self.scratch.iter().map(|slot| slot.floats(&size)).sum()
+    }
+}
+
+/// One slice of a block's scratch memory.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Slot {
+    /// A reduction's result, of this type.
+    Values(AxisSet),
+    /// `pc1[axis]` of a tensor over `positions` and `axis`: the projection (one value per
+    /// position), the centred matrix, its Gram matrix and two f64 vectors (see `pc1.rs`).
+    Pc1 { positions: AxisSet, axis: Axis },
+}
+
+fn product(ty: AxisSet, size: &impl Fn(Axis) -> usize) -> usize {
+    ty.iter().map(size).product()
+}
+
+impl Slot {
+    pub fn floats(&self, size: impl Fn(Axis) -> usize) -> usize {
+        match *self {
+            Slot::Values(ty) => product(ty, &size),
+            Slot::Pc1 { positions, axis } => {
+                let (rows, cols) = (product(positions, &size), size(axis));
+                let m = rows.min(cols);
+                rows + rows * cols + m * m + 6 * m + 2
+            }
+        }
+    }
+
+    /// The size as a C expression over the kernel's `K, D, H, W`.
+    pub(crate) fn c_size(&self) -> String {
+        match *self {
+            Slot::Values(ty) => size_expr(ty),
+            Slot::Pc1 { positions, axis } => format!(
+                "camc_pc1_floats({}, {})",
+                size_expr(positions),
+                axis.name().to_uppercase()
+            ),
+        }
+    }
+}
+
+/// The entry point for inputs of these dtypes: `camc_NAME_f32` when every input has one dtype,
+/// else one dtype name per input (`camc_NAME_f16_f32`).
+pub fn entry_name(kernel: &Kernel, dtypes: &[Dtype]) -> String {
+    let name: String = kernel
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let suffix = match dtypes.first() {
+        None => "f32".to_string(),
+        Some(first) if dtypes.iter().all(|d| d == first) => first.name().to_string(),
+        Some(_) => dtypes.iter().map(|d| d.name()).collect::<Vec<_>>().join("_"),
+    };
+    format!("camc_{name}_{suffix}")
+}
+
+/// The variants `camc emit --target cuda` writes: all inputs f32, all f16, all bf16.
+pub fn uniform_variants(kernel: &Kernel) -> Vec<Vec<Dtype>> {
+    [Dtype::F32, Dtype::F16, Dtype::Bf16]
+        .map(|d| vec![d; kernel.inputs.len()])
+        .into_iter()
+        .collect()
+}
+
+/// Writes the `.cu` file with one entry point per variant (a dtype per input).
+pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> {
+    for variant in variants {
+        if variant.len() != kernel.inputs.len() {
+            return Err(Error::VariantArity {
+                expected: kernel.inputs.len(),
+                got: variant.clone(),
+            });
+        }
+    }
+    let expanded = expand::expand(kernel)?;
+    let scratch_nodes: Vec<NodeId> = expanded
+        .ids()
+        .filter(|&id| matches!(expanded.node(id).op, Op::Reduce(..) | Op::Pc1(..)))
+        .collect();
+    let scratch: Vec<Slot> = scratch_nodes.iter().map(|&id| slot(&expanded, id)).collect();
+    let mut text = String::new();
+    header(&mut text, kernel, &scratch);
+    text.push_str(prelude::PRELUDE);
+    if scratch.iter().any(|s| matches!(s, Slot::Pc1 { .. })) {
+        text.push_str(pc1::PRELUDE);
+    }
+    text.push('\n');
+    stage::body(&mut text, &expanded, &scratch_nodes);
+    let mut entries = Vec::new();
+    for variant in variants {
+        let entry = entry_name(kernel, variant);
+        wrapper(&mut text, &entry, variant);
+        entries.push(entry);
+    }
+    Ok(Source {
+        text,
+        entries,
+        scratch,
+    })
+}
+
+fn slot(kernel: &Kernel, id: NodeId) -> Slot {
+    let node = kernel.node(id);
+    match node.op {
+        Op::Pc1(axis, _) => Slot::Pc1 {
+            positions: node.ty,
+            axis,
+        },
+        _ => Slot::Values(node.ty),
+    }
+}
+
+/// Product of the size names of `ty` in C (`k*h*w`, `1` for a scalar).
+pub(crate) fn size_expr(ty: AxisSet) -> String {
+    let parts: Vec<String> = ty.iter().map(|a| a.name().to_uppercase()).collect();
+    if parts.is_empty() {
+        "1".into()
+    } else {
+        parts.join("*")
+    }
+}
+
+fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot]) {
+    let scratch_sum: Vec<String> = scratch.iter().map(|slot| slot.c_size().to_lowercase()).collect();
+    let scratch_sum = if scratch_sum.is_empty() {
+        "0".to_string()
+    } else {
+        scratch_sum.join(" + ")
+    };
+    let _ = writeln!(
+        out,
+        "// camc kernel `{}`: CUDA C for NVRTC, no headers needed.",
+        kernel.name
+    );
+    let _ = writeln!(
+        out,
+        "// ABI (docs/cuda.md), one entry point per input dtype variant:"
+    );
+    let _ = writeln!(
+        out,
+        "//   extern \"C\" __global__ void camc_{}_<dtype>(",
+        kernel.name
+    );
+    for (i, input) in kernel.inputs.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "//     const T{i}* in{i},  // `{}` {} per image",
+            input.name, input.ty
+        );
+    }
+    let _ = writeln!(out, "//     float* out,  // {} per image", kernel.output_ty());
+    let _ = writeln!(
+        out,
+        "//     float* scratch,  // gridDim.x * ({scratch_sum}) floats"
+    );
+    let _ = writeln!(
+        out,
+        "//     int n, int k, int d, int h, int w);  // d = 1 for 2-D layers"
+    );
+    let _ = writeln!(
+        out,
+        "// T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32)."
+    );
+    let _ = writeln!(
+        out,
+        "// Launch: blockDim.x = {THREADS}, any gridDim.x >= 1 (images are grid-strided),"
+    );
+    let _ = writeln!(out, "// no dynamic shared memory.");
+    out.push('\n');
+}
+
+fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
+    let params: Vec<String> = dtypes
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("const {}* in{i}", d.c_type()))
+        .collect();
+    let args: Vec<String> = (0..dtypes.len()).map(|i| format!("in{i}")).collect();
+    let types: Vec<&str> = dtypes.iter().map(|d| d.c_type()).collect();
+    let _ = writeln!(
+        out,
+        "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}(\n    {}float* out, float* scratch, int n, int k, int d, int h, int w) {{",
+        params.iter().map(|p| format!("{p}, ")).collect::<String>()
+    );
+    let template = if types.is_empty() {
+        String::new()
+    } else {
+        format!("<{}>", types.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "    camc_body{template}({}out, scratch, n, k, d, h, w);\n}}",
+        args.iter().map(|a| format!("{a}, ")).collect::<String>()
+    );
+}

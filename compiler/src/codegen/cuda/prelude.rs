@@ -1,0 +1,77 @@
+//! The fixed part of every emitted `.cu` file: dtype loads, NaN-propagating min/max, and the
+//! split of a block's threads over a reduction. It needs no header, so NVRTC compiles it with no
+//! include path.
+
+pub const PRELUDE: &str = r#"#define CAMC_THREADS 256
+#define CAMC_NAN_F __int_as_float(0x7fc00000)
+#define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
+#define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
+
+// f16 and bf16 inputs are read as their bits and widened to f32 (exactly, in integer code).
+struct camc_f16 { unsigned short bits; };
+struct camc_bf16 { unsigned short bits; };
+__device__ __forceinline__ float camc_ld(float x) { return x; }
+__device__ __forceinline__ float camc_ld(camc_f16 x) {
+    const unsigned int sign = ((unsigned int)x.bits & 0x8000u) << 16;
+    const unsigned int exponent = (x.bits >> 10) & 0x1fu, mantissa = x.bits & 0x3ffu;
+    if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent != 0) return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    const float tiny = (float)mantissa * 5.9604644775390625e-8f;  // subnormal: mantissa * 2^-24
+    return sign ? -tiny : tiny;
+}
+__device__ __forceinline__ float camc_ld(camc_bf16 x) {
+    return __uint_as_float(((unsigned int)x.bits) << 16);
+}
+
+// min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
+__device__ __forceinline__ float camc_max(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fmaxf(a, b);
+}
+__device__ __forceinline__ float camc_min(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fminf(a, b);
+}
+__device__ __forceinline__ float camc_sign(float x) {
+    return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x * 0.0f);
+}
+
+// Combining partial reductions: 0 adds, 1 takes the maximum, 2 the minimum (NaN wins).
+template <int J> __device__ __forceinline__ double camc_join(double a, double b) {
+    if (J == 0) return a + b;
+    if (a != a || b != b) return CAMC_NAN;
+    return J == 1 ? fmax(a, b) : fmin(a, b);
+}
+
+// Joins the values of aligned groups of `g` lanes (g a power of two <= 32) with shuffles;
+// every lane of the warp must call it.
+template <int J> __device__ __forceinline__ double camc_warp_join(double v, int g) {
+    for (int offset = g / 2; offset > 0; offset /= 2) {
+        v = camc_join<J>(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    }
+    return v;
+}
+
+// How a block's threads share a reduction of O outputs of R values each. `inner`: each output's
+// values are contiguous, so a group of g consecutive lanes (a power of two) reads one output and
+// P = CAMC_THREADS / g outputs are done at once. Otherwise the outputs are contiguous and
+// P consecutive threads take P consecutive outputs, g = CAMC_THREADS / P threads per output.
+struct camc_split { int g, p, slot, lane; };
+__device__ __forceinline__ camc_split camc_split_for(long long O, long long R, bool inner) {
+    const int t = threadIdx.x;
+    camc_split s;
+    if (inner) {
+        int g = 1;
+        while (g < R && g < CAMC_THREADS) g *= 2;
+        if (O >= CAMC_THREADS / 32 && g > 32) g = 32;
+        s.g = g; s.p = CAMC_THREADS / g; s.slot = t / g; s.lane = t % g;
+    } else {
+        const int p = O < 1 ? 1 : (O < CAMC_THREADS ? (int)O : CAMC_THREADS);
+        s.p = p; s.g = CAMC_THREADS / p; s.slot = t % p; s.lane = t / p;
+    }
+    return s;
+}
+
+// The thread that holds member m of the group of `slot`.
+__device__ __forceinline__ int camc_member(camc_split s, bool inner, int m) {
+    return inner ? s.slot * s.g + m : m * s.p + s.slot;
+}
+"#;

@@ -1,0 +1,578 @@
+//! The CUDA backend. Without a GPU: the `.cu` of every stdlib method is a snapshot
+//! (tests/out/cuda/stdlib), and every stdlib method and a few hundred random programs compile to
+//! PTX with NVRTC (skipped, visibly, where libnvrtc is missing). With a GPU and its driver: the
+//! CUDA executor agrees with the interpreter on every stdlib method and on random programs.
+
+#[path = "cuda_emu/mod.rs"]
+mod emu;
+mod support;
+
+use camc_compiler::codegen::cuda::{self, Dtype, Error};
+use camc_compiler::ir::{Kernel, Op};
+use camc_compiler::opt::Level;
+use camc_runtime::exec::cuda::{gpu_present, nvrtc, CudaExecutor};
+use camc_runtime::exec::interp::InterpExecutor;
+use camc_runtime::exec::{Batch, Data, ExecError, Executor};
+use camc_runtime::Dims;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, TestRng, TestRunner};
+use std::collections::HashMap;
+
+fn stdlib_kernels() -> Vec<(String, Kernel)> {
+    camc_compiler::stdlib::names()
+        .map(|name| {
+            let checked = camc_compiler::check_stdlib(name).expect("listed");
+            let program = checked.program.as_ref().expect("stdlib checks");
+            let root = program.exported(name).expect("file defines its method");
+            let kernel = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact)
+                .expect("compiles");
+            (name.to_string(), kernel)
+        })
+        .collect()
+}
+
+/// `count` random well-typed programs (deterministic), compiled.
+fn random_kernels(count: usize, depth: u32) -> Vec<(String, Kernel)> {
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::deterministic_rng(Config::default().rng_algorithm),
+    );
+    let strategy = support::gen::program(depth);
+    (0..count)
+        .map(|_| {
+            let source = strategy.new_tree(&mut runner).expect("generates").current();
+            let kernel = support::kernel(&source, Level::Exact);
+            (source, kernel)
+        })
+        .collect()
+}
+
+fn nvrtc_or_skip(test: &str) -> bool {
+    match nvrtc::available() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CAMC_REQUIRE_NVRTC").is_some_and(|v| v != "0") => {
+            panic!("{test}: CAMC_REQUIRE_NVRTC is set but {why}")
+        }
+        Err(why) => {
+            skip(test, &why);
+            false
+        }
+    }
+}
+
+/// Says on the real stderr (not the captured one) that a test did not run, and why.
+fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+}
+
+#[test]
+fn stdlib_cuda_sources_match_their_snapshots() {
+    let mut failures = Vec::new();
+    for (name, kernel) in stdlib_kernels() {
+        match cuda::write(&kernel, &cuda::uniform_variants(&kernel)) {
+            Ok(source) => {
+                assert_eq!(source.entries[0], format!("camc_{name}_f32"));
+                if let Err(e) = support::snapshot(&format!("cuda/stdlib/{name}.cu"), &source.text) {
+                    failures.push(e);
+                }
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    support::report(failures);
+}
+
+#[test]
+fn a_variant_needs_one_dtype_per_input() {
+    let kernel = support::kernel("cam g(A: [k,h,w]) = sum[k](A)", Level::Exact);
+    let err = cuda::write(&kernel, &[vec![Dtype::F32, Dtype::F16]]).unwrap_err();
+    assert!(matches!(err, Error::VariantArity { expected: 1, .. }), "{err}");
+}
+
+#[test]
+fn entry_points_are_named_by_dtype() {
+    let kernel = support::kernel("cam g(A: [k,h,w], G: [k,h,w]) = sum[k](A*G)", Level::Exact);
+    assert_eq!(cuda::entry_name(&kernel, &[Dtype::F16, Dtype::F16]), "camc_g_f16");
+    assert_eq!(
+        cuda::entry_name(&kernel, &[Dtype::Bf16, Dtype::F32]),
+        "camc_g_bf16_f32"
+    );
+    let source = cuda::write(&kernel, &[vec![Dtype::Bf16, Dtype::F32]]).expect("writes");
+    assert!(
+        source.text.contains("camc_body<camc_bf16, float>"),
+        "{}",
+        source.text
+    );
+    // One [h,w] reduction result in scratch: h*w floats per block.
+    assert_eq!(source.scratch_floats(|_| 3), 9);
+}
+
+/// Compiles the kernel's `variants` with NVRTC and checks that each entry point is in the PTX.
+fn check_ptx(name: &str, kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<(), String> {
+    let source = cuda::write(kernel, variants).map_err(|e| format!("{name}: {e}"))?;
+    let ptx = nvrtc::compile_ptx(&source.text, "test.cu", "sm_75").map_err(|e| format!("{name}:\n{e}"))?;
+    for entry in &source.entries {
+        if !ptx.contains(&format!(".entry {entry}(")) {
+            return Err(format!("{name}: no `.entry {entry}` in the PTX"));
+        }
+    }
+    Ok(())
+}
+
+/// Compiles several kernels as one NVRTC program; on an error, finds the kernel at fault.
+fn check_ptx_group(group: &[(String, Kernel)]) -> Result<(), String> {
+    let mut text = String::new();
+    let mut entries = Vec::new();
+    for (i, (_, kernel)) in group.iter().enumerate() {
+        let mut renamed = kernel.clone();
+        renamed.name = format!("{}{i}", kernel.name);
+        let source =
+            cuda::write(&renamed, &[vec![Dtype::F32; kernel.inputs.len()]]).map_err(|e| e.to_string())?;
+        text.push_str(&format!("namespace k{i} {{\n{}\n}}\n", source.text));
+        entries.extend(source.entries);
+    }
+    match nvrtc::compile_ptx(&text, "group.cu", "sm_75") {
+        Ok(ptx) => match entries.iter().find(|e| !ptx.contains(&format!(".entry {e}("))) {
+            Some(missing) => Err(format!("no `.entry {missing}` in the PTX")),
+            None => Ok(()),
+        },
+        Err(e) => {
+            let one = |(source, kernel): &(String, Kernel)| {
+                check_ptx(source, kernel, &[vec![Dtype::F32; kernel.inputs.len()]])
+            };
+            group.iter().try_for_each(one)?;
+            Err(format!("each kernel compiles alone but not the group: {e}"))
+        }
+    }
+}
+
+#[test]
+fn every_stdlib_method_compiles_to_ptx() {
+    if !nvrtc_or_skip("every_stdlib_method_compiles_to_ptx") {
+        return;
+    }
+    let failures = stdlib_kernels()
+        .iter()
+        .filter_map(|(name, kernel)| check_ptx(name, kernel, &cuda::uniform_variants(kernel)).err())
+        .collect();
+    support::report(failures);
+}
+
+#[test]
+fn random_programs_compile_to_ptx() {
+    if !nvrtc_or_skip("random_programs_compile_to_ptx") {
+        return;
+    }
+    let count = std::env::var("CAMC_CUDA_RANDOM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let kernels = random_kernels(count, 3);
+    // NVRTC takes most of a second a kernel: 25 kernels (renamed, each in a namespace) to one
+    // NVRTC call, on two threads; the f32 entry point only (the stdlib test covers f16/bf16).
+    let groups: Vec<&[(String, Kernel)]> = kernels.chunks(25).collect();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let halves: Vec<_> = groups
+            .chunks(groups.len().div_ceil(2).max(1))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .filter_map(|g| check_ptx_group(g).err())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        halves
+            .into_iter()
+            .flat_map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    println!("{} random programs compiled to PTX", kernels.len());
+    support::report(failures);
+}
+
+#[test]
+fn the_executor_without_a_gpu_is_an_error_not_a_panic() {
+    if gpu_present() {
+        skip(
+            "the_executor_without_a_gpu_is_an_error_not_a_panic",
+            "this machine has a GPU",
+        );
+        return;
+    }
+    let kernel = support::kernel("cam g(A: [k,h,w]) = sum[k](A)", Level::Exact);
+    let err = CudaExecutor::new(&kernel, Dims::new(2, 1, 2, 2))
+        .err()
+        .expect("no GPU here");
+    let ExecError::Backend { backend, message } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*backend, "cuda");
+    assert!(message.contains("NVRTC") || message.contains("CUDA"), "{message}");
+}
+
+/// Deterministic values in (-2, 2) with some exact zeros (dead units), a few per image.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state.is_multiple_of(7) {
+                0.0
+            } else {
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+            }
+        })
+        .collect()
+}
+
+/// SPEC §3 for the stdlib (1e-5 relative, 1e-6 absolute); random programs, whose `exp`, `pow`
+/// and comparisons amplify an ulp of libm difference, get the optimizer tests' 1e-4.
+fn close(a: f32, b: f32, loose: bool) -> bool {
+    let (abs, rel) = if loose { (1e-4, 1e-4) } else { (1e-6, 1e-5) };
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= abs + rel * a.abs().max(b.abs())
+}
+
+/// Runs `kernel` on `n` images on the GPU and the interpreter; describes the first mismatch.
+fn compare(
+    name: &str,
+    kernel: &Kernel,
+    dims: Dims,
+    n: usize,
+    dtype: Dtype,
+    loose: bool,
+) -> Result<(), String> {
+    // Values exact in `dtype`, so the interpreter (f32) and the GPU see the same numbers.
+    let data: Vec<Vec<f32>> = kernel
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| emu::rounded(values(n * dims.len(input.ty), i as u64 + 1), dtype))
+        .collect();
+    let halves: Vec<Vec<half::f16>> = data
+        .iter()
+        .map(|d| d.iter().map(|&x| half::f16::from_f32(x)).collect())
+        .collect();
+    let brains: Vec<Vec<half::bf16>> = data
+        .iter()
+        .map(|d| d.iter().map(|&x| half::bf16::from_f32(x)).collect())
+        .collect();
+    let gpu_inputs: Vec<Data> = match dtype {
+        Dtype::F32 => data.iter().map(|d| Data::F32(d)).collect(),
+        Dtype::F16 => halves.iter().map(|d| Data::F16(d)).collect(),
+        Dtype::Bf16 => brains.iter().map(|d| Data::Bf16(d)).collect(),
+    };
+    let cpu_inputs: Vec<Data> = data.iter().map(|d| Data::F32(d)).collect();
+    let len = n * dims.len(kernel.output_ty());
+    let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+    InterpExecutor::new(kernel, dims)
+        .run(
+            &Batch {
+                n,
+                inputs: cpu_inputs,
+            },
+            &mut want,
+        )
+        .map_err(|e| format!("{name}: interp: {e}"))?;
+    let mut gpu = CudaExecutor::new(kernel, dims).map_err(|e| format!("{name}: {e}"))?;
+    gpu.run(
+        &Batch {
+            n,
+            inputs: gpu_inputs,
+        },
+        &mut got,
+    )
+    .map_err(|e| format!("{name}: {e}"))?;
+    match (0..len).find(|&i| !close(want[i], got[i], loose)) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "{name} {dims:?}: value {i}: interp {} vs cuda {}",
+            want[i], got[i]
+        )),
+    }
+}
+
+#[test]
+fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
+    if !gpu_present() {
+        skip(
+            "on_a_gpu_every_stdlib_method_matches_the_interpreter",
+            "no CUDA driver or GPU",
+        );
+        return;
+    }
+    let mut failures = Vec::new();
+    for (name, kernel) in stdlib_kernels() {
+        for (dims, n) in [
+            (Dims::new(2048, 1, 7, 7), 5),
+            (Dims::new(5, 1, 3, 4), 3),
+            (Dims::new(64, 1, 28, 28), 2),
+        ] {
+            if let Err(e) = compare(&name, &kernel, dims, n, Dtype::F32, false) {
+                failures.push(e);
+            }
+        }
+        for dtype in [Dtype::F16, Dtype::Bf16] {
+            if let Err(e) = compare(&name, &kernel, Dims::new(16, 1, 5, 5), 2, dtype, false) {
+                failures.push(format!("{}: {e}", dtype.name()));
+            }
+        }
+    }
+    support::report(failures);
+}
+
+#[test]
+fn on_a_gpu_random_programs_match_the_interpreter() {
+    if !gpu_present() {
+        skip(
+            "on_a_gpu_random_programs_match_the_interpreter",
+            "no CUDA driver or GPU",
+        );
+        return;
+    }
+    let mut failures = Vec::new();
+    for (source, kernel) in random_kernels(150, 3) {
+        if let Err(e) = compare(&source, &kernel, Dims::new(6, 1, 3, 5), 3, Dtype::F32, true) {
+            failures.push(e);
+        }
+    }
+    support::report(failures);
+}
+
+/// Random inputs for `n` images of each of the kernel's inputs.
+fn inputs_for(kernel: &Kernel, dims: Dims, n: usize) -> Vec<Vec<f32>> {
+    kernel
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| values(n * dims.len(input.ty), i as u64 + 1))
+        .collect()
+}
+
+/// Runs the cases in the CPU emulation and on the interpreter; describes every mismatch.
+fn compare_emulated(
+    tag: &str,
+    kernels: &[(String, Kernel)],
+    cases: Vec<emu::Case>,
+    loose: bool,
+) -> Vec<String> {
+    let refs: Vec<&Kernel> = kernels.iter().map(|(_, k)| k).collect();
+    let outputs = match emu::run(tag, &refs, &cases) {
+        Ok(outputs) => outputs,
+        Err(e) => return vec![e],
+    };
+    let mut failures = Vec::new();
+    for (case, got) in cases.iter().zip(outputs) {
+        let (name, kernel) = &kernels[case.which];
+        let data: Vec<Data> = case.inputs.iter().map(|d| Data::F32(d)).collect();
+        let mut want = vec![0.0; got.len()];
+        if let Err(e) = InterpExecutor::new(kernel, case.dims).run(
+            &Batch {
+                n: case.n,
+                inputs: data,
+            },
+            &mut want,
+        ) {
+            failures.push(format!("{name}: interp: {e}"));
+        } else if let Some(i) = (0..got.len()).find(|&i| !close(want[i], got[i], loose)) {
+            failures.push(format!(
+                "{name} {:?}: value {i}: interp {} vs emulated cuda {}",
+                case.dims, want[i], got[i]
+            ));
+        }
+    }
+    failures
+}
+
+fn gxx_or_skip(test: &str) -> bool {
+    let present = emu::available();
+    if !present {
+        skip(test, "g++ is missing (it runs the CUDA C on the CPU)");
+    }
+    present
+}
+
+/// Sizes that reach every path of a reduction stage: warp groups and block-wide groups, more
+/// outputs than threads in both layouts, and several images per block.
+const EMULATED_SIZES: [(Dims, usize); 5] = [
+    (Dims::new(64, 1, 7, 7), 3),
+    (Dims::new(5, 1, 3, 4), 3),
+    (Dims::new(3, 1, 20, 20), 2),
+    (Dims::new(1000, 1, 2, 2), 1),
+    (Dims::new(2, 1, 1, 1), 3),
+];
+
+#[test]
+fn emulated_on_the_cpu_every_stdlib_method_matches_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_every_stdlib_method_matches_the_interpreter") {
+        return;
+    }
+    let kernels = stdlib_kernels();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        // pc1's power iteration synchronizes the block thousands of times, slow with OS threads:
+        // two sizes (one with more features than positions, one with fewer) and one image.
+        let pc1 = kernel.nodes.iter().any(|node| matches!(node.op, Op::Pc1(..)));
+        for (dims, n) in EMULATED_SIZES {
+            if pc1 && dims.k != 64 && dims.k != 3 {
+                continue;
+            }
+            let n = if pc1 { 1 } else { n };
+            // Every size in f32; the first also with f16 and bf16 storage.
+            let dtypes: &[Dtype] = if dims.k == 64 {
+                &[Dtype::F32, Dtype::F16, Dtype::Bf16]
+            } else {
+                &[Dtype::F32]
+            };
+            for &dtype in dtypes {
+                let inputs = inputs_for(kernel, dims, n)
+                    .into_iter()
+                    .map(|v| emu::rounded(v, dtype))
+                    .collect();
+                cases.push(emu::Case {
+                    which,
+                    n,
+                    dims,
+                    inputs,
+                    dtype,
+                });
+            }
+        }
+    }
+    support::report(compare_emulated("stdlib", &kernels, cases, false));
+}
+
+#[test]
+fn emulated_on_the_cpu_3d_programs_match_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_3d_programs_match_the_interpreter") {
+        return;
+    }
+    let sources = [
+        "cam g(A: [k,d,h,w], G: [k,d,h,w]) = relu(sum[k](mean[d,h,w](G) * A))",
+        "cam s(A: [k,d,h,w], G: [k,d,h,w]) = normalize[h,w](sum[k](softmax[k](max[d](G)) * A)) + std[d](sum[k](A))",
+        "cam m(A: [k,d,h,w]) = min[k](A) * norm[k,h](A) - max[d,h,w](sum[k](A))",
+    ];
+    let kernels: Vec<(String, Kernel)> = sources
+        .iter()
+        .map(|s| (s.to_string(), support::kernel(s, Level::Exact)))
+        .collect();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n, dtype) in [
+            (Dims::new(6, 3, 4, 5), 3, Dtype::F32),
+            (Dims::new(40, 2, 9, 17), 1, Dtype::Bf16),
+        ] {
+            let inputs = inputs_for(kernel, dims, n)
+                .into_iter()
+                .map(|v| emu::rounded(v, dtype))
+                .collect();
+            cases.push(emu::Case {
+                which,
+                n,
+                dims,
+                inputs,
+                dtype,
+            });
+        }
+    }
+    support::report(compare_emulated("3d", &kernels, cases, false));
+}
+
+#[test]
+fn emulated_on_the_cpu_random_programs_match_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_random_programs_match_the_interpreter") {
+        return;
+    }
+    let kernels = random_kernels(60, 3);
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n) in [(Dims::new(6, 1, 3, 5), 3), (Dims::new(40, 1, 2, 3), 2)] {
+            let inputs = inputs_for(kernel, dims, n);
+            cases.push(emu::Case {
+                which,
+                n,
+                dims,
+                inputs,
+                dtype: Dtype::F32,
+            });
+        }
+    }
+    support::report(compare_emulated("random", &kernels, cases, true));
+}
+
+fn camc(args: &[&str], without_nvrtc: bool) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_camc"));
+    command.args(args);
+    if without_nvrtc {
+        command.env_remove("LD_LIBRARY_PATH");
+    }
+    command.output().expect("camc runs")
+}
+
+#[test]
+fn camc_emit_cuda_writes_the_source_and_ptx_needs_nvrtc() {
+    let out = camc(&["emit", "gradcam", "--target", "cuda"], false);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for entry in ["camc_gradcam_f32(", "camc_gradcam_f16(", "camc_gradcam_bf16("] {
+        assert!(text.contains(&format!(
+            "extern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}"
+        )));
+    }
+    // Without libnvrtc on the loader's path (unless the system has its own): exit 1, a message.
+    let out = camc(&["emit", "gradcam", "--target", "ptx"], true);
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("NVRTC (libnvrtc.so) was not found"));
+    }
+    if nvrtc::available().is_ok() {
+        let out = camc(&["emit", "gradcam", "--target", "ptx", "--arch", "sm_90"], false);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ptx = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            ptx.contains(".target sm_90") && ptx.contains(".entry camc_gradcam_bf16("),
+            "{ptx}"
+        );
+        let out = camc(
+            &["emit", "gradcam", "--target", "ptx", "--arch", "sm_1;rm"],
+            false,
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a GPU architecture name"));
+    }
+}
+
+#[test]
+fn on_a_gpu_batches_are_split_into_launches_and_buffers_reused() {
+    if !gpu_present() {
+        skip(
+            "on_a_gpu_batches_are_split_into_launches_and_buffers_reused",
+            "no CUDA driver or GPU",
+        );
+        return;
+    }
+    let kernel = support::kernel(
+        "cam g(A: [k,h,w], G: [k,h,w]) = relu(sum[k](mean[h,w](G) * A))",
+        Level::Exact,
+    );
+    let dims = Dims::new(32, 1, 7, 7);
+    let mut gpu = CudaExecutor::new(&kernel, dims).expect("opens the GPU");
+    gpu.set_max_images_per_launch(3);
+    for n in [7, 2, 9] {
+        let inputs: Vec<Vec<f32>> = (0..2).map(|i| values(n * 32 * 49, n as u64 * 10 + i)).collect();
+        let batch = || Batch {
+            n,
+            inputs: inputs.iter().map(|d| Data::F32(d)).collect(),
+        };
+        let (mut want, mut got) = (vec![0.0; n * 49], vec![0.0; n * 49]);
+        InterpExecutor::new(&kernel, dims)
+            .run(&batch(), &mut want)
+            .expect("interp");
+        gpu.run(&batch(), &mut got).expect("cuda");
+        let bad = (0..want.len()).find(|&i| !close(want[i], got[i], false));
+        assert!(bad.is_none(), "n = {n}: {bad:?}: {want:?} vs {got:?}");
+    }
+}

@@ -1,0 +1,401 @@
+// camc kernel `eigengradcam`: CUDA C for NVRTC, no headers needed.
+// ABI (docs/cuda.md), one entry point per input dtype variant:
+//   extern "C" __global__ void camc_eigengradcam_<dtype>(
+//     const T0* in0,  // `A` [k,h,w] per image
+//     const T1* in1,  // `G` [k,h,w] per image
+//     float* out,  // [h,w] per image
+//     float* scratch,  // gridDim.x * (k + camc_pc1_floats(h*w, k) + h*w + 1 + 1) floats
+//     int n, int k, int d, int h, int w);  // d = 1 for 2-D layers
+// T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
+// Launch: blockDim.x = 256, any gridDim.x >= 1 (images are grid-strided),
+// no dynamic shared memory.
+
+#define CAMC_THREADS 256
+#define CAMC_NAN_F __int_as_float(0x7fc00000)
+#define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
+#define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
+
+// f16 and bf16 inputs are read as their bits and widened to f32 (exactly, in integer code).
+struct camc_f16 { unsigned short bits; };
+struct camc_bf16 { unsigned short bits; };
+__device__ __forceinline__ float camc_ld(float x) { return x; }
+__device__ __forceinline__ float camc_ld(camc_f16 x) {
+    const unsigned int sign = ((unsigned int)x.bits & 0x8000u) << 16;
+    const unsigned int exponent = (x.bits >> 10) & 0x1fu, mantissa = x.bits & 0x3ffu;
+    if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent != 0) return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    const float tiny = (float)mantissa * 5.9604644775390625e-8f;  // subnormal: mantissa * 2^-24
+    return sign ? -tiny : tiny;
+}
+__device__ __forceinline__ float camc_ld(camc_bf16 x) {
+    return __uint_as_float(((unsigned int)x.bits) << 16);
+}
+
+// min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
+__device__ __forceinline__ float camc_max(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fmaxf(a, b);
+}
+__device__ __forceinline__ float camc_min(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fminf(a, b);
+}
+__device__ __forceinline__ float camc_sign(float x) {
+    return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x * 0.0f);
+}
+
+// Combining partial reductions: 0 adds, 1 takes the maximum, 2 the minimum (NaN wins).
+template <int J> __device__ __forceinline__ double camc_join(double a, double b) {
+    if (J == 0) return a + b;
+    if (a != a || b != b) return CAMC_NAN;
+    return J == 1 ? fmax(a, b) : fmin(a, b);
+}
+
+// Joins the values of aligned groups of `g` lanes (g a power of two <= 32) with shuffles;
+// every lane of the warp must call it.
+template <int J> __device__ __forceinline__ double camc_warp_join(double v, int g) {
+    for (int offset = g / 2; offset > 0; offset /= 2) {
+        v = camc_join<J>(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    }
+    return v;
+}
+
+// How a block's threads share a reduction of O outputs of R values each. `inner`: each output's
+// values are contiguous, so a group of g consecutive lanes (a power of two) reads one output and
+// P = CAMC_THREADS / g outputs are done at once. Otherwise the outputs are contiguous and
+// P consecutive threads take P consecutive outputs, g = CAMC_THREADS / P threads per output.
+struct camc_split { int g, p, slot, lane; };
+__device__ __forceinline__ camc_split camc_split_for(long long O, long long R, bool inner) {
+    const int t = threadIdx.x;
+    camc_split s;
+    if (inner) {
+        int g = 1;
+        while (g < R && g < CAMC_THREADS) g *= 2;
+        if (O >= CAMC_THREADS / 32 && g > 32) g = 32;
+        s.g = g; s.p = CAMC_THREADS / g; s.slot = t / g; s.lane = t % g;
+    } else {
+        const int p = O < 1 ? 1 : (O < CAMC_THREADS ? (int)O : CAMC_THREADS);
+        s.p = p; s.g = CAMC_THREADS / p; s.slot = t % p; s.lane = t / p;
+    }
+    return s;
+}
+
+// The thread that holds member m of the group of `slot`.
+__device__ __forceinline__ int camc_member(camc_split s, bool inner, int m) {
+    return inner ? s.slot * s.g + m : m * s.p + s.slot;
+}
+
+// pc1: scratch floats for `rows` positions of `cols` features: the projection, M, the Gram
+// matrix, three f64 vectors and alignment slack.
+__host__ __device__ __forceinline__ long long camc_pc1_floats(long long rows, long long cols) {
+    const long long m = rows < cols ? rows : cols;
+    return rows + rows * cols + m * m + 6 * m + 2;
+}
+
+// Block-wide sum (J = 0) or maximum (J = 1) of one value per thread: every thread adds up the
+// same values in the same order, so all get the same result (two barriers).
+template <int J> __device__ double camc_block_join(double v, double* red) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    double result = red[0];
+    for (int t = 1; t < CAMC_THREADS; ++t) result = J == 0 ? result + red[t] : fmax(result, red[t]);
+    __syncthreads();
+    return result;
+}
+
+// The projection of m (rows x cols, row-major, columns centred) on its first right singular
+// vector, one value per row, into `proj`; the sign is left to the caller. A matrix with a
+// non-finite value gives NaN.
+__device__ void camc_pc1(const float* m, long long rows, long long cols, float* gram, double* u,
+                         double* w, double* last, float* proj, double* red) {
+    const bool by_rows = rows <= cols;
+    const long long n = by_rows ? rows : cols, inner = by_rows ? cols : rows;
+    double bad = 0.0;
+    for (long long e = threadIdx.x; e < n * n; e += CAMC_THREADS) {
+        const long long i = e / n, j = e % n;
+        double acc = 0.0;
+        for (long long t = 0; t < inner; ++t) {
+            const double a = by_rows ? m[i * cols + t] : m[t * cols + i];
+            const double b = by_rows ? m[j * cols + t] : m[t * cols + j];
+            acc += a * b;
+        }
+        gram[e] = (float)acc;
+        if (!(acc - acc == 0.0)) bad = 1.0;
+    }
+    bad = camc_block_join<1>(bad, red);
+    long long best = 0;
+    for (long long i = 1; i < n; ++i) {
+        if (gram[i * n + i] > gram[best * n + best]) best = i;
+    }
+    double local = 0.0;
+    for (long long i = threadIdx.x; i < n; i += CAMC_THREADS) {
+        u[i] = gram[i * n + best];
+        local += u[i] * u[i];
+    }
+    const double start = bad > 0.0 ? 0.0 : sqrt(camc_block_join<0>(local, red));
+    for (long long i = threadIdx.x; i < n; i += CAMC_THREADS) u[i] = start > 0.0 ? u[i] / start : 0.0;
+    __syncthreads();
+    // Rounds of 8 steps u <- G u / scale, then normalization and the convergence test.
+    double scale = 1.0;
+    for (int round = 0; round < 2500 && start > 0.0; ++round) {
+        for (long long i = threadIdx.x; i < n; i += CAMC_THREADS) last[i] = u[i];
+        for (int step = 0; step < 8; ++step) {
+            for (long long i = threadIdx.x; i < n; i += CAMC_THREADS) {
+                double acc = 0.0;
+                for (long long j = 0; j < n; ++j) acc += (double)gram[i * n + j] * u[j];
+                w[i] = acc / scale;
+            }
+            __syncthreads();
+            double* const t = u; u = w; w = t;
+        }
+        local = 0.0;
+        for (long long i = threadIdx.x; i < n; i += CAMC_THREADS) local += u[i] * u[i];
+        const double norm = sqrt(camc_block_join<0>(local, red));
+        if (!(norm > 0.0) || norm - norm != 0.0) break;
+        double moved = 0.0;
+        for (long long i = threadIdx.x; i < n; i += CAMC_THREADS) {
+            u[i] /= norm;
+            moved = fmax(moved, fabs(u[i] - last[i]));
+        }
+        scale *= pow(norm, 0.125);
+        if (camc_block_join<1>(moved, red) < 1e-13) break;
+    }
+    // The eigenvalue (Rayleigh quotient) gives the projection's scale when u is over rows.
+    local = 0.0;
+    for (long long i = threadIdx.x; i < n && by_rows; i += CAMC_THREADS) {
+        double acc = 0.0;
+        for (long long j = 0; j < n; ++j) acc += (double)gram[i * n + j] * u[j];
+        local += u[i] * acc;
+    }
+    const double value = camc_block_join<0>(local, red);
+    for (long long r = threadIdx.x; r < rows; r += CAMC_THREADS) {
+        double p = 0.0;
+        if (bad > 0.0) {
+            p = CAMC_NAN;
+        } else if (start == 0.0) {
+            p = 0.0;
+        } else if (by_rows) {
+            p = u[r] * sqrt(fmax(value, 0.0));
+        } else {
+            for (long long c = 0; c < cols; ++c) p += (double)m[r * cols + c] * u[c];
+        }
+        proj[r] = (float)p;
+    }
+    __syncthreads();
+}
+
+template <typename T0, typename T1>
+__device__ __forceinline__ void camc_body(
+    const T0* __restrict__ in0, const T1* __restrict__ in1, float* __restrict__ out, float* __restrict__ scratch, int n, int k, int d, int h, int w) {
+    __shared__ double camc_red[2 * CAMC_THREADS];
+    const long long K = k, D = d, H = h, W = w;
+    float* const s = scratch + (long long)blockIdx.x * (K + camc_pc1_floats(H*W, K) + H*W + 1 + 1);
+    float* const s3 = s + 0;
+    float* const s5 = s + 0 + K;
+    float* const s6 = s + 0 + K + camc_pc1_floats(H*W, K);
+    float* const s7 = s + 0 + K + camc_pc1_floats(H*W, K) + H*W;
+    float* const s10 = s + 0 + K + camc_pc1_floats(H*W, K) + H*W + 1;
+    for (long long img = blockIdx.x; img < n; img += gridDim.x) {
+        const T0* const x0 = in0 + img * (K*H*W);
+        const T1* const x1 = in1 + img * (K*H*W);
+        { // %3 = mean[h,w](%2): [k,h,w] -> [k]
+            const long long O = K, R = H*W;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (long long base = 0; base < O; base += sp.p) {
+                const long long o = base + sp.slot;
+                double a0 = 0.0, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    for (long long r = sp.lane; r < R; r += sp.g) {
+                        long long i_k, i_h, i_w;
+                        i_k = o;
+                        { long long t = r; i_w = t % W; t /= W; i_h = t; }
+                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                        const float v1 = camc_ld(x1[((i_k) * H + i_h) * W + i_w]);
+                        const float v2 = v0 * v1;
+                        a0 += (double)v2;
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<0>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s3[o] = (float)(a0 / (double)R);
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<0>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s3[o] = (float)(a0 / (double)R);
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // %5 = pc1[k](%4): [k,h,w] -> [h,w]
+            const long long rows = H*W, cols = K, m = rows < cols ? rows : cols;
+            float* const matrix = s5 + rows;
+            float* const gram = matrix + rows * cols;
+            double* const u = (double*)(((unsigned long long)(gram + m * m) + 7) & ~7ULL);
+            for (long long e = threadIdx.x; e < rows * cols; e += CAMC_THREADS) {
+                long long i_k, i_h, i_w;
+                { long long t = e; i_w = t % W; t /= W; i_h = t % H; t /= H; i_k = t; }
+                const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                const float v1 = camc_ld(x1[((i_k) * H + i_h) * W + i_w]);
+                const float v2 = v0 * v1;
+                const float v3 = s3[i_k];
+                const float v4 = v2 - v3;
+                matrix[((i_h) * W + i_w) * cols + i_k] = v4;
+            }
+            __syncthreads();
+            camc_pc1(matrix, rows, cols, gram, u, u + m, u + 2 * m, s5, camc_red);
+        }
+        { // %6 = sum[k](%2): [k,h,w] -> [h,w]
+            const long long O = H*W, R = K;
+            const bool inner = false;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (long long base = 0; base < O; base += sp.p) {
+                const long long o = base + sp.slot;
+                double a0 = 0.0, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    for (long long r = sp.lane; r < R; r += sp.g) {
+                        long long i_k, i_h, i_w;
+                        { long long t = o; i_w = t % W; t /= W; i_h = t; }
+                        i_k = r;
+                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                        const float v1 = camc_ld(x1[((i_k) * H + i_h) * W + i_w]);
+                        const float v2 = v0 * v1;
+                        a0 += (double)v2;
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<0>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s6[o] = (float)(a0);
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<0>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s6[o] = (float)(a0);
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // %7 = mean[h,w](%6): [h,w] -> []
+            const long long O = 1, R = H*W;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (long long base = 0; base < O; base += sp.p) {
+                const long long o = base + sp.slot;
+                double a0 = 0.0, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    for (long long r = sp.lane; r < R; r += sp.g) {
+                        long long i_h, i_w;
+                        { long long t = r; i_w = t % W; t /= W; i_h = t; }
+                        const float v6 = s6[(i_h) * W + i_w];
+                        a0 += (double)v6;
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<0>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s7[o] = (float)(a0 / (double)R);
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<0>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s7[o] = (float)(a0 / (double)R);
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // %10 = sum[h,w](%9): [h,w] -> []
+            const long long O = 1, R = H*W;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (long long base = 0; base < O; base += sp.p) {
+                const long long o = base + sp.slot;
+                double a0 = 0.0, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    for (long long r = sp.lane; r < R; r += sp.g) {
+                        long long i_h, i_w;
+                        { long long t = r; i_w = t % W; t /= W; i_h = t; }
+                        const float v5 = s5[(i_h) * W + i_w];
+                        const float v6 = s6[(i_h) * W + i_w];
+                        const float v7 = s7[0];
+                        const float v8 = v6 - v7;
+                        const float v9 = v5 * v8;
+                        a0 += (double)v9;
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<0>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s10[o] = (float)(a0);
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<0>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s10[o] = (float)(a0);
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // output [h,w]
+            float* const y = out + img * (H*W);
+            for (long long e = threadIdx.x; e < H*W; e += CAMC_THREADS) {
+                long long i_h, i_w;
+                { long long t = e; i_w = t % W; t /= W; i_h = t; }
+                const float v5 = s5[(i_h) * W + i_w];
+                const float v10 = s10[0];
+                const float v11 = 0e0f;
+                const float v12 = (v10 < v11 ? 1.0f : 0.0f);
+                const float v13 = (-1e0f);
+                const float v14 = 1e0f;
+                const float v15 = (v12 != 0.0f ? v13 : v14);
+                const float v16 = v5 * v15;
+                const float v17 = (v16 < 0.0f ? 0.0f : v16);
+                y[e] = v17;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_eigengradcam_f32(
+    const float* in0, const float* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
+    camc_body<float, float>(in0, in1, out, scratch, n, k, d, h, w);
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_eigengradcam_f16(
+    const camc_f16* in0, const camc_f16* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
+    camc_body<camc_f16, camc_f16>(in0, in1, out, scratch, n, k, d, h, w);
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_eigengradcam_bf16(
+    const camc_bf16* in0, const camc_bf16* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
+    camc_body<camc_bf16, camc_bf16>(in0, in1, out, scratch, n, k, d, h, w);
+}

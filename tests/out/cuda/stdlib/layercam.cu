@@ -1,0 +1,162 @@
+// camc kernel `layercam`: CUDA C for NVRTC, no headers needed.
+// ABI (docs/cuda.md), one entry point per input dtype variant:
+//   extern "C" __global__ void camc_layercam_<dtype>(
+//     const T0* in0,  // `A` [k,h,w] per image
+//     const T1* in1,  // `G` [k,h,w] per image
+//     float* out,  // [h,w] per image
+//     float* scratch,  // gridDim.x * (h*w) floats
+//     int n, int k, int d, int h, int w);  // d = 1 for 2-D layers
+// T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
+// Launch: blockDim.x = 256, any gridDim.x >= 1 (images are grid-strided),
+// no dynamic shared memory.
+
+#define CAMC_THREADS 256
+#define CAMC_NAN_F __int_as_float(0x7fc00000)
+#define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
+#define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
+
+// f16 and bf16 inputs are read as their bits and widened to f32 (exactly, in integer code).
+struct camc_f16 { unsigned short bits; };
+struct camc_bf16 { unsigned short bits; };
+__device__ __forceinline__ float camc_ld(float x) { return x; }
+__device__ __forceinline__ float camc_ld(camc_f16 x) {
+    const unsigned int sign = ((unsigned int)x.bits & 0x8000u) << 16;
+    const unsigned int exponent = (x.bits >> 10) & 0x1fu, mantissa = x.bits & 0x3ffu;
+    if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent != 0) return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    const float tiny = (float)mantissa * 5.9604644775390625e-8f;  // subnormal: mantissa * 2^-24
+    return sign ? -tiny : tiny;
+}
+__device__ __forceinline__ float camc_ld(camc_bf16 x) {
+    return __uint_as_float(((unsigned int)x.bits) << 16);
+}
+
+// min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
+__device__ __forceinline__ float camc_max(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fmaxf(a, b);
+}
+__device__ __forceinline__ float camc_min(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fminf(a, b);
+}
+__device__ __forceinline__ float camc_sign(float x) {
+    return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x * 0.0f);
+}
+
+// Combining partial reductions: 0 adds, 1 takes the maximum, 2 the minimum (NaN wins).
+template <int J> __device__ __forceinline__ double camc_join(double a, double b) {
+    if (J == 0) return a + b;
+    if (a != a || b != b) return CAMC_NAN;
+    return J == 1 ? fmax(a, b) : fmin(a, b);
+}
+
+// Joins the values of aligned groups of `g` lanes (g a power of two <= 32) with shuffles;
+// every lane of the warp must call it.
+template <int J> __device__ __forceinline__ double camc_warp_join(double v, int g) {
+    for (int offset = g / 2; offset > 0; offset /= 2) {
+        v = camc_join<J>(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    }
+    return v;
+}
+
+// How a block's threads share a reduction of O outputs of R values each. `inner`: each output's
+// values are contiguous, so a group of g consecutive lanes (a power of two) reads one output and
+// P = CAMC_THREADS / g outputs are done at once. Otherwise the outputs are contiguous and
+// P consecutive threads take P consecutive outputs, g = CAMC_THREADS / P threads per output.
+struct camc_split { int g, p, slot, lane; };
+__device__ __forceinline__ camc_split camc_split_for(long long O, long long R, bool inner) {
+    const int t = threadIdx.x;
+    camc_split s;
+    if (inner) {
+        int g = 1;
+        while (g < R && g < CAMC_THREADS) g *= 2;
+        if (O >= CAMC_THREADS / 32 && g > 32) g = 32;
+        s.g = g; s.p = CAMC_THREADS / g; s.slot = t / g; s.lane = t % g;
+    } else {
+        const int p = O < 1 ? 1 : (O < CAMC_THREADS ? (int)O : CAMC_THREADS);
+        s.p = p; s.g = CAMC_THREADS / p; s.slot = t % p; s.lane = t / p;
+    }
+    return s;
+}
+
+// The thread that holds member m of the group of `slot`.
+__device__ __forceinline__ int camc_member(camc_split s, bool inner, int m) {
+    return inner ? s.slot * s.g + m : m * s.p + s.slot;
+}
+
+template <typename T0, typename T1>
+__device__ __forceinline__ void camc_body(
+    const T0* __restrict__ in0, const T1* __restrict__ in1, float* __restrict__ out, float* __restrict__ scratch, int n, int k, int d, int h, int w) {
+    __shared__ double camc_red[2 * CAMC_THREADS];
+    const long long K = k, D = d, H = h, W = w;
+    float* const s = scratch + (long long)blockIdx.x * (H*W);
+    float* const s4 = s + 0;
+    for (long long img = blockIdx.x; img < n; img += gridDim.x) {
+        const T0* const x0 = in0 + img * (K*H*W);
+        const T1* const x1 = in1 + img * (K*H*W);
+        { // %4 = sum[k](%3): [k,h,w] -> [h,w]
+            const long long O = H*W, R = K;
+            const bool inner = false;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (long long base = 0; base < O; base += sp.p) {
+                const long long o = base + sp.slot;
+                double a0 = 0.0, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    for (long long r = sp.lane; r < R; r += sp.g) {
+                        long long i_k, i_h, i_w;
+                        { long long t = o; i_w = t % W; t /= W; i_h = t; }
+                        i_k = r;
+                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                        const float v1 = camc_ld(x1[((i_k) * H + i_h) * W + i_w]);
+                        const float v2 = (v1 < 0.0f ? 0.0f : v1);
+                        const float v3 = v0 * v2;
+                        a0 += (double)v3;
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<0>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s4[o] = (float)(a0);
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<0>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s4[o] = (float)(a0);
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // output [h,w]
+            float* const y = out + img * (H*W);
+            for (long long e = threadIdx.x; e < H*W; e += CAMC_THREADS) {
+                long long i_h, i_w;
+                { long long t = e; i_w = t % W; t /= W; i_h = t; }
+                const float v4 = s4[(i_h) * W + i_w];
+                const float v5 = (v4 < 0.0f ? 0.0f : v4);
+                y[e] = v5;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_layercam_f32(
+    const float* in0, const float* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
+    camc_body<float, float>(in0, in1, out, scratch, n, k, d, h, w);
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_layercam_f16(
+    const camc_f16* in0, const camc_f16* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
+    camc_body<camc_f16, camc_f16>(in0, in1, out, scratch, n, k, d, h, w);
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_layercam_bf16(
+    const camc_bf16* in0, const camc_bf16* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
+    camc_body<camc_bf16, camc_bf16>(in0, in1, out, scratch, n, k, d, h, w);
+}

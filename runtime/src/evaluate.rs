@@ -35,8 +35,11 @@ pub struct MetricData {
     images: Option<Vec<u8>>,
 }
 
+/// A tensor's shape and values.
+type Tensor = (Vec<usize>, Vec<f32>);
+
 /// A tensor of every shard, concatenated, as f32.
-fn whole(cache: &Cache, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, CacheError> {
+fn whole(cache: &Cache, name: &str) -> Result<Option<Tensor>, CacheError> {
     if !cache.has(name) {
         return Ok(None);
     }

@@ -18,8 +18,11 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// Programs: `file.cam`, `file.cam:name` or stdlib method names.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "stdlib")]
     programs: Vec<String>,
+    /// Also every stdlib method whose inputs the cache has (the others are listed as skipped).
+    #[arg(long)]
+    stdlib: bool,
     #[arg(long)]
     cache: String,
     /// Metrics, comma-separated: loc iou pointing energy ad ic ag robust complexity.
@@ -71,6 +74,10 @@ pub fn run(args: Args) -> Result<(), Reported> {
         ))
     })?;
     let data = MetricData::load(&cache, &probe, size.clone(), perturbed_cache.is_some()).map_err(fail)?;
+    let mut programs = args.programs.clone();
+    if args.stdlib {
+        programs.extend(runnable_stdlib(&cache));
+    }
     let mut rows = Vec::new();
     let mut grid: Vec<GridRow> = (0..args.report_images)
         .map(|i| GridRow {
@@ -78,7 +85,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
             cells: Vec::new(),
         })
         .collect();
-    for spec in &args.programs {
+    for spec in &programs {
         let resolved = program::resolve(spec)?;
         let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
         let binding = Binding::new(&cache, &kernel).map_err(fail)?;
@@ -156,6 +163,18 @@ pub fn run(args: Args) -> Result<(), Reported> {
         eprintln!("report: {}", page.display());
     }
     Ok(())
+}
+
+/// The stdlib methods whose inputs `cache` has; says which it skips.
+fn runnable_stdlib(cache: &Cache) -> Vec<String> {
+    let mut runnable = Vec::new();
+    for (method, kernel) in program::stdlib_kernels() {
+        match Binding::new(cache, &kernel) {
+            Ok(_) => runnable.push(method.to_string()),
+            Err(e) => eprintln!("skipping {method}: {e}"),
+        }
+    }
+    runnable
 }
 
 /// Every post-processed map of a cache, image-major (for `robust`'s perturbed cache).

@@ -2,6 +2,7 @@
 //! `relu(sum[k](WEIGHTS * A))` that score best on a metric (SPEC §6, docs/search.md).
 
 use super::backend::{self, Backend};
+use super::program;
 use crate::output;
 use crate::progress;
 use crate::Reported;
@@ -9,7 +10,7 @@ use camc_compiler::opt::Level;
 use camc_runtime::cache::{Binding, Cache};
 use camc_runtime::evaluate::MetricData;
 use camc_runtime::metrics::{metric_by_name, Better};
-use camc_runtime::search::driver::{split, Outcome, Search};
+use camc_runtime::search::driver::{split, ExecutorFactory, Outcome, Search};
 use camc_runtime::search::space::SpaceFile;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -136,8 +137,8 @@ fn reference_maps(
     size: &[usize],
     backend: Backend,
 ) -> Result<Vec<f32>, Reported> {
-    let resolved = super::program::resolve(program)?;
-    let kernel = super::program::compile(&resolved, &HashMap::new(), Level::Exact)?;
+    let resolved = program::resolve(program)?;
+    let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
     let binding = Binding::new(cache, &kernel).map_err(fail)?;
     let mut executor = backend::executor(backend, &kernel, binding.dims)?;
     let job = camc_runtime::run::Run {
@@ -161,29 +162,11 @@ fn reference_maps(
 }
 
 /// Every stdlib method the cache can run, scored on the same split: `(name, train, holdout)`.
-fn stdlib_baselines(
-    search: &Search,
-    factory: &dyn Fn(
-        &camc_compiler::ir::Kernel,
-        camc_runtime::Dims,
-    ) -> Result<Box<dyn camc_runtime::exec::Executor>, String>,
-) -> Vec<(String, Option<f64>, Option<f64>)> {
+fn stdlib_baselines(search: &Search, factory: ExecutorFactory) -> Vec<(String, Option<f64>, Option<f64>)> {
     let n = search.cache.images().unwrap_or(0);
     let is_train = split(n, search.holdout, search.seed);
     let mut rows = Vec::new();
-    for method in camc_compiler::stdlib::names() {
-        let Some(checked) = camc_compiler::check_stdlib(method) else {
-            continue;
-        };
-        let Some(program) = checked.program.as_ref() else {
-            continue;
-        };
-        let Some(root) = program.exported(method) else {
-            continue;
-        };
-        let Ok(kernel) = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact) else {
-            continue;
-        };
+    for (method, kernel) in program::stdlib_kernels() {
         if Binding::new(search.cache, &kernel).is_err() {
             continue;
         }

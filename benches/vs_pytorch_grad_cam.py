@@ -1,0 +1,74 @@
+"""camc vs pytorch-grad-cam on the same tensors (SPEC §7, CPU).
+
+Writes a ResNet-50-like cache (n=256, k=2048, 7x7, f32 random A >= 0 and signed G), then times:
+  - pytorch-grad-cam's post-backward compute on the tensors already in memory: its
+    `get_cam_weights` + weighted sum (`get_cam_image`) + ReLU + `scale_cam_image` to 224x224;
+  - the whole `camc run METHOD --cache C -o out.npy --size 224,224` process (load, compile,
+    compute, post-process, write), best of 3;
+and prints the ratios measured in this run, plus the largest difference between the outputs.
+
+    scripts/install-torch.sh && cargo build --release
+    .venv-py/bin/python benches/vs_pytorch_grad_cam.py [--images 256] [--camc target/release/camc]
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.image import scale_cam_image
+
+
+def grad_cam_compute(cam, activations, grads, size):
+    """What pytorch-grad-cam does after backward for one target layer."""
+    weights_cam = cam.get_cam_image(None, None, None, activations, grads, False)
+    weights_cam = np.maximum(weights_cam, 0)
+    scaled = scale_cam_image(weights_cam, (size, size))
+    # aggregate_multi_layers: max(.,0), mean over the one layer, scale again.
+    return scale_cam_image(np.maximum(scaled[:, None], 0).mean(axis=1))
+
+
+def best(repeats, f):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--camc", default="target/release/camc")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    n, k, h, w, size = args.images, 2048, 7, 7, 224
+    rng = np.random.default_rng(0)
+    a = np.maximum(rng.normal(size=(n, k, h, w)), 0).astype(np.float32)
+    g = rng.normal(size=(n, k, h, w)).astype(np.float32)
+    layer = torch.nn.Conv2d(1, 1, 1)
+    model = torch.nn.Sequential(layer)
+    print(f"n={n} k={k} {h}x{w} -> {size}x{size}, f32; torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = os.path.join(tmp, "cache.safetensors")
+        save_file({"A": a, "G": g}, cache, metadata={"image_size": f"{size},{size}"})
+        for method, cls in [("gradcam", GradCAM), ("gradcampp", GradCAMPlusPlus)]:
+            cam = cls(model=model, target_layers=[layer])
+            t_pgc, expected = best(args.repeats, lambda: grad_cam_compute(cam, a, g, size))
+            out = os.path.join(tmp, "out.npy")
+            cmd = [args.camc, "run", method, "--cache", cache, "-o", out, "--size", f"{size},{size}", "--backend", "cpu"]
+            t_camc, _ = best(args.repeats, lambda: subprocess.run(cmd, check=True))
+            got = np.load(out)
+            diff = float(np.abs(got - expected).max())
+            print(f"{method:10s} pytorch-grad-cam {t_pgc*1e3:8.1f} ms   camc run (whole process) {t_camc*1e3:8.1f} ms"
+                  f"   speed-up {t_pgc/t_camc:6.1f}x   max |diff| {diff:.2e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -208,3 +208,45 @@ fn resume_after_a_kill_gives_the_same_ranking() {
         );
     }
 }
+
+#[test]
+fn weighted_objectives_combine_metric_values() {
+    let dir = temp_dir();
+    let cache = dir.path().join("synthetic.safetensors");
+    synthetic_cache(&cache);
+    let run = |metric: &str, out: &str| {
+        let report = search(
+            &cache,
+            &dir.path().join(out),
+            &["--metric", metric, "--budget", "20"],
+        );
+        report["outcome"]["ranked"]
+            .as_array()
+            .expect("ranked")
+            .iter()
+            .map(|s| {
+                (
+                    s["weights"].as_str().unwrap_or("").to_string(),
+                    s["train"].as_f64(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let energy = run("energy", "a");
+    let doubled = run("energy:2,pointing:0", "b");
+    let with_complexity = run("energy:1,complexity:0.5", "c");
+    let complexity = run("complexity", "d");
+    assert_eq!(energy.len(), 20);
+    for (weights, value) in &energy {
+        let value = value.expect("energy is defined on every image");
+        let twice = doubled[weights].expect("value");
+        assert!(
+            (twice - 2.0 * value).abs() < 1e-9,
+            "{weights}: {twice} vs 2 × {value}"
+        );
+        // complexity is lower-is-better: it counts negatively.
+        let mixed = with_complexity[weights].expect("value");
+        let c = complexity[weights].expect("value");
+        assert!((mixed - (value - 0.5 * c)).abs() < 1e-9, "{weights}: {mixed}");
+    }
+}

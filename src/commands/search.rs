@@ -19,8 +19,9 @@ use std::path::PathBuf;
 pub struct Args {
     #[arg(long)]
     cache: String,
-    /// A metric (loc iou pointing energy ad ic ag complexity), or `agree=PROGRAM`: mean Pearson
-    /// correlation with that program's heatmaps.
+    /// A metric (loc iou pointing energy ad ic ag complexity); `agree=PROGRAM`: mean Pearson
+    /// correlation with that program's heatmaps; or a weighted sum `loc:1,energy:0.5` (a
+    /// lower-is-better metric counts negatively).
     #[arg(long)]
     metric: String,
     /// Folder for rank-NN.cam, report.json and the checkpoint.
@@ -76,19 +77,18 @@ pub fn run(args: Args) -> Result<(), Reported> {
         .image_size()
         .map_err(fail)?
         .ok_or_else(|| fail(format!("cache `{}` has no image_size metadata", args.cache)))?;
-    let (metric_name, reference_program) = match args.metric.split_once('=') {
-        Some(("agree", program)) => ("robust", Some(program.to_string())),
-        _ => (args.metric.as_str(), None),
+    let (objective, reference_program) = parse_objective(&args.metric).map_err(fail)?;
+    let better = match &objective[..] {
+        [(name, _)] => metric_by_name(name).map_err(fail)?.better(),
+        _ => Better::Higher,
     };
-    let metric = metric_by_name(metric_name).map_err(fail)?;
-    let (metric, better) = (metric.name(), metric.better());
-    let data = MetricData::load(
-        &cache,
-        &[metric_by_name(metric).map_err(fail)?],
-        size.clone(),
-        reference_program.is_some(),
-    )
-    .map_err(fail)?;
+    let accumulators = objective
+        .iter()
+        .map(|(name, _)| metric_by_name(name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let data =
+        MetricData::load(&cache, &accumulators, size.clone(), reference_program.is_some()).map_err(fail)?;
     let reference = match &reference_program {
         Some(program) => Some(reference_maps(program, &cache, &size, args.backend)?),
         None => None,
@@ -100,7 +100,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let search = Search {
         cache: &cache,
         space,
-        metric,
+        objective,
         better,
         budget: args.budget,
         holdout: args.holdout,
@@ -129,6 +129,38 @@ pub fn run(args: Args) -> Result<(), Reported> {
     write_results(&args, &search, &outcome, &baselines)?;
     print_summary(&args.metric, better, &outcome, &baselines);
     Ok(())
+}
+
+/// Metrics with their weights.
+type Objective = Vec<(&'static str, f64)>;
+
+/// `--metric`: `M`, `agree=PROGRAM` (as `robust` against PROGRAM's maps), or `M:W,M:W...`.
+fn parse_objective(text: &str) -> Result<(Objective, Option<String>), String> {
+    if let Some(program) = text.strip_prefix("agree=") {
+        return Ok((vec![("robust", 1.0)], Some(program.to_string())));
+    }
+    let mut objective = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, weight) = match part.split_once(':') {
+            Some((name, weight)) => {
+                let weight: f64 = weight
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{part}`: the weight must be a number"))?;
+                (name.trim(), weight)
+            }
+            None => (part, 1.0),
+        };
+        let metric = metric_by_name(name).map_err(|e| e.to_string())?;
+        if metric.name() == "robust" {
+            return Err("`robust` needs a second cache; search with `agree=PROGRAM` instead".into());
+        }
+        objective.push((metric.name(), weight));
+    }
+    if objective.is_empty() {
+        return Err("no metric given".into());
+    }
+    Ok((objective, None))
 }
 
 fn reference_maps(

@@ -51,8 +51,10 @@ impl Scored {
 pub struct Search<'a> {
     pub cache: &'a Cache,
     pub space: Space,
-    /// The metric's name (`loc` ranks by mean IoU, its primary value).
-    pub metric: &'static str,
+    /// The objective: one metric (ranked by its primary value, e.g. `loc`'s mean IoU, in its
+    /// own direction), or several with weights, ranked by `Σ weight · ±value` (higher better;
+    /// a lower-is-better metric counts negatively).
+    pub objective: Vec<(&'static str, f64)>,
     pub better: Better,
     pub budget: usize,
     pub holdout: f64,
@@ -297,7 +299,8 @@ impl Search<'_> {
             batch: self.batch,
             perturbed: self.reference,
         };
-        let mut groups: Vec<Vec<Box<dyn Metric>>> = vec![fresh(&[self.metric]), fresh(&[self.metric])];
+        let names: Vec<&'static str> = self.objective.iter().map(|(n, _)| *n).collect();
+        let mut groups: Vec<Vec<Box<dyn Metric>>> = vec![fresh(&names), fresh(&names)];
         evaluation
             .score(
                 executor.as_mut(),
@@ -313,7 +316,22 @@ impl Search<'_> {
                 |_| {},
             )
             .map_err(|e| e.to_string())?;
-        let primary = |g: &[Box<dyn Metric>]| values(g).first().and_then(|v| v.value);
-        Ok((primary(&groups[0]), primary(&groups[1])))
+        Ok((self.combine(&groups[0]), self.combine(&groups[1])))
+    }
+
+    /// The objective's value from one group of accumulators (one per objective metric).
+    fn combine(&self, metrics: &[Box<dyn Metric>]) -> Option<f64> {
+        if let ([(_, _)], [metric]) = (&self.objective[..], metrics) {
+            return values(std::slice::from_ref(metric)).first().and_then(|v| v.value);
+        }
+        let mut total = 0.0;
+        for ((_, weight), metric) in self.objective.iter().zip(metrics) {
+            let value = metric.finish().first()?.value?;
+            total += match metric.better() {
+                Better::Higher => weight * value,
+                Better::Lower => -weight * value,
+            };
+        }
+        Some(total)
     }
 }

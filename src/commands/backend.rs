@@ -6,7 +6,7 @@ use camc_compiler::ir::Kernel;
 use camc_runtime::exec::cpu::CpuExecutor;
 use camc_runtime::exec::cuda::{gpu_present, CudaExecutor};
 use camc_runtime::exec::interp::InterpExecutor;
-use camc_runtime::exec::Executor;
+use camc_runtime::exec::{ExecError, Executor};
 use camc_runtime::Dims;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -23,27 +23,14 @@ pub enum Backend {
 
 /// An executor for `kernel` on a dataset of `dims`.
 pub fn executor(backend: Backend, kernel: &Kernel, dims: Dims) -> Result<Box<dyn Executor>, Reported> {
-    let cpu = || -> Result<Box<dyn Executor>, Reported> {
-        CpuExecutor::new(kernel, dims)
-            .map(|e| Box::new(e) as Box<dyn Executor>)
-            .map_err(|e| {
-                output::error(&e.to_string());
-                Reported
-            })
-    };
-    let cuda = || -> Result<Box<dyn Executor>, Reported> {
-        CudaExecutor::new(kernel, dims)
-            .map(|e| Box::new(e) as Box<dyn Executor>)
-            .map_err(|e| {
-                output::error(&e.to_string());
-                Reported
-            })
-    };
-    match backend {
+    let chosen: Result<Box<dyn Executor>, ExecError> = match backend {
         Backend::Interp => Ok(Box::new(InterpExecutor::new(kernel, dims))),
-        Backend::Cpu => cpu(),
-        Backend::Cuda => cuda(),
-        Backend::Auto if gpu_present() => cuda(),
-        Backend::Auto => cpu(),
-    }
+        Backend::Cuda => CudaExecutor::new(kernel, dims).map(|e| Box::new(e) as _),
+        Backend::Auto if gpu_present() => CudaExecutor::new(kernel, dims).map(|e| Box::new(e) as _),
+        Backend::Cpu | Backend::Auto => CpuExecutor::new(kernel, dims).map(|e| Box::new(e) as _),
+    };
+    chosen.map_err(|e| {
+        output::error(&e.to_string());
+        Reported
+    })
 }

@@ -177,8 +177,9 @@ fn runnable_stdlib(cache: &Cache) -> Vec<String> {
     runnable
 }
 
-/// Every post-processed map of a cache, image-major (for `robust`'s perturbed cache).
-fn maps_of(
+/// Every post-processed map of a cache, image-major (`robust`'s perturbed cache, `search`'s
+/// reference program).
+pub(super) fn maps_of(
     cache: &Cache,
     kernel: &camc_compiler::ir::Kernel,
     backend: Backend,

@@ -95,7 +95,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
     };
     let backend_choice = args.backend;
     let factory = move |kernel: &camc_compiler::ir::Kernel, dims| {
-        backend::executor(backend_choice, kernel, dims).map_err(|_| "no executor".to_string())
+        backend::executor(backend_choice, kernel, dims)
+            .map_err(|_| "cannot create the executor (see the error above)".to_string())
     };
     let search = Search {
         cache: &cache,
@@ -171,26 +172,7 @@ fn reference_maps(
 ) -> Result<Vec<f32>, Reported> {
     let resolved = program::resolve(program)?;
     let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
-    let binding = Binding::new(cache, &kernel).map_err(fail)?;
-    let mut executor = backend::executor(backend, &kernel, binding.dims)?;
-    let job = camc_runtime::run::Run {
-        kernel: &kernel,
-        binding: &binding,
-        post: camc_runtime::postprocess::Post::Scale { size: size.to_vec() },
-        batch: 64,
-        strict: false,
-    };
-    let mut maps = Vec::new();
-    job.execute(
-        executor.as_mut(),
-        |_, v| {
-            maps.extend_from_slice(v);
-            Ok(())
-        },
-        |_| {},
-    )
-    .map_err(fail)?;
-    Ok(maps)
+    super::eval::maps_of(cache, &kernel, backend, size, 64)
 }
 
 /// Every stdlib method the cache can run, scored on the same split: `(name, train, holdout)`.

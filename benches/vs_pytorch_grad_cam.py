@@ -9,6 +9,7 @@ and prints the ratios measured in this run, plus the largest difference between 
 
     scripts/install-torch.sh && cargo build --release
     .venv-py/bin/python benches/vs_pytorch_grad_cam.py [--images 256] [--camc target/release/camc]
+        [--backends cpu,cuda]
 """
 import argparse
 import os
@@ -47,6 +48,7 @@ def main():
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--camc", default="target/release/camc")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", default="cpu", help="comma-separated camc backends to time (cpu, cuda)")
     args = parser.parse_args()
     n, k, h, w, size = args.images, 2048, 7, 7, 224
     rng = np.random.default_rng(0)
@@ -62,12 +64,14 @@ def main():
             cam = cls(model=model, target_layers=[layer])
             t_pgc, expected = best(args.repeats, lambda: grad_cam_compute(cam, a, g, size))
             out = os.path.join(tmp, "out.npy")
-            cmd = [args.camc, "run", method, "--cache", cache, "-o", out, "--size", f"{size},{size}", "--backend", "cpu"]
-            t_camc, _ = best(args.repeats, lambda: subprocess.run(cmd, check=True))
-            got = np.load(out)
-            diff = float(np.abs(got - expected).max())
-            print(f"{method:10s} pytorch-grad-cam {t_pgc*1e3:8.1f} ms   camc run (whole process) {t_camc*1e3:8.1f} ms"
-                  f"   speed-up {t_pgc/t_camc:6.1f}x   max |diff| {diff:.2e}")
+            for backend in args.backends.split(","):
+                cmd = [args.camc, "run", method, "--cache", cache, "-o", out, "--size", f"{size},{size}",
+                       "--backend", backend]
+                t_camc, _ = best(args.repeats, lambda: subprocess.run(cmd, check=True))
+                got = np.load(out)
+                diff = float(np.abs(got - expected).max())
+                print(f"{method:10s} pytorch-grad-cam {t_pgc*1e3:8.1f} ms   camc run --backend {backend:4s} "
+                      f"(whole process) {t_camc*1e3:8.1f} ms   speed-up {t_pgc/t_camc:6.1f}x   max |diff| {diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -576,3 +576,27 @@ fn on_a_gpu_batches_are_split_into_launches_and_buffers_reused() {
         assert!(bad.is_none(), "n = {n}: {bad:?}: {want:?} vs {got:?}");
     }
 }
+
+/// pc1 with many more features than positions (ResNet-50's last layer), where a matrix
+/// centred in f32 moved the projection by 1e-4 on an H100: centring in f64 keeps it within 1e-5.
+#[test]
+fn emulated_on_the_cpu_pc1_over_2048_channels_matches_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_pc1_over_2048_channels_matches_the_interpreter") {
+        return;
+    }
+    let kernels: Vec<(String, Kernel)> = stdlib_kernels()
+        .into_iter()
+        .filter(|(name, _)| name == "eigengradcam" || name == "eigencam")
+        .collect();
+    let dims = Dims::new(2048, 1, 7, 7);
+    let cases = (0..kernels.len())
+        .map(|which| emu::Case {
+            which,
+            n: 5,
+            dims,
+            inputs: inputs_for(&kernels[which].1, dims, 5),
+            dtype: Dtype::F32,
+        })
+        .collect();
+    support::report(compare_emulated("pc1-2048", &kernels, cases, false));
+}

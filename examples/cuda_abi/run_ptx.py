@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-THREADS = 256  # blockDim.x every entry point is launched with
+THREADS = 512  # blockDim.x every entry point is launched with
 
 
 def check(result, what):

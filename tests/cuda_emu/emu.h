@@ -1,5 +1,5 @@
 // A CPU stand-in for the few CUDA features camc's kernels use, so that tests/cuda.rs can run the
-// generated CUDA C with g++ on a machine without a GPU. A block's 256 threads are coroutines
+// generated CUDA C with g++ on a machine without a GPU. A block's 512 threads are coroutines
 // (ucontext) on one OS thread, one block at a time: each runs until its next __syncthreads(),
 // then the next one does; __shared__ variables are statics; a warp shuffle goes through a
 // block-wide buffer (camc's kernels only shuffle where the whole block does). It checks the
@@ -23,7 +23,7 @@
 
 struct emu_dim3 { unsigned x = 0, y = 0, z = 0; };
 inline emu_dim3 threadIdx, blockIdx, gridDim, blockDim;
-inline constexpr int EMU_THREADS = 256;
+inline constexpr int EMU_THREADS = 512;  // CAMC_THREADS
 inline constexpr size_t EMU_STACK = 256 * 1024;
 inline double emu_shuffle[EMU_THREADS];
 inline ucontext_t emu_scheduler, emu_threads[EMU_THREADS];

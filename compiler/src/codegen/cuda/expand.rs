@@ -2,8 +2,8 @@
 //! reductions. `softmax[axes](x)` becomes `exp(x - max[axes](x)) / sum[axes](exp(x - max[axes](x)))`
 //! and `normalize[axes](x)` becomes `(x - min[axes](x)) / (max[axes](x) - min[axes](x) + 1e-7)`,
 //! so that both are reductions (kept in scratch memory) plus elementwise work recomputed where it
-//! is used. `pc1[axis](x)` keeps a `Pc1` node for the projection only (see pc1.rs): its operand
-//! is centred here, and the sign is fixed here, as the interpreter's pc1.rs does.
+//! is used. `pc1[axis](x)` keeps a `Pc1` node for the centring and projection (see pc1.rs); the
+//! sign is fixed here, as the interpreter's pc1.rs does.
 
 use super::Error;
 use crate::axes::{Axis, AxisSet};
@@ -51,15 +51,13 @@ pub fn expand(kernel: &Kernel) -> Result<Kernel, Error> {
     })
 }
 
-/// `pc1[axis](x)`: `p = Pc1(x - mean[positions](x))`, then `p * (dot < 0 ? -1 : 1)` where `dot`
+/// `pc1[axis](x)`: `p = Pc1(x)` (centred inside the stage, in f64), then `p * (dot < 0 ? -1 : 1)` where `dot`
 /// is `p`'s inner product with the centred row sums `sum[axis](x)`.
 fn pc1(b: &mut Builder, axis: Axis, x: NodeId, ty: AxisSet, span: Span) -> NodeId {
     let features = AxisSet::SCALAR.with(axis);
     let positions = ty.minus(features);
     let scalar = AxisSet::SCALAR;
-    let mean = b.push(Op::Reduce(ReduceOp::Mean, positions, x), features, span);
-    let centred = b.push(Op::Binary(BinaryOp::Sub, x, mean), ty, span);
-    let projection = b.push(Op::Pc1(axis, centred), positions, span);
+    let projection = b.push(Op::Pc1(axis, x), positions, span);
     let sums = b.push(Op::Reduce(ReduceOp::Sum, features, x), positions, span);
     let mean_sum = b.push(Op::Reduce(ReduceOp::Mean, positions, sums), scalar, span);
     let sums = b.push(Op::Binary(BinaryOp::Sub, sums, mean_sum), positions, span);

@@ -8,7 +8,7 @@
 //!     float* scratch,                     // gridDim.x * scratch_floats(k,d,h,w) floats
 //!     int n, int k, int d, int h, int w); // d = 1 for 2-D layers
 //! ```
-//! Launch with `blockDim.x = 256` and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
+//! Launch with `blockDim.x = 512` and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
 //! every `gridDim.x`-th image after it. All of one image's work is done by one block: each
 //! reduction is a stage whose results go to that block's scratch slice, every other value is
 //! recomputed where it is used (inputs read straight from global memory), and the output stage
@@ -24,7 +24,7 @@ use crate::ir::{Kernel, NodeId, Op};
 use std::fmt::Write;
 
 /// Threads per block every entry point must be launched with.
-pub const THREADS: u32 = 256;
+pub const THREADS: u32 = 512;
 
 /// How a kernel input is stored: computation is f32 whatever the storage.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -82,7 +82,7 @@ pub enum Slot {
     /// A reduction's result, of this type.
     Values(AxisSet),
     /// `pc1[axis]` of a tensor over `positions` and `axis`: the projection (one value per
-    /// position), the centred matrix, its Gram matrix and two f64 vectors (see `pc1.rs`).
+    /// position), then in f64 the matrix, its Gram matrix and three vectors (see `pc1.rs`).
     Pc1 { positions: AxisSet, axis: Axis },
 }
 
@@ -97,7 +97,7 @@ impl Slot {
             Slot::Pc1 { positions, axis } => {
                 let (rows, cols) = (product(positions, &size), size(axis));
                 let m = rows.min(cols);
-                rows + rows * cols + m * m + 6 * m + 2
+                rows + 2 * rows * cols + 2 * m * m + 6 * m + 2
             }
         }
     }

@@ -1,7 +1,8 @@
-//! `pc1[axis](x)` on the GPU. The expansion (expand.rs) centres `x` and fixes the sign with
-//! ordinary nodes; what is left, the projection of the centred matrix `M` (positions × features)
-//! on its first right singular vector, is one stage: `M` is written to scratch, its smaller Gram
-//! matrix (`M Mᵀ` or `Mᵀ M`, like the interpreter's pc1.rs) is built by the whole block, and
+//! `pc1[axis](x)` on the GPU. The expansion (expand.rs) fixes the sign with ordinary nodes; what
+//! is left, the projection of the centred matrix `M` (positions × features) on its first right
+//! singular vector, is one stage: `x` is written to scratch in f64 and centred there (centring in
+//! f32 moved the projection by 1e-4 at k = 2048 on an H100, against 1e-5 allowed), its smaller Gram
+//! matrix (`M Mᵀ` or `Mᵀ M`, like the interpreter's pc1.rs) is built in f64 by the whole block, and
 //! its top eigenvector is found by power iteration in f64 from the Gram column with the largest
 //! diagonal, in rounds of 8 steps, until a round moves it by less than 1e-13 (at most 20000
 //! steps).
@@ -12,11 +13,11 @@ use crate::ir::NodeId;
 use std::fmt::Write;
 
 pub const PRELUDE: &str = r#"
-// pc1: scratch floats for `rows` positions of `cols` features: the projection, M, the Gram
-// matrix, three f64 vectors and alignment slack.
+// pc1: scratch floats for `rows` positions of `cols` features: the projection, then in f64 M,
+// the Gram matrix and three vectors, and alignment slack.
 __host__ __device__ __forceinline__ long long camc_pc1_floats(long long rows, long long cols) {
     const long long m = rows < cols ? rows : cols;
-    return rows + rows * cols + m * m + 6 * m + 2;
+    return rows + 2 * rows * cols + 2 * m * m + 6 * m + 2;
 }
 
 // Block-wide sum (J = 0) or maximum (J = 1) of one value per thread: every thread adds up the
@@ -30,11 +31,18 @@ template <int J> __device__ double camc_block_join(double v, double* red) {
     return result;
 }
 
-// The projection of m (rows x cols, row-major, columns centred) on its first right singular
-// vector, one value per row, into `proj`; the sign is left to the caller. A matrix with a
-// non-finite value gives NaN.
-__device__ void camc_pc1(const float* m, long long rows, long long cols, float* gram, double* u,
+// Centres the columns of m (rows x cols, row-major), then writes its projection on its first
+// right singular vector, one value per row, into `proj`; the sign is left to the caller. A
+// matrix with a non-finite value gives NaN.
+__device__ void camc_pc1(double* m, long long rows, long long cols, double* gram, double* u,
                          double* w, double* last, float* proj, double* red) {
+    for (long long c = threadIdx.x; c < cols; c += CAMC_THREADS) {
+        double mean = 0.0;
+        for (long long r = 0; r < rows; ++r) mean += m[r * cols + c];
+        mean /= (double)rows;
+        for (long long r = 0; r < rows; ++r) m[r * cols + c] -= mean;
+    }
+    __syncthreads();
     const bool by_rows = rows <= cols;
     const long long n = by_rows ? rows : cols, inner = by_rows ? cols : rows;
     double bad = 0.0;
@@ -46,7 +54,7 @@ __device__ void camc_pc1(const float* m, long long rows, long long cols, float* 
             const double b = by_rows ? m[j * cols + t] : m[t * cols + j];
             acc += a * b;
         }
-        gram[e] = (float)acc;
+        gram[e] = acc;
         if (!(acc - acc == 0.0)) bad = 1.0;
     }
     bad = camc_block_join<1>(bad, red);
@@ -104,7 +112,7 @@ __device__ void camc_pc1(const float* m, long long rows, long long cols, float* 
         } else if (by_rows) {
             p = u[r] * sqrt(fmax(value, 0.0));
         } else {
-            for (long long c = 0; c < cols; ++c) p += (double)m[r * cols + c] * u[c];
+            for (long long c = 0; c < cols; ++c) p += m[r * cols + c] * u[c];
         }
         proj[r] = (float)p;
     }
@@ -113,7 +121,7 @@ __device__ void camc_pc1(const float* m, long long rows, long long cols, float* 
 "#;
 
 impl Stages<'_> {
-    /// Writes the centred matrix of `x` to scratch (row = position, column = `axis`), then
+    /// Writes the matrix of `x` to scratch (row = position, column = `axis`), then
     /// calls `camc_pc1` to put the projection in the node's slice.
     pub(super) fn pc1(&self, out: &mut String, id: NodeId, axis: Axis, x: NodeId) {
         let xty = self.kernel.node(x).ty;
@@ -130,12 +138,12 @@ impl Stages<'_> {
             out,
             "{IN}const long long rows = {rows}, cols = {cols}, m = rows < cols ? rows : cols;"
         );
-        let _ = writeln!(out, "{IN}float* const matrix = {s} + rows;");
-        let _ = writeln!(out, "{IN}float* const gram = matrix + rows * cols;");
         let _ = writeln!(
             out,
-            "{IN}double* const u = (double*)(((unsigned long long)(gram + m * m) + 7) & ~7ULL);"
+            "{IN}double* const matrix = (double*)(((unsigned long long)({s} + rows) + 7) & ~7ULL);"
         );
+        let _ = writeln!(out, "{IN}double* const gram = matrix + rows * cols;");
+        let _ = writeln!(out, "{IN}double* const u = gram + m * m;");
         let _ = writeln!(
             out,
             "{IN}for (long long e = threadIdx.x; e < rows * cols; e += CAMC_THREADS) {{"

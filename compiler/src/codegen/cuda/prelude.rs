@@ -2,7 +2,7 @@
 //! split of a block's threads over a reduction. It needs no header, so NVRTC compiles it with no
 //! include path.
 
-pub const PRELUDE: &str = r#"#define CAMC_THREADS 256
+pub const PRELUDE: &str = r#"#define CAMC_THREADS 512
 #define CAMC_NAN_F __int_as_float(0x7fc00000)
 #define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
 #define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
@@ -55,13 +55,16 @@ template <int J> __device__ __forceinline__ double camc_warp_join(double v, int 
 // P = CAMC_THREADS / g outputs are done at once. Otherwise the outputs are contiguous and
 // P consecutive threads take P consecutive outputs, g = CAMC_THREADS / P threads per output.
 struct camc_split { int g, p, slot, lane; };
-__device__ __forceinline__ camc_split camc_split_for(long long O, long long R, bool inner) {
+__device__ __forceinline__ camc_split camc_split_for(int O, int R, bool inner) {
     const int t = threadIdx.x;
     camc_split s;
     if (inner) {
         int g = 1;
         while (g < R && g < CAMC_THREADS) g *= 2;
         if (O >= CAMC_THREADS / 32 && g > 32) g = 32;
+        // Smaller groups when every thread still has work: each lane then issues up to eight
+        // independent loads per output, which keeps enough reads in flight (measured on an H100).
+        while (g > 1 && (g / 2) * 8 >= R && O * (g / 2) >= CAMC_THREADS) g /= 2;
         s.g = g; s.p = CAMC_THREADS / g; s.slot = t / g; s.lane = t % g;
     } else {
         const int p = O < 1 ? 1 : (O < CAMC_THREADS ? (int)O : CAMC_THREADS);

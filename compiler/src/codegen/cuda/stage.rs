@@ -24,7 +24,7 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
         "__device__ __forceinline__ void camc_body(\n    {inputs}float* __restrict__ out, float* __restrict__ scratch, int n, int k, int d, int h, int w) {{"
     );
     out.push_str("    __shared__ double camc_red[2 * CAMC_THREADS];\n");
-    out.push_str("    const long long K = k, D = d, H = h, W = w;\n");
+    out.push_str("    const int K = k, D = d, H = h, W = w;\n");
     let slots: Vec<String> = scratch
         .iter()
         .map(|&id| super::slot(kernel, id).c_size())
@@ -94,19 +94,19 @@ impl Stages<'_> {
         );
         let _ = writeln!(
             out,
-            "{IN}const long long O = {}, R = {};",
+            "{IN}const int O = {}, R = {};",
             size_expr(kept),
             size_expr(axes)
         );
         let _ = writeln!(out, "{IN}const bool inner = {inner};");
         let _ = writeln!(out, "{IN}const camc_split sp = camc_split_for(O, R, inner);");
-        let _ = writeln!(out, "{IN}for (long long base = 0; base < O; base += sp.p) {{");
-        let _ = writeln!(out, "{IN}    const long long o = base + sp.slot;");
+        let _ = writeln!(out, "{IN}for (int base = 0; base < O; base += sp.p) {{");
+        let _ = writeln!(out, "{IN}    const int o = base + sp.slot;");
         let _ = writeln!(out, "{IN}    double a0 = {init}, a1 = 0.0;");
         let _ = writeln!(out, "{IN}    if (o < O && sp.lane < sp.g) {{");
         let _ = writeln!(
             out,
-            "{IN}        for (long long r = sp.lane; r < R; r += sp.g) {{"
+            "{IN}        #pragma unroll 4\n{IN}        for (int r = sp.lane; r < R; r += sp.g) {{"
         );
         let indent = format!("{IN2}        ");
         declare(out, &indent, xty);
@@ -167,7 +167,7 @@ impl Stages<'_> {
         let _ = writeln!(out, "{IN}float* const y = out + img * ({});", size_expr(ty));
         let _ = writeln!(
             out,
-            "{IN}for (long long e = threadIdx.x; e < {}; e += CAMC_THREADS) {{",
+            "{IN}for (int e = threadIdx.x; e < {}; e += CAMC_THREADS) {{",
             size_expr(ty)
         );
         declare(out, IN2, ty);
@@ -216,7 +216,7 @@ impl Stages<'_> {
 pub(super) fn declare(out: &mut String, indent: &str, ty: AxisSet) {
     let names: Vec<String> = ty.iter().map(|a| format!("i_{a}")).collect();
     if !names.is_empty() {
-        let _ = writeln!(out, "{indent}long long {};", names.join(", "));
+        let _ = writeln!(out, "{indent}int {};", names.join(", "));
     }
 }
 
@@ -229,7 +229,7 @@ pub(super) fn decompose(out: &mut String, indent: &str, flat: &str, ty: AxisSet)
             let _ = writeln!(out, "{indent}i_{} = {flat};", axes[0]);
         }
         _ => {
-            let _ = write!(out, "{indent}{{ long long t = {flat};");
+            let _ = write!(out, "{indent}{{ int t = {flat};");
             for (i, a) in axes.iter().enumerate().rev() {
                 if i == 0 {
                     let _ = write!(out, " i_{a} = t;");

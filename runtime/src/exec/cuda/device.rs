@@ -113,19 +113,38 @@ impl Device {
         launch: &Launch<'_>,
         out: &mut [f32],
     ) -> Result<(), String> {
-        let stream = &self.stream;
-        buffers.inputs.resize_with(launch.inputs.len(), || None);
-        for (slot, bytes) in buffers.inputs.iter_mut().zip(&launch.inputs) {
-            ensure(stream, slot, bytes.len())?;
+        self.upload(buffers, &launch.inputs)?;
+        self.launch(func, buffers, launch)?;
+        let Some(dev_out) = buffers.out.as_ref() else {
+            return Err("device buffers missing".into());
+        };
+        self.stream
+            .memcpy_dtoh(&dev_out.slice(0..launch.out_len), &mut out[..launch.out_len])
+            .map_err(|e| driver_error("copy from the GPU", e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| driver_error("kernel execution", e))
+    }
+
+    /// Copies each input into its device buffer (grown when too small).
+    fn upload(&self, buffers: &mut Buffers, inputs: &[&[u8]]) -> Result<(), String> {
+        buffers.inputs.resize_with(inputs.len(), || None);
+        for (slot, bytes) in buffers.inputs.iter_mut().zip(inputs) {
+            ensure(&self.stream, slot, bytes.len())?;
             if let Some(buffer) = slot.as_mut() {
                 let mut view = buffer.slice_mut(0..bytes.len());
-                stream
+                self.stream
                     .memcpy_htod(*bytes, &mut view)
                     .map_err(|e| driver_error("copy to the GPU", e))?;
             }
         }
-        ensure(stream, &mut buffers.out, launch.out_len)?;
-        ensure(stream, &mut buffers.scratch, launch.scratch_len)?;
+        Ok(())
+    }
+
+    /// Queues one launch of `func` on the uploaded inputs (no synchronization).
+    fn launch(&self, func: &CudaFunction, buffers: &mut Buffers, launch: &Launch<'_>) -> Result<(), String> {
+        ensure(&self.stream, &mut buffers.out, launch.out_len)?;
+        ensure(&self.stream, &mut buffers.scratch, launch.scratch_len)?;
         let (Some(dev_out), Some(scratch)) = (buffers.out.as_mut(), buffers.scratch.as_mut()) else {
             return Err("device buffers missing".into());
         };
@@ -134,7 +153,7 @@ impl Device {
             block_dim: (camc_compiler::codegen::cuda::THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut builder = stream.launch_builder(func);
+        let mut builder = self.stream.launch_builder(func);
         for input in buffers.inputs.iter().flatten() {
             builder.arg(input);
         }
@@ -145,12 +164,74 @@ impl Device {
         // SAFETY: the arguments match the entry point's ABI (docs/cuda.md): a pointer per input,
         // the output and scratch buffers sized for `n` images and `grid` blocks, then n, k, d, h, w.
         unsafe { builder.launch(config) }.map_err(|e| driver_error("kernel launch", e))?;
-        let result = dev_out.slice(0..launch.out_len);
-        stream
-            .memcpy_dtoh(&result, &mut out[..launch.out_len])
-            .map_err(|e| driver_error("copy from the GPU", e))?;
-        stream
-            .synchronize()
-            .map_err(|e| driver_error("kernel execution", e))
+        Ok(())
     }
+
+    /// GPU time in milliseconds of `work`, measured with events on the stream.
+    fn time(&self, work: impl FnOnce() -> Result<(), String>) -> Result<f64, String> {
+        let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self
+            .stream
+            .record_event(timed)
+            .map_err(|e| driver_error("event", e))?;
+        work()?;
+        let end = self
+            .stream
+            .record_event(timed)
+            .map_err(|e| driver_error("event", e))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(|e| driver_error("kernel execution", e))?;
+        Ok(f64::from(ms))
+    }
+
+    /// For benchmarks: uploads the inputs once, then the best GPU time of `repeats` launches and
+    /// of `repeats` device-to-device copies of the same input bytes.
+    pub fn profile(
+        &self,
+        func: &CudaFunction,
+        buffers: &mut Buffers,
+        launch: &Launch<'_>,
+        repeats: usize,
+    ) -> Result<Timing, String> {
+        self.upload(buffers, &launch.inputs)?;
+        let mut copies: Vec<CudaSlice<u8>> = launch
+            .inputs
+            .iter()
+            .map(|b| {
+                self.stream
+                    .alloc_zeros::<u8>(b.len().max(1))
+                    .map_err(|e| driver_error("device allocation", e))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut timing = Timing {
+            kernel_ms: f64::INFINITY,
+            copy_ms: f64::INFINITY,
+        };
+        self.launch(func, buffers, launch)?;
+        for _ in 0..repeats.max(1) {
+            let kernel = self.time(|| self.launch(func, buffers, launch))?;
+            timing.kernel_ms = timing.kernel_ms.min(kernel);
+            let copy = self.time(|| {
+                let sources = buffers.inputs.iter().flatten().zip(&launch.inputs);
+                for ((source, bytes), target) in sources.zip(copies.iter_mut()) {
+                    self.stream
+                        .memcpy_dtod(&source.slice(0..bytes.len()), target)
+                        .map_err(|e| driver_error("device copy", e))?;
+                }
+                Ok(())
+            })?;
+            timing.copy_ms = timing.copy_ms.min(copy);
+        }
+        Ok(timing)
+    }
+}
+
+/// Best GPU times of [`Device::profile`].
+#[derive(Copy, Clone, Debug)]
+pub struct Timing {
+    /// One launch of the kernel on inputs already on the device.
+    pub kernel_ms: f64,
+    /// A device-to-device copy of the same input bytes (each byte read once and written once).
+    pub copy_ms: f64,
 }

@@ -7,15 +7,17 @@ pub mod cache;
 mod device;
 pub mod nvrtc;
 
-pub use device::gpu_present;
+pub use device::{gpu_present, Timing};
 
 use super::{check_batch, Batch, Data, ExecError, Executor};
 use crate::dims::Dims;
+use cache::{KernelCache, Origin};
 use camc_compiler::codegen::cuda::{self, Dtype};
 use camc_compiler::ir::Kernel;
 use cudarc::driver::CudaFunction;
 use device::{Buffers, Device, Launch};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 fn backend(message: impl Into<String>) -> ExecError {
     ExecError::Backend {
@@ -24,16 +26,20 @@ fn backend(message: impl Into<String>) -> ExecError {
     }
 }
 
-/// PTX for the kernel's entry point for `dtypes`, through the process and disk caches.
-/// Returns the PTX and the entry point's name. Needs only NVRTC.
-pub fn ptx_for(kernel: &Kernel, dtypes: &[Dtype], arch: &str) -> Result<(String, String), String> {
+/// PTX for the kernel's entry point for `dtypes`, through `cache`. Returns the PTX, the entry
+/// point's name and where the PTX came from. Needs only NVRTC.
+pub fn ptx_for(
+    kernel: &Kernel,
+    dtypes: &[Dtype],
+    arch: &str,
+    cache: &KernelCache,
+) -> Result<(Arc<str>, String, Origin), String> {
     let source = cuda::write(kernel, &[dtypes.to_vec()]).map_err(|e| e.to_string())?;
     let version = nvrtc::version()?;
     let key = cache::key(&source.text, version, arch);
     let name = format!("{}.cu", kernel.name);
-    let (ptx, _) = cache::KernelCache::global()
-        .get_or_compile(&key, || nvrtc::compile_ptx(&source.text, &name, arch))?;
-    Ok((ptx.to_string(), source.entries[0].clone()))
+    let (ptx, origin) = cache.get_or_compile(&key, || nvrtc::compile_ptx(&source.text, &name, arch))?;
+    Ok((ptx, source.entries[0].clone(), origin))
 }
 
 pub struct CudaExecutor {
@@ -44,6 +50,7 @@ pub struct CudaExecutor {
     buffers: Buffers,
     scratch_floats: usize,
     max_images: usize,
+    cache: Option<Arc<KernelCache>>,
 }
 
 impl CudaExecutor {
@@ -51,6 +58,16 @@ impl CudaExecutor {
     /// first batch, whose dtypes pick the entry point.
     pub fn new(kernel: &Kernel, dims: Dims) -> Result<CudaExecutor, ExecError> {
         let source = cuda::write(kernel, &[]).map_err(|e| backend(e.to_string()))?;
+        // The kernel indexes within one image in 32-bit integers (64-bit only across images).
+        let largest = kernel
+            .inputs
+            .iter()
+            .map(|i| i.ty)
+            .chain([kernel.output_ty()])
+            .map(|ty| dims.len(ty))
+            .max()
+            .unwrap_or(0);
+        size_i32(largest, "values per image of one tensor")?;
         nvrtc::available().map_err(backend)?;
         let device = Device::open().map_err(backend)?;
         Ok(CudaExecutor {
@@ -61,7 +78,14 @@ impl CudaExecutor {
             buffers: Buffers::default(),
             scratch_floats: source.scratch_floats(|a| dims.size(a)),
             max_images: 65536,
+            cache: None,
         })
+    }
+
+    /// Uses `cache` for compiled kernels instead of the process-wide one.
+    pub fn with_cache(mut self, cache: Arc<KernelCache>) -> CudaExecutor {
+        self.cache = Some(cache);
+        self
     }
 
     /// Caps the images of one launch (65536 by default; fewer where device memory is short).
@@ -69,14 +93,59 @@ impl CudaExecutor {
         self.max_images = images.max(1);
     }
 
-    fn function(&mut self, dtypes: &[Dtype]) -> Result<CudaFunction, ExecError> {
-        if let Some(f) = self.functions.get(dtypes) {
-            return Ok(f.clone());
+    /// Compiles (or finds in a cache) and loads the entry point for inputs of `dtypes`; says
+    /// where it came from. A run does this itself on its first batch of these dtypes.
+    pub fn prepare(&mut self, dtypes: &[Dtype]) -> Result<Origin, ExecError> {
+        if self.functions.contains_key(dtypes) {
+            return Ok(Origin::Memory);
         }
-        let (ptx, entry) = ptx_for(&self.kernel, dtypes, &self.device.arch).map_err(backend)?;
+        let cache = self.cache.as_deref().unwrap_or_else(|| KernelCache::global());
+        let (ptx, entry, origin) =
+            ptx_for(&self.kernel, dtypes, &self.device.arch, cache).map_err(backend)?;
         let f = self.device.load(&ptx, &entry).map_err(backend)?;
-        self.functions.insert(dtypes.to_vec(), f.clone());
-        Ok(f)
+        self.functions.insert(dtypes.to_vec(), f);
+        Ok(origin)
+    }
+
+    fn function(&mut self, dtypes: &[Dtype]) -> Result<CudaFunction, ExecError> {
+        self.prepare(dtypes)?;
+        self.functions
+            .get(dtypes)
+            .cloned()
+            .ok_or_else(|| backend("the kernel was not loaded"))
+    }
+
+    /// For benchmarks: the best GPU time of `repeats` launches over the whole batch at once
+    /// (inputs uploaded beforehand), and of a device-to-device copy of the same input bytes.
+    pub fn profile(&mut self, batch: &Batch<'_>, repeats: usize) -> Result<Timing, ExecError> {
+        let out_len = self.dims.len(self.kernel.output_ty());
+        check_batch(&self.kernel, self.dims, batch, &vec![0.0; batch.n * out_len])?;
+        let dtypes: Vec<Dtype> = batch.inputs.iter().map(dtype).collect();
+        let function = self.function(&dtypes)?;
+        let inputs: Vec<&[u8]> = batch.inputs.iter().map(bytes).collect();
+        let launch = self.launch(inputs, batch.n)?;
+        self.device
+            .profile(&function, &mut self.buffers, &launch, repeats)
+            .map_err(backend)
+    }
+
+    /// The launch of `count` images whose input bytes are `inputs`.
+    fn launch<'a>(&self, inputs: Vec<&'a [u8]>, count: usize) -> Result<Launch<'a>, ExecError> {
+        let dims = self.dims;
+        let grid = count.min(8 * self.device.multiprocessors).max(1);
+        Ok(Launch {
+            inputs,
+            out_len: count * dims.len(self.kernel.output_ty()),
+            scratch_len: grid * self.scratch_floats,
+            grid: grid as u32,
+            n: size_i32(count, "images per launch")?,
+            sizes: [
+                size_i32(dims.k, "k")?,
+                size_i32(dims.d, "d")?,
+                size_i32(dims.h, "h")?,
+                size_i32(dims.w, "w")?,
+            ],
+        })
     }
 
     /// Images per launch: what half the free device memory holds, at most `max_images`.
@@ -131,14 +200,7 @@ impl Executor for CudaExecutor {
         let dtypes: Vec<Dtype> = batch.inputs.iter().map(dtype).collect();
         let function = self.function(&dtypes)?;
         let chunk = self.chunk(batch)?;
-        let dims = self.dims;
-        let sizes = [
-            size_i32(dims.k, "k")?,
-            size_i32(dims.d, "d")?,
-            size_i32(dims.h, "h")?,
-            size_i32(dims.w, "w")?,
-        ];
-        let out_len = dims.len(self.kernel.output_ty());
+        let out_len = self.dims.len(self.kernel.output_ty());
         let all: Vec<&[u8]> = batch.inputs.iter().map(bytes).collect();
         let mut start = 0;
         while start < batch.n {
@@ -150,15 +212,7 @@ impl Executor for CudaExecutor {
                     &b[start * per..(start + count) * per]
                 })
                 .collect();
-            let grid = count.min(8 * self.device.multiprocessors).max(1);
-            let launch = Launch {
-                inputs,
-                out_len: count * out_len,
-                scratch_len: grid * self.scratch_floats,
-                grid: grid as u32,
-                n: size_i32(count, "images per launch")?,
-                sizes,
-            };
+            let launch = self.launch(inputs, count)?;
             let target = &mut out[start * out_len..(start + count) * out_len];
             self.device
                 .run(&function, &mut self.buffers, &launch, target)

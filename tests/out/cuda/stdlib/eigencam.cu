@@ -3,13 +3,13 @@
 //   extern "C" __global__ void camc_eigencam_<dtype>(
 //     const T0* in0,  // `A` [k,h,w] per image
 //     float* out,  // [h,w] per image
-//     float* scratch,  // gridDim.x * (k + camc_pc1_floats(h*w, k) + h*w + 1 + 1) floats
+//     float* scratch,  // gridDim.x * (camc_pc1_floats(h*w, k) + h*w + 1 + 1) floats
 //     int n, int k, int d, int h, int w);  // d = 1 for 2-D layers
 // T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
-// Launch: blockDim.x = 256, any gridDim.x >= 1 (images are grid-strided),
+// Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
 // no dynamic shared memory.
 
-#define CAMC_THREADS 256
+#define CAMC_THREADS 512
 #define CAMC_NAN_F __int_as_float(0x7fc00000)
 #define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
 #define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
@@ -62,13 +62,16 @@ template <int J> __device__ __forceinline__ double camc_warp_join(double v, int 
 // P = CAMC_THREADS / g outputs are done at once. Otherwise the outputs are contiguous and
 // P consecutive threads take P consecutive outputs, g = CAMC_THREADS / P threads per output.
 struct camc_split { int g, p, slot, lane; };
-__device__ __forceinline__ camc_split camc_split_for(long long O, long long R, bool inner) {
+__device__ __forceinline__ camc_split camc_split_for(int O, int R, bool inner) {
     const int t = threadIdx.x;
     camc_split s;
     if (inner) {
         int g = 1;
         while (g < R && g < CAMC_THREADS) g *= 2;
         if (O >= CAMC_THREADS / 32 && g > 32) g = 32;
+        // Smaller groups when every thread still has work: each lane then issues up to eight
+        // independent loads per output, which keeps enough reads in flight (measured on an H100).
+        while (g > 1 && (g / 2) * 8 >= R && O * (g / 2) >= CAMC_THREADS) g /= 2;
         s.g = g; s.p = CAMC_THREADS / g; s.slot = t / g; s.lane = t % g;
     } else {
         const int p = O < 1 ? 1 : (O < CAMC_THREADS ? (int)O : CAMC_THREADS);
@@ -82,11 +85,11 @@ __device__ __forceinline__ int camc_member(camc_split s, bool inner, int m) {
     return inner ? s.slot * s.g + m : m * s.p + s.slot;
 }
 
-// pc1: scratch floats for `rows` positions of `cols` features: the projection, M, the Gram
-// matrix, three f64 vectors and alignment slack.
+// pc1: scratch floats for `rows` positions of `cols` features: the projection, then in f64 M,
+// the Gram matrix and three vectors, and alignment slack.
 __host__ __device__ __forceinline__ long long camc_pc1_floats(long long rows, long long cols) {
     const long long m = rows < cols ? rows : cols;
-    return rows + rows * cols + m * m + 6 * m + 2;
+    return rows + 2 * rows * cols + 2 * m * m + 6 * m + 2;
 }
 
 // Block-wide sum (J = 0) or maximum (J = 1) of one value per thread: every thread adds up the
@@ -100,11 +103,18 @@ template <int J> __device__ double camc_block_join(double v, double* red) {
     return result;
 }
 
-// The projection of m (rows x cols, row-major, columns centred) on its first right singular
-// vector, one value per row, into `proj`; the sign is left to the caller. A matrix with a
-// non-finite value gives NaN.
-__device__ void camc_pc1(const float* m, long long rows, long long cols, float* gram, double* u,
+// Centres the columns of m (rows x cols, row-major), then writes its projection on its first
+// right singular vector, one value per row, into `proj`; the sign is left to the caller. A
+// matrix with a non-finite value gives NaN.
+__device__ void camc_pc1(double* m, long long rows, long long cols, double* gram, double* u,
                          double* w, double* last, float* proj, double* red) {
+    for (long long c = threadIdx.x; c < cols; c += CAMC_THREADS) {
+        double mean = 0.0;
+        for (long long r = 0; r < rows; ++r) mean += m[r * cols + c];
+        mean /= (double)rows;
+        for (long long r = 0; r < rows; ++r) m[r * cols + c] -= mean;
+    }
+    __syncthreads();
     const bool by_rows = rows <= cols;
     const long long n = by_rows ? rows : cols, inner = by_rows ? cols : rows;
     double bad = 0.0;
@@ -116,7 +126,7 @@ __device__ void camc_pc1(const float* m, long long rows, long long cols, float* 
             const double b = by_rows ? m[j * cols + t] : m[t * cols + j];
             acc += a * b;
         }
-        gram[e] = (float)acc;
+        gram[e] = acc;
         if (!(acc - acc == 0.0)) bad = 1.0;
     }
     bad = camc_block_join<1>(bad, red);
@@ -174,7 +184,7 @@ __device__ void camc_pc1(const float* m, long long rows, long long cols, float* 
         } else if (by_rows) {
             p = u[r] * sqrt(fmax(value, 0.0));
         } else {
-            for (long long c = 0; c < cols; ++c) p += (double)m[r * cols + c] * u[c];
+            for (long long c = 0; c < cols; ++c) p += m[r * cols + c] * u[c];
         }
         proj[r] = (float)p;
     }
@@ -185,78 +195,40 @@ template <typename T0>
 __device__ __forceinline__ void camc_body(
     const T0* __restrict__ in0, float* __restrict__ out, float* __restrict__ scratch, int n, int k, int d, int h, int w) {
     __shared__ double camc_red[2 * CAMC_THREADS];
-    const long long K = k, D = d, H = h, W = w;
-    float* const s = scratch + (long long)blockIdx.x * (K + camc_pc1_floats(H*W, K) + H*W + 1 + 1);
+    const int K = k, D = d, H = h, W = w;
+    float* const s = scratch + (long long)blockIdx.x * (camc_pc1_floats(H*W, K) + H*W + 1 + 1);
     float* const s1 = s + 0;
-    float* const s3 = s + 0 + K;
-    float* const s4 = s + 0 + K + camc_pc1_floats(H*W, K);
-    float* const s5 = s + 0 + K + camc_pc1_floats(H*W, K) + H*W;
-    float* const s8 = s + 0 + K + camc_pc1_floats(H*W, K) + H*W + 1;
+    float* const s2 = s + 0 + camc_pc1_floats(H*W, K);
+    float* const s3 = s + 0 + camc_pc1_floats(H*W, K) + H*W;
+    float* const s6 = s + 0 + camc_pc1_floats(H*W, K) + H*W + 1;
     for (long long img = blockIdx.x; img < n; img += gridDim.x) {
         const T0* const x0 = in0 + img * (K*H*W);
-        { // %1 = mean[h,w](%0): [k,h,w] -> [k]
-            const long long O = K, R = H*W;
-            const bool inner = true;
-            const camc_split sp = camc_split_for(O, R, inner);
-            for (long long base = 0; base < O; base += sp.p) {
-                const long long o = base + sp.slot;
-                double a0 = 0.0, a1 = 0.0;
-                if (o < O && sp.lane < sp.g) {
-                    for (long long r = sp.lane; r < R; r += sp.g) {
-                        long long i_k, i_h, i_w;
-                        i_k = o;
-                        { long long t = r; i_w = t % W; t /= W; i_h = t; }
-                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
-                        a0 += (double)v0;
-                    }
-                }
-                if (inner && sp.g <= 32) {
-                    a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s1[o] = (float)(a0 / (double)R);
-                } else {
-                    camc_red[threadIdx.x] = a0;
-                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
-                    __syncthreads();
-                    if (o < O && sp.lane == 0) {
-                        for (int m = 1; m < sp.g; ++m) {
-                            const int t = camc_member(sp, inner, m);
-                            a0 = camc_join<0>(a0, camc_red[t]);
-                            a1 += camc_red[CAMC_THREADS + t];
-                        }
-                        s1[o] = (float)(a0 / (double)R);
-                    }
-                    __syncthreads();
-                }
-            }
-            __syncthreads();
-        }
-        { // %3 = pc1[k](%2): [k,h,w] -> [h,w]
+        { // %1 = pc1[k](%0): [k,h,w] -> [h,w]
             const long long rows = H*W, cols = K, m = rows < cols ? rows : cols;
-            float* const matrix = s3 + rows;
-            float* const gram = matrix + rows * cols;
-            double* const u = (double*)(((unsigned long long)(gram + m * m) + 7) & ~7ULL);
+            double* const matrix = (double*)(((unsigned long long)(s1 + rows) + 7) & ~7ULL);
+            double* const gram = matrix + rows * cols;
+            double* const u = gram + m * m;
             for (long long e = threadIdx.x; e < rows * cols; e += CAMC_THREADS) {
-                long long i_k, i_h, i_w;
-                { long long t = e; i_w = t % W; t /= W; i_h = t % H; t /= H; i_k = t; }
+                int i_k, i_h, i_w;
+                { int t = e; i_w = t % W; t /= W; i_h = t % H; t /= H; i_k = t; }
                 const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
-                const float v1 = s1[i_k];
-                const float v2 = v0 - v1;
-                matrix[((i_h) * W + i_w) * cols + i_k] = v2;
+                matrix[((i_h) * W + i_w) * cols + i_k] = v0;
             }
             __syncthreads();
-            camc_pc1(matrix, rows, cols, gram, u, u + m, u + 2 * m, s3, camc_red);
+            camc_pc1(matrix, rows, cols, gram, u, u + m, u + 2 * m, s1, camc_red);
         }
-        { // %4 = sum[k](%0): [k,h,w] -> [h,w]
-            const long long O = H*W, R = K;
+        { // %2 = sum[k](%0): [k,h,w] -> [h,w]
+            const int O = H*W, R = K;
             const bool inner = false;
             const camc_split sp = camc_split_for(O, R, inner);
-            for (long long base = 0; base < O; base += sp.p) {
-                const long long o = base + sp.slot;
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
                 double a0 = 0.0, a1 = 0.0;
                 if (o < O && sp.lane < sp.g) {
-                    for (long long r = sp.lane; r < R; r += sp.g) {
-                        long long i_k, i_h, i_w;
-                        { long long t = o; i_w = t % W; t /= W; i_h = t; }
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_k, i_h, i_w;
+                        { int t = o; i_w = t % W; t /= W; i_h = t; }
                         i_k = r;
                         const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
                         a0 += (double)v0;
@@ -264,7 +236,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s4[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) s2[o] = (float)(a0);
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -275,31 +247,32 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s4[o] = (float)(a0);
+                        s2[o] = (float)(a0);
                     }
                     __syncthreads();
                 }
             }
             __syncthreads();
         }
-        { // %5 = mean[h,w](%4): [h,w] -> []
-            const long long O = 1, R = H*W;
+        { // %3 = mean[h,w](%2): [h,w] -> []
+            const int O = 1, R = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
-            for (long long base = 0; base < O; base += sp.p) {
-                const long long o = base + sp.slot;
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
                 double a0 = 0.0, a1 = 0.0;
                 if (o < O && sp.lane < sp.g) {
-                    for (long long r = sp.lane; r < R; r += sp.g) {
-                        long long i_h, i_w;
-                        { long long t = r; i_w = t % W; t /= W; i_h = t; }
-                        const float v4 = s4[(i_h) * W + i_w];
-                        a0 += (double)v4;
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_h, i_w;
+                        { int t = r; i_w = t % W; t /= W; i_h = t; }
+                        const float v2 = s2[(i_h) * W + i_w];
+                        a0 += (double)v2;
                     }
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s5[o] = (float)(a0 / (double)R);
+                    if (o < O && sp.lane == 0) s3[o] = (float)(a0 / (double)R);
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -310,35 +283,36 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s5[o] = (float)(a0 / (double)R);
+                        s3[o] = (float)(a0 / (double)R);
                     }
                     __syncthreads();
                 }
             }
             __syncthreads();
         }
-        { // %8 = sum[h,w](%7): [h,w] -> []
-            const long long O = 1, R = H*W;
+        { // %6 = sum[h,w](%5): [h,w] -> []
+            const int O = 1, R = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
-            for (long long base = 0; base < O; base += sp.p) {
-                const long long o = base + sp.slot;
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
                 double a0 = 0.0, a1 = 0.0;
                 if (o < O && sp.lane < sp.g) {
-                    for (long long r = sp.lane; r < R; r += sp.g) {
-                        long long i_h, i_w;
-                        { long long t = r; i_w = t % W; t /= W; i_h = t; }
-                        const float v3 = s3[(i_h) * W + i_w];
-                        const float v4 = s4[(i_h) * W + i_w];
-                        const float v5 = s5[0];
-                        const float v6 = v4 - v5;
-                        const float v7 = v3 * v6;
-                        a0 += (double)v7;
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_h, i_w;
+                        { int t = r; i_w = t % W; t /= W; i_h = t; }
+                        const float v1 = s1[(i_h) * W + i_w];
+                        const float v2 = s2[(i_h) * W + i_w];
+                        const float v3 = s3[0];
+                        const float v4 = v2 - v3;
+                        const float v5 = v1 * v4;
+                        a0 += (double)v5;
                     }
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s8[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) s6[o] = (float)(a0);
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -349,7 +323,7 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s8[o] = (float)(a0);
+                        s6[o] = (float)(a0);
                     }
                     __syncthreads();
                 }
@@ -358,19 +332,19 @@ __device__ __forceinline__ void camc_body(
         }
         { // output [h,w]
             float* const y = out + img * (H*W);
-            for (long long e = threadIdx.x; e < H*W; e += CAMC_THREADS) {
-                long long i_h, i_w;
-                { long long t = e; i_w = t % W; t /= W; i_h = t; }
-                const float v3 = s3[(i_h) * W + i_w];
-                const float v8 = s8[0];
-                const float v9 = 0e0f;
-                const float v10 = (v8 < v9 ? 1.0f : 0.0f);
-                const float v11 = (-1e0f);
-                const float v12 = 1e0f;
-                const float v13 = (v10 != 0.0f ? v11 : v12);
-                const float v14 = v3 * v13;
-                const float v15 = (v14 < 0.0f ? 0.0f : v14);
-                y[e] = v15;
+            for (int e = threadIdx.x; e < H*W; e += CAMC_THREADS) {
+                int i_h, i_w;
+                { int t = e; i_w = t % W; t /= W; i_h = t; }
+                const float v1 = s1[(i_h) * W + i_w];
+                const float v6 = s6[0];
+                const float v7 = 0e0f;
+                const float v8 = (v6 < v7 ? 1.0f : 0.0f);
+                const float v9 = (-1e0f);
+                const float v10 = 1e0f;
+                const float v11 = (v8 != 0.0f ? v9 : v10);
+                const float v12 = v1 * v11;
+                const float v13 = (v12 < 0.0f ? 0.0f : v12);
+                y[e] = v13;
             }
         }
         __syncthreads();

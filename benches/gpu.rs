@@ -1,0 +1,151 @@
+//! The CUDA kernel on a ResNet-50-like cache held in memory (n = 256 images, k = 2048, 7×7,
+//! random activations and gradients, f32 and f16): its achieved read bandwidth against a
+//! device-to-device copy of the same bytes, its time against the CPU JIT on the same data, and
+//! the compile times (NVRTC, then a repeat served by the on-disk kernel cache). Run with
+//! `cargo bench --bench gpu` (set `CAMC_BENCH_IMAGES` to change n). Without a GPU it says so
+//! and exits. It prints times and the ratios measured in this run; nothing is asserted.
+
+use camc_compiler::codegen::cuda::Dtype;
+use camc_compiler::opt::Level;
+use camc_runtime::exec::cpu::CpuExecutor;
+use camc_runtime::exec::cuda::cache::KernelCache;
+use camc_runtime::exec::cuda::{gpu_present, CudaExecutor};
+use camc_runtime::exec::{Batch, Data, Executor};
+use camc_runtime::Dims;
+use half::f16;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DIMS: Dims = Dims::new(2048, 1, 7, 7);
+
+fn best(repeats: usize, mut f: impl FnMut()) -> Duration {
+    (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn random(len: usize, seed: u64, non_negative: bool) -> Vec<f32> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            if non_negative {
+                v.max(0.0)
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn kernel(name: &str) -> camc_compiler::ir::Kernel {
+    let checked = camc_compiler::check_stdlib(name).expect("a stdlib method");
+    let program = checked.program.as_ref().expect("checks");
+    let root = program.exported(name).expect("defined");
+    camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).expect("compiles")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    if !gpu_present() {
+        println!("no CUDA driver or GPU on this machine: the GPU benchmark did not run");
+        return;
+    }
+    let n: usize = std::env::var("CAMC_BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let per_image = DIMS.k * DIMS.h * DIMS.w;
+    let a = random(n * per_image, 1, true);
+    let g = random(n * per_image, 2, false);
+    let a16: Vec<f16> = a.iter().map(|&x| f16::from_f32(x)).collect();
+    let g16: Vec<f16> = g.iter().map(|&x| f16::from_f32(x)).collect();
+    let cache_dir = std::env::temp_dir().join(format!("camc-gpu-bench-{}", std::process::id()));
+    println!(
+        "n={n} k={} {}x{}, CPU JIT on {} threads",
+        DIMS.k,
+        DIMS.h,
+        DIMS.w,
+        rayon::current_num_threads()
+    );
+    for name in ["gradcam", "gradcampp"] {
+        let kernel = kernel(name);
+        for dtype in [Dtype::F32, Dtype::F16] {
+            let data: Vec<Data> = kernel
+                .inputs
+                .iter()
+                .map(|i| match (i.name == "A", dtype) {
+                    (true, Dtype::F16) => Data::F16(&a16),
+                    (false, Dtype::F16) => Data::F16(&g16),
+                    (true, _) => Data::F32(&a),
+                    (false, _) => Data::F32(&g),
+                })
+                .collect();
+            let batch = Batch { n, inputs: data };
+            let dtypes = vec![dtype; kernel.inputs.len()];
+
+            // First use: NVRTC; then a new cache on the same folder: the disk, no NVRTC.
+            let _ = std::fs::remove_dir_all(&cache_dir);
+            let fresh = Arc::new(KernelCache::new(Some(cache_dir.clone())));
+            let mut gpu = CudaExecutor::new(&kernel, DIMS)
+                .expect("opens the GPU")
+                .with_cache(fresh);
+            let start = Instant::now();
+            let origin = gpu.prepare(&dtypes).expect("compiles");
+            let compile = start.elapsed();
+            let on_disk = Arc::new(KernelCache::new(Some(cache_dir.clone())));
+            let mut repeat = CudaExecutor::new(&kernel, DIMS)
+                .expect("opens the GPU")
+                .with_cache(on_disk);
+            let start = Instant::now();
+            let repeat_origin = repeat.prepare(&dtypes).expect("loads");
+            let cached = start.elapsed();
+
+            let timing = gpu.profile(&batch, 20).expect("profiles");
+            let mut out = vec![0.0f32; n * DIMS.h * DIMS.w];
+            let end_to_end = best(5, || gpu.run(&batch, &mut out).expect("runs"));
+            let mut cpu = CpuExecutor::new(&kernel, DIMS).expect("JIT compiles");
+            let mut cpu_out = vec![0.0f32; out.len()];
+            let jit = best(3, || cpu.run(&batch, &mut cpu_out).expect("runs"));
+            let max_diff = out
+                .iter()
+                .zip(&cpu_out)
+                .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+                .fold(0.0f32, f32::max);
+
+            let bytes =
+                (kernel.inputs.len() * n * per_image * if dtype == Dtype::F16 { 2 } else { 4 }) as f64;
+            let kernel_bw = bytes / (timing.kernel_ms * 1e-3) / 1e9;
+            let copy_bw = 2.0 * bytes / (timing.copy_ms * 1e-3) / 1e9;
+            println!(
+                "{name:9} {}: NVRTC+load {:.1} ms ({origin:?}), repeat {:.3} ms ({repeat_origin:?}) | \
+                 kernel {:.3} ms = {kernel_bw:.0} GB/s read | D2D copy {:.3} ms = {copy_bw:.0} GB/s read+write | \
+                 kernel at {:.0}% of copy bandwidth | run with H2D+D2H {:.1} ms | CPU JIT {:.1} ms \
+                 (kernel {:.0}x, end-to-end {:.1}x faster) | max rel diff vs JIT {max_diff:.1e}",
+                dtype.name(),
+                ms(compile),
+                ms(cached),
+                timing.kernel_ms,
+                timing.copy_ms,
+                100.0 * kernel_bw / copy_bw,
+                ms(end_to_end),
+                ms(jit),
+                ms(jit) / timing.kernel_ms,
+                ms(jit) / ms(end_to_end),
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&cache_dir);
+}

@@ -13,6 +13,7 @@ use camc_compiler::opt::Level;
 use camc_runtime::exec::cuda::{gpu_present, nvrtc, CudaExecutor};
 use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::{Batch, Data, ExecError, Executor};
+use camc_runtime::postprocess::Post;
 use camc_runtime::Dims;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRng, TestRunner};
@@ -438,6 +439,7 @@ fn emulated_on_the_cpu_every_stdlib_method_matches_the_interpreter() {
                     dims,
                     inputs,
                     dtype,
+                    scaled: None,
                 });
             }
         }
@@ -475,6 +477,7 @@ fn emulated_on_the_cpu_3d_programs_match_the_interpreter() {
                 dims,
                 inputs,
                 dtype,
+                scaled: None,
             });
         }
     }
@@ -497,6 +500,7 @@ fn emulated_on_the_cpu_random_programs_match_the_interpreter() {
                 dims,
                 inputs,
                 dtype: Dtype::F32,
+                scaled: None,
             });
         }
     }
@@ -596,7 +600,147 @@ fn emulated_on_the_cpu_pc1_over_2048_channels_matches_the_interpreter() {
             dims,
             inputs: inputs_for(&kernels[which].1, dims, 5),
             dtype: Dtype::F32,
+            scaled: None,
         })
         .collect();
     support::report(compare_emulated("pc1-2048", &kernels, cases, false));
+}
+
+/// The kernel's own post-processing (`out_h > 0`) against the interpreter's raw maps put through
+/// the host's `Post::apply` (SPEC §3): up- and down-sizing, one image with a NaN input whose
+/// non-finite values must be counted and zeroed alike.
+#[test]
+fn emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host() {
+    if !gxx_or_skip("emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host") {
+        return;
+    }
+    let kernels: Vec<(String, Kernel)> = stdlib_kernels()
+        .into_iter()
+        .filter(|(_, k)| !k.nodes.iter().any(|node| matches!(node.op, Op::Pc1(..))))
+        .collect();
+    let sizes = [
+        (Dims::new(64, 1, 7, 7), 3, (20, 23)),
+        (Dims::new(5, 1, 3, 4), 2, (64, 48)),
+        (Dims::new(3, 1, 9, 8), 1, (4, 3)),
+    ];
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n, size) in sizes {
+            let mut inputs = inputs_for(kernel, dims, n);
+            if n > 1 {
+                let per_image = dims.len(kernel.inputs[0].ty);
+                inputs[0][per_image + 1] = f32::NAN;
+            }
+            cases.push(emu::Case {
+                which,
+                n,
+                dims,
+                inputs,
+                dtype: Dtype::F32,
+                scaled: Some(size),
+            });
+        }
+    }
+    let refs: Vec<&Kernel> = kernels.iter().map(|(_, k)| k).collect();
+    let outputs = match emu::run("scaled", &refs, &cases) {
+        Ok(outputs) => outputs,
+        Err(e) => panic!("{e}"),
+    };
+    let mut failures = Vec::new();
+    for (case, got) in cases.iter().zip(outputs) {
+        let (name, kernel) = &kernels[case.which];
+        let (oh, ow) = case.scaled.expect("scaled");
+        let raw_len = case.dims.len(kernel.output_ty());
+        let mut raw = vec![0.0; case.n * raw_len];
+        let data: Vec<Data> = case.inputs.iter().map(|d| Data::F32(d)).collect();
+        InterpExecutor::new(kernel, case.dims)
+            .run(
+                &Batch {
+                    n: case.n,
+                    inputs: data,
+                },
+                &mut raw,
+            )
+            .expect("interp");
+        let post = Post::Scale { size: vec![oh, ow] };
+        for (i, map) in raw.chunks_mut(raw_len).enumerate() {
+            let mut want = vec![0.0; oh * ow];
+            let bad = post.apply(map, &[case.dims.h, case.dims.w], &mut want);
+            let image = &got[i * oh * ow..(i + 1) * oh * ow];
+            let counted = got[case.n * oh * ow + i];
+            if counted != bad as f32 {
+                failures.push(format!(
+                    "{name} {:?} image {i}: {counted} non-finite, host {bad}",
+                    case.dims
+                ));
+            }
+            if let Some(j) = (0..want.len()).find(|&j| !close(want[j], image[j], false)) {
+                failures.push(format!(
+                    "{name} {:?} -> {oh}x{ow} image {i} value {j}: host {} vs emulated cuda {}",
+                    case.dims, want[j], image[j]
+                ));
+            }
+        }
+    }
+    support::report(failures);
+}
+
+/// On a GPU, `run_scaled` (post-processing in the kernel) against the interpreter's raw maps
+/// put through the host's `Post::apply`, at ResNet-50's size to 224×224, with a NaN image.
+#[test]
+fn on_a_gpu_post_processing_in_the_kernel_matches_the_host() {
+    if !gpu_present() {
+        skip(
+            "on_a_gpu_post_processing_in_the_kernel_matches_the_host",
+            "no CUDA driver or GPU",
+        );
+        return;
+    }
+    let mut failures = Vec::new();
+    for (name, kernel) in stdlib_kernels() {
+        for (dims, n, (oh, ow)) in [
+            (Dims::new(2048, 1, 7, 7), 3, (224, 224)),
+            (Dims::new(64, 1, 28, 28), 2, (100, 60)),
+        ] {
+            let mut inputs = inputs_for(&kernel, dims, n);
+            inputs[0][dims.len(kernel.inputs[0].ty) + 3] = f32::NAN;
+            let data = || Batch {
+                n,
+                inputs: inputs.iter().map(|d| Data::F32(d)).collect(),
+            };
+            let raw_len = dims.len(kernel.output_ty());
+            let mut raw = vec![0.0; n * raw_len];
+            InterpExecutor::new(&kernel, dims)
+                .run(&data(), &mut raw)
+                .expect("interp");
+            let (mut got, mut counts) = (vec![0.0; n * oh * ow], vec![0; n]);
+            let mut gpu = CudaExecutor::new(&kernel, dims).expect("opens the GPU");
+            match gpu.run_scaled(&data(), &[oh, ow], &mut got, &mut counts) {
+                Ok(true) => {}
+                other => {
+                    failures.push(format!("{name}: run_scaled gave {other:?}"));
+                    continue;
+                }
+            }
+            let post = Post::Scale { size: vec![oh, ow] };
+            for (i, map) in raw.chunks_mut(raw_len).enumerate() {
+                let mut want = vec![0.0; oh * ow];
+                let bad = post.apply(map, &[dims.h, dims.w], &mut want);
+                if counts[i] != bad {
+                    failures.push(format!(
+                        "{name} {dims:?} image {i}: {} non-finite, host {bad}",
+                        counts[i]
+                    ));
+                }
+                let image = &got[i * oh * ow..(i + 1) * oh * ow];
+                if let Some(j) = (0..want.len()).find(|&j| !close(want[j], image[j], false)) {
+                    failures.push(format!(
+                        "{name} {dims:?} image {i} value {j}: host {} vs cuda {}",
+                        want[j], image[j]
+                    ));
+                }
+            }
+        }
+    }
+    support::report(failures);
 }

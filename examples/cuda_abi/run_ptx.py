@@ -38,7 +38,7 @@ def main(ptx_path, entry, n=4, k=512, h=7, w=7):
     a = rng.standard_normal((n, k, h, w), dtype=np.float32)
     g = rng.standard_normal((n, k, h, w), dtype=np.float32)
     grid = min(n, 1024)  # any gridDim.x >= 1: images are grid-strided
-    scratch_floats = grid * (k + h * w)  # the .cu header gives this sum for each kernel
+    scratch_floats = grid * (k + h * w + h * w)  # the .cu header gives this sum for each kernel
 
     def device_buffer(nbytes, host=None):
         ptr = ctypes.c_uint64()
@@ -50,8 +50,9 @@ def main(ptx_path, entry, n=4, k=512, h=7, w=7):
     d_a, d_g = device_buffer(a.nbytes, a), device_buffer(g.nbytes, g)
     d_out = device_buffer(n * h * w * 4)
     d_scratch = device_buffer(scratch_floats * 4)
-    # The ABI: one pointer per input in the kernel's order, out, scratch, then n, k, d, h, w.
-    args = [d_a, d_g, d_out, d_scratch] + [ctypes.c_int(v) for v in (n, k, 1, h, w)]
+    # The ABI: one pointer per input in the kernel's order, out, scratch, bad (NULL: raw maps),
+    # then n, k, d, h, w, out_h, out_w (0, 0: the raw maps, no post-processing).
+    args = [d_a, d_g, d_out, d_scratch, ctypes.c_uint64(0)] + [ctypes.c_int(v) for v in (n, k, 1, h, w, 0, 0)]
     params = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.byref(x), ctypes.c_void_p) for x in args])
     check(cuda.cuLaunchKernel(function, ctypes.c_uint(grid), 1, 1, THREADS, 1, 1, 0, None, params, None), "cuLaunchKernel")
     check(cuda.cuCtxSynchronize(), "cuCtxSynchronize")

@@ -65,14 +65,20 @@ pub struct Run<'a> {
 
 impl Run<'_> {
     /// Runs every batch; `sink(first_image, images)` receives processed images in order, and
-    /// `progress(n)` is told as each batch of `n` images completes.
+    /// `progress(n)` is told as each batch of `n` images completes. Where the executor can
+    /// post-process itself ([`Executor::run_scaled`]), it does.
     pub fn execute(
         &self,
         executor: &mut dyn Executor,
         mut sink: impl FnMut(usize, &[f32]) -> Result<(), String>,
         progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
-        self.execute_with_raw(executor, |first, _, processed| sink(first, processed), progress)
+        self.batches(
+            executor,
+            true,
+            |first, _, processed| sink(first, processed),
+            progress,
+        )
     }
 
     /// Like [`Run::execute`], the sink also receiving the raw results (non-finite values
@@ -80,6 +86,18 @@ impl Run<'_> {
     pub fn execute_with_raw(
         &self,
         executor: &mut dyn Executor,
+        sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
+        progress: impl FnMut(usize),
+    ) -> Result<RunStats, RunError> {
+        self.batches(executor, false, sink, progress)
+    }
+
+    /// The loop over batches; with `in_backend`, post-processing is left to the executor where
+    /// it can (the sink then receives no raw results).
+    fn batches(
+        &self,
+        executor: &mut dyn Executor,
+        in_backend: bool,
         mut sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
         mut progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
@@ -89,17 +107,27 @@ impl Run<'_> {
         let mut stats = RunStats::default();
         let mut raw = Vec::new();
         let mut processed = Vec::new();
+        let mut bad = Vec::new();
         for (shard, rows) in self.binding.batches(self.batch) {
             let bound = self.binding.load(shard, rows)?;
             let batch = bound.batch();
-            raw.resize(batch.n * raw_len, 0.0);
-            executor.run(&batch, &mut raw)?;
             processed.resize(batch.n * out_len, 0.0);
-            let bad: Vec<usize> = raw
-                .par_chunks_mut(raw_len)
-                .zip(processed.par_chunks_mut(out_len))
-                .map(|(raw, out)| self.post.apply(raw, &raw_shape, out))
-                .collect();
+            bad.resize(batch.n, 0);
+            let done = match &self.post {
+                Post::Scale { size } if in_backend => {
+                    raw.clear();
+                    executor.run_scaled(&batch, size, &mut processed, &mut bad)?
+                }
+                _ => false,
+            };
+            if !done {
+                raw.resize(batch.n * raw_len, 0.0);
+                executor.run(&batch, &mut raw)?;
+                raw.par_chunks_mut(raw_len)
+                    .zip(processed.par_chunks_mut(out_len))
+                    .zip(bad.par_iter_mut())
+                    .for_each(|((raw, out), bad)| *bad = self.post.apply(raw, &raw_shape, out));
+            }
             for (i, &count) in bad.iter().enumerate().filter(|(_, &c)| c > 0) {
                 let image = bound.first + i;
                 let culprit = describe_inputs(&bound, i, self.binding);

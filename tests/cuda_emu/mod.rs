@@ -10,13 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One launch: kernel `which` of the batch on `n` images of these inputs, stored as `dtype`
-/// (the values must be exact in it: see [`rounded`]).
+/// (the values must be exact in it: see [`rounded`]); post-processed in the kernel to `scaled`
+/// (height, width) when given, and then followed in the output by each image's count of
+/// non-finite values.
 pub struct Case {
     pub which: usize,
     pub n: usize,
     pub dims: Dims,
     pub inputs: Vec<Vec<f32>>,
     pub dtype: Dtype,
+    pub scaled: Option<(usize, usize)>,
 }
 
 const DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::Bf16];
@@ -91,7 +94,7 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
                 .collect();
             let _ = writeln!(
                 text,
-                "        case {}: emu_launch(grid, [&] {{ k{i}::{}({args}y.data(), s.data(), n, k, d, h, w); }}); break;",
+                "        case {}: emu_launch(grid, [&] {{ k{i}::{}({args}y.data(), s.data(), bad.data(), n, k, d, h, w, oh, ow); }}); break;",
                 i * 3 + v,
                 source.entries[v]
             );
@@ -113,6 +116,8 @@ int main(int argc, char** argv) {
     for (long long c = 0; c < cases; ++c) {
         const long long which = rd(in);
         const int n = rd(in), k = rd(in), d = rd(in), h = rd(in), w = rd(in), grid = rd(in);
+        const int oh = rd(in), ow = rd(in);
+        std::vector<int> bad(n, -1);
         std::vector<std::vector<char>> ins(rd(in));
         for (auto& v : ins) {
             v.resize(rd(in));
@@ -125,6 +130,7 @@ int main(int argc, char** argv) {
 const MAIN_TAIL: &str = r#"        default: return 4;
         }
         fwrite(y.data(), 4, y.size(), out);
+        for (int b : bad) { const float f = (float)b; if (oh > 0) fwrite(&f, 4, 1, out); }
     }
     fclose(out);
     return 0;
@@ -167,6 +173,8 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
             dims.h,
             dims.w,
             grid,
+            case.scaled.map_or(0, |s| s.0),
+            case.scaled.map_or(0, |s| s.1),
             case.inputs.len(),
         ] {
             put(&mut input, v);
@@ -176,8 +184,11 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
             put(&mut input, raw.len());
             input.extend_from_slice(&raw);
         }
-        let out_len = case.n * dims.len(kernel.output_ty());
-        out_lens.push(out_len);
+        let out_len = match case.scaled {
+            Some((h, w)) => case.n * h * w,
+            None => case.n * dims.len(kernel.output_ty()),
+        };
+        out_lens.push(out_len + if case.scaled.is_some() { case.n } else { 0 });
         put(&mut input, out_len);
         put(
             &mut input,

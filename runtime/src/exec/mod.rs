@@ -72,6 +72,21 @@ pub trait Executor: Send {
     /// Writes the raw results of the batch, image-major: `out` holds
     /// `batch.n * dims.len(kernel.output_ty())` values.
     fn run(&mut self, batch: &Batch<'_>, out: &mut [f32]) -> Result<(), ExecError>;
+
+    /// Runs the batch and post-processes each image to `size` as SPEC §3 says (non-finite
+    /// values set to 0, min-max, bilinear resize, min-max) in the backend itself: `out` holds
+    /// `batch.n` maps of `size`, `bad[i]` the count of non-finite values of image `i`.
+    /// `Ok(false)`, touching nothing, where the backend does not (the caller then runs
+    /// [`Executor::run`] and post-processes on the host).
+    fn run_scaled(
+        &mut self,
+        _batch: &Batch<'_>,
+        _size: &[usize],
+        _out: &mut [f32],
+        _bad: &mut [usize],
+    ) -> Result<bool, ExecError> {
+        Ok(false)
+    }
 }
 
 /// Checks a batch against the kernel's inputs and `out`'s length; every executor calls this

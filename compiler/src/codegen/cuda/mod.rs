@@ -4,15 +4,18 @@
 //! ```c
 //! extern "C" __global__ void camc_NAME_DTYPE(
 //!     const T0* in0, ..., const Tm* inm,  // the kernel's inputs in order, image-major
-//!     float* out,                         // n images of the output type
+//!     float* out,                         // n images of the output type, or of out_h × out_w
 //!     float* scratch,                     // gridDim.x * scratch_floats(k,d,h,w) floats
-//!     int n, int k, int d, int h, int w); // d = 1 for 2-D layers
+//!     int* bad,                           // n counts of non-finite values (out_h > 0), or NULL
+//!     int n, int k, int d, int h, int w,  // d = 1 for 2-D layers
+//!     int out_h, int out_w);              // 0, 0: the raw map; else SPEC §3's post-processing
 //! ```
 //! Launch with `blockDim.x = 512` and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
 //! every `gridDim.x`-th image after it. All of one image's work is done by one block: each
 //! reduction is a stage whose results go to that block's scratch slice, every other value is
 //! recomputed where it is used (inputs read straight from global memory), and the output stage
-//! writes `out`. So a program such as Grad-CAM reads `A` and `G` once per reduction over them.
+//! writes `out` (for an `[h,w]` map with `out_h > 0`: to scratch, then min-max, bilinear resize
+//! and min-max by the same block, into `out`). So a program such as Grad-CAM reads `A` and `G` once per reduction over them.
 
 mod expand;
 mod pc1;
@@ -154,7 +157,10 @@ pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> 
         .ids()
         .filter(|&id| matches!(expanded.node(id).op, Op::Reduce(..) | Op::Pc1(..)))
         .collect();
-    let scratch: Vec<Slot> = scratch_nodes.iter().map(|&id| slot(&expanded, id)).collect();
+    let mut scratch: Vec<Slot> = scratch_nodes.iter().map(|&id| slot(&expanded, id)).collect();
+    if scalable(kernel) {
+        scratch.push(Slot::Values(kernel.output_ty()));
+    }
     let mut text = String::new();
     header(&mut text, kernel, &scratch);
     text.push_str(prelude::PRELUDE);
@@ -174,6 +180,11 @@ pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> 
         entries,
         scratch,
     })
+}
+
+/// Whether the kernel's entry points can post-process in the kernel (`out_h > 0`): 2-D maps.
+pub fn scalable(kernel: &Kernel) -> bool {
+    kernel.output_ty() == AxisSet::SCALAR.with(Axis::H).with(Axis::W)
 }
 
 fn slot(kernel: &Kernel, id: NodeId) -> Slot {
@@ -225,15 +236,36 @@ fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot]) {
             input.name, input.ty
         );
     }
-    let _ = writeln!(out, "//     float* out,  // {} per image", kernel.output_ty());
+    let scaled = scalable(kernel);
+    let out_size = if scaled {
+        format!("{} per image, or out_h*out_w", kernel.output_ty())
+    } else {
+        format!("{} per image", kernel.output_ty())
+    };
+    let _ = writeln!(out, "//     float* out,  // {out_size}");
     let _ = writeln!(
         out,
         "//     float* scratch,  // gridDim.x * ({scratch_sum}) floats"
     );
     let _ = writeln!(
         out,
-        "//     int n, int k, int d, int h, int w);  // d = 1 for 2-D layers"
+        "//     int* bad,  // n non-finite counts when out_h > 0, or NULL"
     );
+    let _ = writeln!(
+        out,
+        "//     int n, int k, int d, int h, int w,  // d = 1 for 2-D layers"
+    );
+    if scaled {
+        let _ = writeln!(
+            out,
+            "//     int out_h, int out_w);  // 0, 0: the raw map; else min-max, resize, min-max"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "//     int out_h, int out_w);  // ignored: only [h,w] maps are post-processed here"
+        );
+    }
     let _ = writeln!(
         out,
         "// T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32)."
@@ -256,7 +288,7 @@ fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
     let types: Vec<&str> = dtypes.iter().map(|d| d.c_type()).collect();
     let _ = writeln!(
         out,
-        "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}(\n    {}float* out, float* scratch, int n, int k, int d, int h, int w) {{",
+        "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}(\n    {}float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {{",
         params.iter().map(|p| format!("{p}, ")).collect::<String>()
     );
     let template = if types.is_empty() {
@@ -266,7 +298,7 @@ fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
     };
     let _ = writeln!(
         out,
-        "    camc_body{template}({}out, scratch, n, k, d, h, w);\n}}",
+        "    camc_body{template}({}out, scratch, bad, n, k, d, h, w, out_h, out_w);\n}}",
         args.iter().map(|a| format!("{a}, ")).collect::<String>()
     );
 }

@@ -78,4 +78,69 @@ __device__ __forceinline__ camc_split camc_split_for(int O, int R, bool inner) {
 __device__ __forceinline__ int camc_member(camc_split s, bool inner, int m) {
     return inner ? s.slot * s.g + m : m * s.p + s.slot;
 }
+
+// A block-wide reduction of one value per thread through `red` (CAMC_THREADS doubles): J = 0
+// adds, 1 takes the maximum, 2 the minimum. Every thread gets the result.
+template <int J> __device__ double camc_block_reduce(double v, double* red) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int half = CAMC_THREADS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            const double a = red[threadIdx.x], b = red[threadIdx.x + half];
+            red[threadIdx.x] = J == 0 ? a + b : (J == 1 ? fmax(a, b) : fmin(a, b));
+        }
+        __syncthreads();
+    }
+    const double result = red[0];
+    __syncthreads();
+    return result;
+}
+
+// One axis of the half-pixel bilinear resize (OpenCV INTER_LINEAR, clamped at the edges): the
+// two source indices of output index `dst` and the weight of the second.
+__device__ __forceinline__ void camc_tap(int dst, int from, int to, int* low, int* high, float* t) {
+    const float position = (float)(((double)dst + 0.5) * ((double)from / (double)to) - 0.5);
+    const float below = floorf(position);
+    if (below < 0.0f) { *low = 0; *high = 0; *t = 0.0f; return; }
+    const int l = (int)below;
+    if (l >= from - 1) { *low = from - 1; *high = from - 1; *t = 0.0f; return; }
+    *low = l; *high = l + 1; *t = position - below;
+}
+
+// SPEC §3's post-processing of one h x w map by the whole block, as pytorch-grad-cam's
+// scale_cam_image does it: non-finite values set to 0 (counted into *bad), min-max, bilinear
+// resize to oh x ow (along w first, then h), min-max again, written to y.
+__device__ void camc_scale_image(float* raw, float* y, int* bad, int h, int w, int oh, int ow,
+                                 double* red) {
+    double count = 0.0, lo = CAMC_INF, hi = -CAMC_INF;
+    for (int e = threadIdx.x; e < h * w; e += CAMC_THREADS) {
+        float v = raw[e];
+        if (!(v - v == 0.0f)) { v = 0.0f; raw[e] = 0.0f; count += 1.0; }
+        lo = fmin(lo, (double)v);
+        hi = fmax(hi, (double)v);
+    }
+    count = camc_block_reduce<0>(count, red);
+    const float min1 = (float)camc_block_reduce<2>(lo, red);
+    const float scale1 = ((float)camc_block_reduce<1>(hi, red) - min1) + 1e-7f;
+    if (threadIdx.x == 0 && bad) *bad = (int)count;
+    for (int e = threadIdx.x; e < h * w; e += CAMC_THREADS) raw[e] = (raw[e] - min1) / scale1;
+    __syncthreads();
+    lo = CAMC_INF; hi = -CAMC_INF;
+    for (int e = threadIdx.x; e < oh * ow; e += CAMC_THREADS) {
+        int y0, y1, x0, x1;
+        float ty, tx;
+        camc_tap(e / ow, h, oh, &y0, &y1, &ty);
+        camc_tap(e % ow, w, ow, &x0, &x1, &tx);
+        const float top = raw[y0 * w + x0] * (1.0f - tx) + raw[y0 * w + x1] * tx;
+        const float bottom = raw[y1 * w + x0] * (1.0f - tx) + raw[y1 * w + x1] * tx;
+        const float v = top * (1.0f - ty) + bottom * ty;
+        y[e] = v;
+        lo = fmin(lo, (double)v);
+        hi = fmax(hi, (double)v);
+    }
+    const float min2 = (float)camc_block_reduce<2>(lo, red);
+    const float scale2 = ((float)camc_block_reduce<1>(hi, red) - min2) + 1e-7f;
+    for (int e = threadIdx.x; e < oh * ow; e += CAMC_THREADS) y[e] = (y[e] - min2) / scale2;
+    __syncthreads();
+}
 "#;

@@ -21,14 +21,19 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
         .collect();
     let _ = writeln!(
         out,
-        "__device__ __forceinline__ void camc_body(\n    {inputs}float* __restrict__ out, float* __restrict__ scratch, int n, int k, int d, int h, int w) {{"
+        "__device__ __forceinline__ void camc_body(\n    {inputs}float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,\n    int n, int k, int d, int h, int w, int out_h, int out_w) {{"
     );
     out.push_str("    __shared__ double camc_red[2 * CAMC_THREADS];\n");
     out.push_str("    const int K = k, D = d, H = h, W = w;\n");
-    let slots: Vec<String> = scratch
+    let scaled = super::scalable(kernel);
+    let mut slots: Vec<String> = scratch
         .iter()
         .map(|&id| super::slot(kernel, id).c_size())
         .collect();
+    if scaled {
+        // The raw map of the image being post-processed in the kernel.
+        slots.push(size_expr(kernel.output_ty()));
+    }
     let total = slots.clone();
     let total = if total.is_empty() {
         "0".into()
@@ -43,6 +48,9 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
     for (&id, size) in scratch.iter().zip(&slots) {
         let _ = writeln!(out, "    float* const s{} = s + {at};", id.0);
         at = format!("{at} + {size}");
+    }
+    if scaled {
+        let _ = writeln!(out, "    float* const map = s + {at};");
     }
     out.push_str("    for (long long img = blockIdx.x; img < n; img += gridDim.x) {\n");
     for (i, input) in kernel.inputs.iter().enumerate() {
@@ -60,7 +68,7 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
             _ => {}
         }
     }
-    writer.output(out);
+    writer.output(out, scaled);
     out.push_str("        __syncthreads();\n    }\n}\n");
 }
 
@@ -160,11 +168,18 @@ impl Stages<'_> {
         let _ = writeln!(out, "{IN}    }}");
     }
 
-    /// The output stage: every element of the output type, grid-strided over the block.
-    fn output(&self, out: &mut String) {
+    /// The output stage: every element of the output type, grid-strided over the block. When
+    /// `scaled`, a call with `out_h > 0` writes the map to scratch and post-processes it into
+    /// `out` (SPEC §3).
+    fn output(&self, out: &mut String, scaled: bool) {
         let ty = self.kernel.output_ty();
         let _ = writeln!(out, "        {{ // output {ty}");
-        let _ = writeln!(out, "{IN}float* const y = out + img * ({});", size_expr(ty));
+        let raw = format!("out + img * ({})", size_expr(ty));
+        if scaled {
+            let _ = writeln!(out, "{IN}float* const y = out_h > 0 ? map : {raw};");
+        } else {
+            let _ = writeln!(out, "{IN}float* const y = {raw};");
+        }
         let _ = writeln!(
             out,
             "{IN}for (int e = threadIdx.x; e < {}; e += CAMC_THREADS) {{",
@@ -173,7 +188,17 @@ impl Stages<'_> {
         declare(out, IN2, ty);
         decompose(out, IN2, "e", ty);
         let v = self.values(out, IN2, self.kernel.output);
-        let _ = writeln!(out, "{IN2}y[e] = {v};\n{IN}}}\n        }}");
+        let _ = writeln!(out, "{IN2}y[e] = {v};\n{IN}}}");
+        if scaled {
+            let _ = writeln!(out, "{IN}if (out_h > 0) {{");
+            let _ = writeln!(out, "{IN}    __syncthreads();");
+            let _ = writeln!(
+                out,
+                "{IN}    camc_scale_image(map, out + img * out_h * (long long)out_w, bad ? bad + img : nullptr, H, W, out_h, out_w, camc_red);"
+            );
+            let _ = writeln!(out, "{IN}}}");
+        }
+        let _ = writeln!(out, "        }}");
     }
 
     /// Writes the statements that compute `root` at the current index; returns its name.

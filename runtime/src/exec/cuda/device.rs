@@ -76,6 +76,7 @@ pub struct Buffers {
     inputs: Vec<Option<CudaSlice<u8>>>,
     out: Option<CudaSlice<f32>>,
     scratch: Option<CudaSlice<f32>>,
+    bad: Option<CudaSlice<i32>>,
 }
 
 fn ensure<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
@@ -94,7 +95,8 @@ fn ensure<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     Ok(())
 }
 
-/// One launch's arguments: the inputs' bytes for `n` images, and the sizes.
+/// One launch's arguments: the inputs' bytes for `n` images, the sizes, and the output size
+/// (`[0, 0]` for the raw maps, else post-processed in the kernel to that height and width).
 pub struct Launch<'a> {
     pub inputs: Vec<&'a [u8]>,
     pub out_len: usize,
@@ -102,25 +104,34 @@ pub struct Launch<'a> {
     pub grid: u32,
     pub n: i32,
     pub sizes: [i32; 4],
+    pub out_size: [i32; 2],
 }
 
 impl Device {
-    /// Copies the inputs in, runs `func`, copies the output to `out` (`launch.out_len` floats).
+    /// Copies the inputs in, runs `func`, copies the output to `out` (`launch.out_len` floats)
+    /// and each image's count of non-finite values to `bad` (`n` of them) when post-processing.
     pub fn run(
         &self,
         func: &CudaFunction,
         buffers: &mut Buffers,
         launch: &Launch<'_>,
         out: &mut [f32],
+        bad: &mut [i32],
     ) -> Result<(), String> {
         self.upload(buffers, &launch.inputs)?;
         self.launch(func, buffers, launch)?;
-        let Some(dev_out) = buffers.out.as_ref() else {
+        let (Some(dev_out), Some(dev_bad)) = (buffers.out.as_ref(), buffers.bad.as_ref()) else {
             return Err("device buffers missing".into());
         };
         self.stream
             .memcpy_dtoh(&dev_out.slice(0..launch.out_len), &mut out[..launch.out_len])
             .map_err(|e| driver_error("copy from the GPU", e))?;
+        if launch.out_size[0] > 0 {
+            let n = launch.n as usize;
+            self.stream
+                .memcpy_dtoh(&dev_bad.slice(0..n), &mut bad[..n])
+                .map_err(|e| driver_error("copy from the GPU", e))?;
+        }
         self.stream
             .synchronize()
             .map_err(|e| driver_error("kernel execution", e))
@@ -145,7 +156,12 @@ impl Device {
     fn launch(&self, func: &CudaFunction, buffers: &mut Buffers, launch: &Launch<'_>) -> Result<(), String> {
         ensure(&self.stream, &mut buffers.out, launch.out_len)?;
         ensure(&self.stream, &mut buffers.scratch, launch.scratch_len)?;
-        let (Some(dev_out), Some(scratch)) = (buffers.out.as_mut(), buffers.scratch.as_mut()) else {
+        ensure(&self.stream, &mut buffers.bad, launch.n.max(1) as usize)?;
+        let (Some(dev_out), Some(scratch), Some(bad)) = (
+            buffers.out.as_mut(),
+            buffers.scratch.as_mut(),
+            buffers.bad.as_mut(),
+        ) else {
             return Err("device buffers missing".into());
         };
         let config = LaunchConfig {
@@ -157,12 +173,17 @@ impl Device {
         for input in buffers.inputs.iter().flatten() {
             builder.arg(input);
         }
-        builder.arg(&mut *dev_out).arg(&mut *scratch).arg(&launch.n);
-        for size in &launch.sizes {
+        builder
+            .arg(&mut *dev_out)
+            .arg(&mut *scratch)
+            .arg(&mut *bad)
+            .arg(&launch.n);
+        for size in launch.sizes.iter().chain(&launch.out_size) {
             builder.arg(size);
         }
         // SAFETY: the arguments match the entry point's ABI (docs/cuda.md): a pointer per input,
-        // the output and scratch buffers sized for `n` images and `grid` blocks, then n, k, d, h, w.
+        // the output, scratch and count buffers sized for `n` images and `grid` blocks, then
+        // n, k, d, h, w, out_h, out_w.
         unsafe { builder.launch(config) }.map_err(|e| driver_error("kernel launch", e))?;
         Ok(())
     }

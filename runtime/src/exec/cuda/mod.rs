@@ -123,19 +123,30 @@ impl CudaExecutor {
         let dtypes: Vec<Dtype> = batch.inputs.iter().map(dtype).collect();
         let function = self.function(&dtypes)?;
         let inputs: Vec<&[u8]> = batch.inputs.iter().map(bytes).collect();
-        let launch = self.launch(inputs, batch.n)?;
+        let launch = self.launch(inputs, batch.n, [0, 0])?;
         self.device
             .profile(&function, &mut self.buffers, &launch, repeats)
             .map_err(backend)
     }
 
-    /// The launch of `count` images whose input bytes are `inputs`.
-    fn launch<'a>(&self, inputs: Vec<&'a [u8]>, count: usize) -> Result<Launch<'a>, ExecError> {
+    /// The launch of `count` images whose input bytes are `inputs`, writing raw maps
+    /// (`out_size = [0, 0]`) or maps post-processed to `out_size`.
+    fn launch<'a>(
+        &self,
+        inputs: Vec<&'a [u8]>,
+        count: usize,
+        out_size: [i32; 2],
+    ) -> Result<Launch<'a>, ExecError> {
         let dims = self.dims;
         let grid = count.min(8 * self.device.multiprocessors).max(1);
+        let per_image = match out_size {
+            [0, 0] => dims.len(self.kernel.output_ty()),
+            [h, w] => h as usize * w as usize,
+        };
         Ok(Launch {
             inputs,
-            out_len: count * dims.len(self.kernel.output_ty()),
+            out_size,
+            out_len: count * per_image,
             scratch_len: grid * self.scratch_floats,
             grid: grid as u32,
             n: size_i32(count, "images per launch")?,
@@ -149,14 +160,15 @@ impl CudaExecutor {
     }
 
     /// Images per launch: what half the free device memory holds, at most `max_images`.
-    fn chunk(&self, batch: &Batch<'_>) -> Result<usize, ExecError> {
+    fn chunk(&self, batch: &Batch<'_>, out_per_image: usize) -> Result<usize, ExecError> {
         let per_image: usize = batch
             .inputs
             .iter()
             .map(|d| bytes(d).len().checked_div(batch.n).unwrap_or(0))
             .sum::<usize>()
-            + 4 * self.dims.len(self.kernel.output_ty())
-            + 4 * self.scratch_floats;
+            + 4 * out_per_image
+            + 4 * self.scratch_floats
+            + 4;
         let free = self.device.free_memory().map_err(backend)?;
         Ok((free / 2 / per_image.max(1)).clamp(1, self.max_images))
     }
@@ -194,13 +206,63 @@ impl Executor for CudaExecutor {
 
     fn run(&mut self, batch: &Batch<'_>, out: &mut [f32]) -> Result<(), ExecError> {
         check_batch(&self.kernel, self.dims, batch, out)?;
+        self.launches(batch, out, [0, 0], &mut [])
+    }
+
+    fn run_scaled(
+        &mut self,
+        batch: &Batch<'_>,
+        size: &[usize],
+        out: &mut [f32],
+        bad: &mut [usize],
+    ) -> Result<bool, ExecError> {
+        let &[height, width] = size else {
+            return Ok(false);
+        };
+        if !cuda::scalable(&self.kernel) || height == 0 || width == 0 {
+            return Ok(false);
+        }
+        let raw_len = self.dims.len(self.kernel.output_ty());
+        check_batch(&self.kernel, self.dims, batch, &vec![0.0; batch.n * raw_len])?;
+        let out_len = batch.n * height * width;
+        if out.len() != out_len || bad.len() != batch.n {
+            return Err(backend(format!(
+                "output buffers of {} values and {} counts for {} images of {height}x{width}",
+                out.len(),
+                bad.len(),
+                batch.n
+            )));
+        }
+        size_i32(height * width, "output values per image")?;
+        let out_size = [
+            size_i32(height, "output height")?,
+            size_i32(width, "output width")?,
+        ];
+        let mut counts = vec![0i32; batch.n];
+        self.launches(batch, out, out_size, &mut counts)?;
+        for (b, c) in bad.iter_mut().zip(counts) {
+            *b = c.max(0) as usize;
+        }
+        Ok(true)
+    }
+}
+
+impl CudaExecutor {
+    /// Runs the (checked) batch in launches that fit the device's memory.
+    fn launches(
+        &mut self,
+        batch: &Batch<'_>,
+        out: &mut [f32],
+        out_size: [i32; 2],
+        bad: &mut [i32],
+    ) -> Result<(), ExecError> {
         if batch.n == 0 {
             return Ok(());
         }
         let dtypes: Vec<Dtype> = batch.inputs.iter().map(dtype).collect();
         let function = self.function(&dtypes)?;
-        let chunk = self.chunk(batch)?;
-        let out_len = self.dims.len(self.kernel.output_ty());
+        let out_per_image = out.len() / batch.n;
+        let chunk = self.chunk(batch, out_per_image)?;
         let all: Vec<&[u8]> = batch.inputs.iter().map(bytes).collect();
         let mut start = 0;
         while start < batch.n {
@@ -212,10 +274,11 @@ impl Executor for CudaExecutor {
                     &b[start * per..(start + count) * per]
                 })
                 .collect();
-            let launch = self.launch(inputs, count)?;
-            let target = &mut out[start * out_len..(start + count) * out_len];
+            let launch = self.launch(inputs, count, out_size)?;
+            let target = &mut out[start * out_per_image..(start + count) * out_per_image];
+            let counts = bad.get_mut(start..start + count).unwrap_or_default();
             self.device
-                .run(&function, &mut self.buffers, &launch, target)
+                .run(&function, &mut self.buffers, &launch, target, counts)
                 .map_err(backend)?;
             start += count;
         }

@@ -3,9 +3,11 @@
 //   extern "C" __global__ void camc_scorecam_<dtype>(
 //     const T0* in0,  // `A` [k,h,w] per image
 //     const T1* in1,  // `score` [k] per image
-//     float* out,  // [h,w] per image
-//     float* scratch,  // gridDim.x * (1 + 1 + h*w) floats
-//     int n, int k, int d, int h, int w);  // d = 1 for 2-D layers
+//     float* out,  // [h,w] per image, or out_h*out_w
+//     float* scratch,  // gridDim.x * (1 + 1 + h*w + h*w) floats
+//     int* bad,  // n non-finite counts when out_h > 0, or NULL
+//     int n, int k, int d, int h, int w,  // d = 1 for 2-D layers
+//     int out_h, int out_w);  // 0, 0: the raw map; else min-max, resize, min-max
 // T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
 // Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
 // no dynamic shared memory.
@@ -87,15 +89,82 @@ __device__ __forceinline__ int camc_member(camc_split s, bool inner, int m) {
     return inner ? s.slot * s.g + m : m * s.p + s.slot;
 }
 
+// A block-wide reduction of one value per thread through `red` (CAMC_THREADS doubles): J = 0
+// adds, 1 takes the maximum, 2 the minimum. Every thread gets the result.
+template <int J> __device__ double camc_block_reduce(double v, double* red) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int half = CAMC_THREADS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            const double a = red[threadIdx.x], b = red[threadIdx.x + half];
+            red[threadIdx.x] = J == 0 ? a + b : (J == 1 ? fmax(a, b) : fmin(a, b));
+        }
+        __syncthreads();
+    }
+    const double result = red[0];
+    __syncthreads();
+    return result;
+}
+
+// One axis of the half-pixel bilinear resize (OpenCV INTER_LINEAR, clamped at the edges): the
+// two source indices of output index `dst` and the weight of the second.
+__device__ __forceinline__ void camc_tap(int dst, int from, int to, int* low, int* high, float* t) {
+    const float position = (float)(((double)dst + 0.5) * ((double)from / (double)to) - 0.5);
+    const float below = floorf(position);
+    if (below < 0.0f) { *low = 0; *high = 0; *t = 0.0f; return; }
+    const int l = (int)below;
+    if (l >= from - 1) { *low = from - 1; *high = from - 1; *t = 0.0f; return; }
+    *low = l; *high = l + 1; *t = position - below;
+}
+
+// SPEC §3's post-processing of one h x w map by the whole block, as pytorch-grad-cam's
+// scale_cam_image does it: non-finite values set to 0 (counted into *bad), min-max, bilinear
+// resize to oh x ow (along w first, then h), min-max again, written to y.
+__device__ void camc_scale_image(float* raw, float* y, int* bad, int h, int w, int oh, int ow,
+                                 double* red) {
+    double count = 0.0, lo = CAMC_INF, hi = -CAMC_INF;
+    for (int e = threadIdx.x; e < h * w; e += CAMC_THREADS) {
+        float v = raw[e];
+        if (!(v - v == 0.0f)) { v = 0.0f; raw[e] = 0.0f; count += 1.0; }
+        lo = fmin(lo, (double)v);
+        hi = fmax(hi, (double)v);
+    }
+    count = camc_block_reduce<0>(count, red);
+    const float min1 = (float)camc_block_reduce<2>(lo, red);
+    const float scale1 = ((float)camc_block_reduce<1>(hi, red) - min1) + 1e-7f;
+    if (threadIdx.x == 0 && bad) *bad = (int)count;
+    for (int e = threadIdx.x; e < h * w; e += CAMC_THREADS) raw[e] = (raw[e] - min1) / scale1;
+    __syncthreads();
+    lo = CAMC_INF; hi = -CAMC_INF;
+    for (int e = threadIdx.x; e < oh * ow; e += CAMC_THREADS) {
+        int y0, y1, x0, x1;
+        float ty, tx;
+        camc_tap(e / ow, h, oh, &y0, &y1, &ty);
+        camc_tap(e % ow, w, ow, &x0, &x1, &tx);
+        const float top = raw[y0 * w + x0] * (1.0f - tx) + raw[y0 * w + x1] * tx;
+        const float bottom = raw[y1 * w + x0] * (1.0f - tx) + raw[y1 * w + x1] * tx;
+        const float v = top * (1.0f - ty) + bottom * ty;
+        y[e] = v;
+        lo = fmin(lo, (double)v);
+        hi = fmax(hi, (double)v);
+    }
+    const float min2 = (float)camc_block_reduce<2>(lo, red);
+    const float scale2 = ((float)camc_block_reduce<1>(hi, red) - min2) + 1e-7f;
+    for (int e = threadIdx.x; e < oh * ow; e += CAMC_THREADS) y[e] = (y[e] - min2) / scale2;
+    __syncthreads();
+}
+
 template <typename T0, typename T1>
 __device__ __forceinline__ void camc_body(
-    const T0* __restrict__ in0, const T1* __restrict__ in1, float* __restrict__ out, float* __restrict__ scratch, int n, int k, int d, int h, int w) {
+    const T0* __restrict__ in0, const T1* __restrict__ in1, float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,
+    int n, int k, int d, int h, int w, int out_h, int out_w) {
     __shared__ double camc_red[2 * CAMC_THREADS];
     const int K = k, D = d, H = h, W = w;
-    float* const s = scratch + (long long)blockIdx.x * (1 + 1 + H*W);
+    float* const s = scratch + (long long)blockIdx.x * (1 + 1 + H*W + H*W);
     float* const s2 = s + 0;
     float* const s5 = s + 0 + 1;
     float* const s8 = s + 0 + 1 + 1;
+    float* const map = s + 0 + 1 + 1 + H*W;
     for (long long img = blockIdx.x; img < n; img += gridDim.x) {
         const T0* const x0 = in0 + img * (K*H*W);
         const T1* const x1 = in1 + img * (K);
@@ -219,7 +288,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // output [h,w]
-            float* const y = out + img * (H*W);
+            float* const y = out_h > 0 ? map : out + img * (H*W);
             for (int e = threadIdx.x; e < H*W; e += CAMC_THREADS) {
                 int i_h, i_w;
                 { int t = e; i_w = t % W; t /= W; i_h = t; }
@@ -227,22 +296,26 @@ __device__ __forceinline__ void camc_body(
                 const float v9 = (v8 < 0.0f ? 0.0f : v8);
                 y[e] = v9;
             }
+            if (out_h > 0) {
+                __syncthreads();
+                camc_scale_image(map, out + img * out_h * (long long)out_w, bad ? bad + img : nullptr, H, W, out_h, out_w, camc_red);
+            }
         }
         __syncthreads();
     }
 }
 
 extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_scorecam_f32(
-    const float* in0, const float* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
-    camc_body<float, float>(in0, in1, out, scratch, n, k, d, h, w);
+    const float* in0, const float* in1, float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<float, float>(in0, in1, out, scratch, bad, n, k, d, h, w, out_h, out_w);
 }
 
 extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_scorecam_f16(
-    const camc_f16* in0, const camc_f16* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
-    camc_body<camc_f16, camc_f16>(in0, in1, out, scratch, n, k, d, h, w);
+    const camc_f16* in0, const camc_f16* in1, float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<camc_f16, camc_f16>(in0, in1, out, scratch, bad, n, k, d, h, w, out_h, out_w);
 }
 
 extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_scorecam_bf16(
-    const camc_bf16* in0, const camc_bf16* in1, float* out, float* scratch, int n, int k, int d, int h, int w) {
-    camc_body<camc_bf16, camc_bf16>(in0, in1, out, scratch, n, k, d, h, w);
+    const camc_bf16* in0, const camc_bf16* in1, float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<camc_bf16, camc_bf16>(in0, in1, out, scratch, bad, n, k, d, h, w, out_h, out_w);
 }

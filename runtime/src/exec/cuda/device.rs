@@ -14,7 +14,7 @@ pub struct Device {
     pub multiprocessors: usize,
 }
 
-fn driver_error(what: &str, e: impl std::fmt::Debug) -> String {
+pub(super) fn driver_error(what: &str, e: impl std::fmt::Debug) -> String {
     format!("{what}: {e:?}")
 }
 
@@ -73,13 +73,13 @@ impl Device {
 /// Device buffers of one executor: grown when a batch needs more, never shrunk.
 #[derive(Default)]
 pub struct Buffers {
-    inputs: Vec<Option<CudaSlice<u8>>>,
-    out: Option<CudaSlice<f32>>,
+    pub(super) inputs: Vec<Option<CudaSlice<u8>>>,
+    pub(super) out: Option<CudaSlice<f32>>,
     scratch: Option<CudaSlice<f32>>,
-    bad: Option<CudaSlice<i32>>,
+    pub(super) bad: Option<CudaSlice<i32>>,
 }
 
-fn ensure<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+pub(super) fn ensure<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     stream: &Arc<CudaStream>,
     slot: &mut Option<CudaSlice<T>>,
     len: usize,
@@ -108,35 +108,6 @@ pub struct Launch<'a> {
 }
 
 impl Device {
-    /// Copies the inputs in, runs `func`, copies the output to `out` (`launch.out_len` floats)
-    /// and each image's count of non-finite values to `bad` (`n` of them) when post-processing.
-    pub fn run(
-        &self,
-        func: &CudaFunction,
-        buffers: &mut Buffers,
-        launch: &Launch<'_>,
-        out: &mut [f32],
-        bad: &mut [i32],
-    ) -> Result<(), String> {
-        self.upload(buffers, &launch.inputs)?;
-        self.launch(func, buffers, launch)?;
-        let (Some(dev_out), Some(dev_bad)) = (buffers.out.as_ref(), buffers.bad.as_ref()) else {
-            return Err("device buffers missing".into());
-        };
-        self.stream
-            .memcpy_dtoh(&dev_out.slice(0..launch.out_len), &mut out[..launch.out_len])
-            .map_err(|e| driver_error("copy from the GPU", e))?;
-        if launch.out_size[0] > 0 {
-            let n = launch.n as usize;
-            self.stream
-                .memcpy_dtoh(&dev_bad.slice(0..n), &mut bad[..n])
-                .map_err(|e| driver_error("copy from the GPU", e))?;
-        }
-        self.stream
-            .synchronize()
-            .map_err(|e| driver_error("kernel execution", e))
-    }
-
     /// Copies each input into its device buffer (grown when too small).
     fn upload(&self, buffers: &mut Buffers, inputs: &[&[u8]]) -> Result<(), String> {
         buffers.inputs.resize_with(inputs.len(), || None);
@@ -154,38 +125,16 @@ impl Device {
 
     /// Queues one launch of `func` on the uploaded inputs (no synchronization).
     fn launch(&self, func: &CudaFunction, buffers: &mut Buffers, launch: &Launch<'_>) -> Result<(), String> {
-        ensure(&self.stream, &mut buffers.out, launch.out_len)?;
-        ensure(&self.stream, &mut buffers.scratch, launch.scratch_len)?;
-        ensure(&self.stream, &mut buffers.bad, launch.n.max(1) as usize)?;
-        let (Some(dev_out), Some(scratch), Some(bad)) = (
-            buffers.out.as_mut(),
-            buffers.scratch.as_mut(),
-            buffers.bad.as_mut(),
-        ) else {
-            return Err("device buffers missing".into());
-        };
-        let config = LaunchConfig {
-            grid_dim: (launch.grid.max(1), 1, 1),
-            block_dim: (camc_compiler::codegen::cuda::THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut builder = self.stream.launch_builder(func);
-        for input in buffers.inputs.iter().flatten() {
-            builder.arg(input);
-        }
-        builder
-            .arg(&mut *dev_out)
-            .arg(&mut *scratch)
-            .arg(&mut *bad)
-            .arg(&launch.n);
-        for size in launch.sizes.iter().chain(&launch.out_size) {
-            builder.arg(size);
-        }
-        // SAFETY: the arguments match the entry point's ABI (docs/cuda.md): a pointer per input,
-        // the output, scratch and count buffers sized for `n` images and `grid` blocks, then
-        // n, k, d, h, w, out_h, out_w.
-        unsafe { builder.launch(config) }.map_err(|e| driver_error("kernel launch", e))?;
-        Ok(())
+        launch_on(&self.stream, func, buffers, launch)
+    }
+
+    /// A new stream on this device, for [`super::lane::Lane`].
+    pub fn new_stream(&self) -> Result<Arc<CudaStream>, String> {
+        self.ctx.new_stream().map_err(|e| driver_error("stream", e))
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
     }
 
     /// GPU time in milliseconds of `work`, measured with events on the stream.
@@ -255,4 +204,45 @@ pub struct Timing {
     pub kernel_ms: f64,
     /// A device-to-device copy of the same input bytes (each byte read once and written once).
     pub copy_ms: f64,
+}
+
+/// Queues one launch of `func` on `stream`, on inputs already in `buffers` (grown as needed).
+pub(super) fn launch_on(
+    stream: &Arc<CudaStream>,
+    func: &CudaFunction,
+    buffers: &mut Buffers,
+    launch: &Launch<'_>,
+) -> Result<(), String> {
+    ensure(stream, &mut buffers.out, launch.out_len)?;
+    ensure(stream, &mut buffers.scratch, launch.scratch_len)?;
+    ensure(stream, &mut buffers.bad, launch.n.max(1) as usize)?;
+    let (Some(dev_out), Some(scratch), Some(bad)) = (
+        buffers.out.as_mut(),
+        buffers.scratch.as_mut(),
+        buffers.bad.as_mut(),
+    ) else {
+        return Err("device buffers missing".into());
+    };
+    let config = LaunchConfig {
+        grid_dim: (launch.grid.max(1), 1, 1),
+        block_dim: (camc_compiler::codegen::cuda::THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = stream.launch_builder(func);
+    for input in buffers.inputs.iter().flatten() {
+        builder.arg(input);
+    }
+    builder
+        .arg(&mut *dev_out)
+        .arg(&mut *scratch)
+        .arg(&mut *bad)
+        .arg(&launch.n);
+    for size in launch.sizes.iter().chain(&launch.out_size) {
+        builder.arg(size);
+    }
+    // SAFETY: the arguments match the entry point's ABI (docs/cuda.md): a pointer per input,
+    // the output, scratch and count buffers sized for `n` images and `grid` blocks, then
+    // n, k, d, h, w, out_h, out_w.
+    unsafe { builder.launch(config) }.map_err(|e| driver_error("kernel launch", e))?;
+    Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod cache;
 mod device;
+mod lane;
 pub mod nvrtc;
 
 pub use device::{gpu_present, Timing};
@@ -16,6 +17,7 @@ use camc_compiler::codegen::cuda::{self, Dtype};
 use camc_compiler::ir::Kernel;
 use cudarc::driver::CudaFunction;
 use device::{Buffers, Device, Launch};
+use lane::Lane;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,7 +49,9 @@ pub struct CudaExecutor {
     dims: Dims,
     device: Device,
     functions: HashMap<Vec<Dtype>, CudaFunction>,
+    /// For [`CudaExecutor::profile`]; runs go through `lanes`.
     buffers: Buffers,
+    lanes: Vec<Lane>,
     scratch_floats: usize,
     max_images: usize,
     cache: Option<Arc<KernelCache>>,
@@ -76,6 +80,7 @@ impl CudaExecutor {
             device,
             functions: HashMap::new(),
             buffers: Buffers::default(),
+            lanes: Vec::new(),
             scratch_floats: source.scratch_floats(|a| dims.size(a)),
             max_images: 65536,
             cache: None,
@@ -159,7 +164,8 @@ impl CudaExecutor {
         })
     }
 
-    /// Images per launch: what half the free device memory holds, at most `max_images`.
+    /// Images per launch: what a quarter of the free device memory holds (two lanes hold a
+    /// chunk each), at most `max_images`.
     fn chunk(&self, batch: &Batch<'_>, out_per_image: usize) -> Result<usize, ExecError> {
         let per_image: usize = batch
             .inputs
@@ -170,7 +176,7 @@ impl CudaExecutor {
             + 4 * self.scratch_floats
             + 4;
         let free = self.device.free_memory().map_err(backend)?;
-        Ok((free / 2 / per_image.max(1)).clamp(1, self.max_images))
+        Ok((free / 4 / per_image.max(1)).clamp(1, self.max_images))
     }
 }
 
@@ -248,7 +254,8 @@ impl Executor for CudaExecutor {
 }
 
 impl CudaExecutor {
-    /// Runs the (checked) batch in launches that fit the device's memory.
+    /// Runs the (checked) batch in launches that fit the device's memory, alternating between
+    /// two lanes so that one chunk's copies overlap the other's kernel ([`lane`]).
     fn launches(
         &mut self,
         batch: &Batch<'_>,
@@ -262,9 +269,17 @@ impl CudaExecutor {
         let dtypes: Vec<Dtype> = batch.inputs.iter().map(dtype).collect();
         let function = self.function(&dtypes)?;
         let out_per_image = out.len() / batch.n;
-        let chunk = self.chunk(batch, out_per_image)?;
         let all: Vec<&[u8]> = batch.inputs.iter().map(bytes).collect();
+        let mut chunk = self.chunk(batch, out_per_image)?;
+        // At least four chunks of a batch over 16 MiB, so that there is something to overlap.
+        if all.iter().map(|b| b.len()).sum::<usize>() > 16 << 20 {
+            chunk = chunk.min(batch.n.div_ceil(4));
+        }
+        while self.lanes.len() < 2 {
+            self.lanes.push(Lane::new(&self.device).map_err(backend)?);
+        }
         let mut start = 0;
+        let mut turn = 0;
         while start < batch.n {
             let count = chunk.min(batch.n - start);
             let inputs = all
@@ -275,12 +290,26 @@ impl CudaExecutor {
                 })
                 .collect();
             let launch = self.launch(inputs, count, out_size)?;
-            let target = &mut out[start * out_per_image..(start + count) * out_per_image];
-            let counts = bad.get_mut(start..start + count).unwrap_or_default();
-            self.device
-                .run(&function, &mut self.buffers, &launch, target, counts)
-                .map_err(backend)?;
+            let counts = if bad.is_empty() {
+                0..0
+            } else {
+                start..start + count
+            };
+            let lane = &mut self.lanes[turn % 2];
+            lane.finish(out, bad).map_err(backend)?;
+            lane.start(
+                &self.device,
+                &function,
+                &launch,
+                start * out_per_image..(start + count) * out_per_image,
+                counts,
+            )
+            .map_err(backend)?;
             start += count;
+            turn += 1;
+        }
+        for lane in &mut self.lanes {
+            lane.finish(out, bad).map_err(backend)?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use camc_compiler::opt::Level;
 use camc_runtime::exec::cpu::CpuExecutor;
 use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::{Batch, Data, ExecError, Executor};
+use camc_runtime::postprocess::Post;
 use camc_runtime::Dims;
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -385,4 +386,47 @@ proptest! {
             prop_assert!(false, "{}\n{}", program, e);
         }
     }
+}
+
+/// `run_scaled` (post-processing per image right after the kernel, taps computed once) gives
+/// the same bits and non-finite counts as `run` followed by `Post::apply`, for every stdlib
+/// method, up- and down-sizing, same-size axes, 1×1 maps and inputs with NaN and infinities.
+#[test]
+fn post_processing_per_image_equals_the_host_pass() {
+    let mut failures = Vec::new();
+    for name in camc_compiler::stdlib::names() {
+        let kernel = stdlib_kernel(name);
+        for (dims, size, specials) in [
+            (Dims::new(7, 1, 7, 7), [224, 224], false),
+            (Dims::new(5, 1, 3, 4), [3, 9], true),
+            (Dims::new(3, 1, 9, 8), [4, 8], false),
+            (Dims::new(2, 1, 1, 1), [5, 6], true),
+        ] {
+            let n = 3;
+            let data = inputs(&kernel, dims, n, 7, specials);
+            let mut cpu = CpuExecutor::new(&kernel, dims).expect("compiles");
+            let mut raw = run(&mut cpu, &kernel, dims, &data, n);
+            let post = Post::Scale { size: size.to_vec() };
+            let map_len = size[0] * size[1];
+            let mut want = vec![0.0; n * map_len];
+            let want_bad: Vec<usize> = raw
+                .chunks_mut(dims.h * dims.w)
+                .zip(want.chunks_mut(map_len))
+                .map(|(raw, out)| post.apply(raw, &[dims.h, dims.w], out))
+                .collect();
+            let batch = Batch {
+                n,
+                inputs: data.iter().map(|d| Data::F32(d)).collect(),
+            };
+            let (mut got, mut bad) = (vec![f32::NAN; n * map_len], vec![usize::MAX; n]);
+            assert!(cpu.run_scaled(&batch, &size, &mut got, &mut bad).expect("runs"));
+            let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+            if !same || bad != want_bad {
+                failures.push(format!(
+                    "{name} {dims:?} -> {size:?}: counts {bad:?} vs {want_bad:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -85,6 +85,60 @@ pub fn resize(src: &[f32], shape: &[usize], size: &[usize]) -> Vec<f32> {
     current
 }
 
+/// [`Post::Scale`] of a 2-D map with the resize taps computed once, for an executor that
+/// post-processes each image right after computing it: the same operations in the same order as
+/// [`Post::apply`] (so the same bits), without its allocations per image.
+pub struct Scaler {
+    shape: [usize; 2],
+    size: [usize; 2],
+    rows: Vec<(usize, usize, f32)>,
+    cols: Vec<(usize, usize, f32)>,
+}
+
+impl Scaler {
+    pub fn new(shape: [usize; 2], size: [usize; 2]) -> Scaler {
+        Scaler {
+            shape,
+            size,
+            rows: taps(shape[0], size[0]),
+            cols: taps(shape[1], size[1]),
+        }
+    }
+
+    /// Processes one `h × w` map (sanitized in place) into `out` (`oh × ow`); `rows` is a
+    /// reusable buffer. Returns the number of non-finite values set to 0.
+    pub fn apply(&self, raw: &mut [f32], out: &mut [f32], rows: &mut Vec<f32>) -> usize {
+        let ([h, w], [oh, ow]) = (self.shape, self.size);
+        let bad = sanitize(raw);
+        minmax(raw);
+        // Along w first, then along h, skipping an axis whose size does not change (`resize`).
+        rows.clear();
+        if w == ow {
+            rows.extend_from_slice(raw);
+        } else {
+            for row in raw.chunks_exact(w) {
+                rows.extend(
+                    self.cols
+                        .iter()
+                        .map(|&(low, high, t)| row[low] * (1.0 - t) + row[high] * t),
+                );
+            }
+        }
+        if h == oh {
+            out.copy_from_slice(rows);
+        } else {
+            for (target, &(low, high, t)) in out.chunks_exact_mut(ow).zip(&self.rows) {
+                let (a, b) = (&rows[low * ow..][..ow], &rows[high * ow..][..ow]);
+                for ((value, a), b) in target.iter_mut().zip(a).zip(b) {
+                    *value = a * (1.0 - t) + b * t;
+                }
+            }
+        }
+        minmax(out);
+        bad
+    }
+}
+
 /// What happens to each image's result.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Post {

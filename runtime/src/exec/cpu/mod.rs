@@ -6,6 +6,8 @@ mod helpers;
 
 use super::{check_batch, Batch, Data, ExecError, Executor};
 use crate::dims::Dims;
+use crate::postprocess::Scaler;
+use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::codegen::clif::{self, Sizes};
 use camc_compiler::ir::Kernel;
 use cranelift_codegen::ir::{UserExternalName, UserFuncName};
@@ -101,11 +103,13 @@ impl Drop for CpuExecutor {
     }
 }
 
-/// One worker's buffers: the kernel's scratch memory and f32 copies of f16/bf16 inputs.
+/// One worker's buffers: the kernel's scratch memory, f32 copies of f16/bf16 inputs, and the
+/// raw map of an image being post-processed.
 struct Worker {
     scratch: Vec<u128>,
     converted: Vec<Vec<f32>>,
     pointers: Vec<*const f32>,
+    raw: Vec<f32>,
 }
 
 impl Executor for CpuExecutor {
@@ -115,49 +119,118 @@ impl Executor for CpuExecutor {
 
     fn run(&mut self, batch: &Batch<'_>, out: &mut [f32]) -> Result<(), ExecError> {
         check_batch(&self.kernel, self.dims, batch, out)?;
-        let lens: Vec<usize> = self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect();
         let out_len = self.dims.len(self.kernel.output_ty());
         if batch.n == 0 || out_len == 0 {
             return Ok(());
         }
-        let function = self.function;
-        let scratch_words = self.scratch_bytes.div_ceil(16);
-        let inputs = &batch.inputs;
+        let call = self.call();
         out.par_chunks_mut(out_len).enumerate().for_each_init(
-            || Worker {
-                scratch: vec![0; scratch_words],
-                converted: vec![Vec::new(); inputs.len()],
-                pointers: vec![std::ptr::null(); inputs.len()],
-            },
-            |worker, (image, result)| {
-                for (j, data) in inputs.iter().enumerate() {
-                    let range = image * lens[j]..(image + 1) * lens[j];
-                    let converted = &mut worker.converted[j];
-                    worker.pointers[j] = match data {
-                        Data::F32(v) => v[range].as_ptr(),
-                        Data::F16(v) => {
-                            converted.clear();
-                            converted.extend(v[range].iter().map(|x| x.to_f32()));
-                            converted.as_ptr()
-                        }
-                        Data::Bf16(v) => {
-                            converted.clear();
-                            converted.extend(v[range].iter().map(|x| x.to_f32()));
-                            converted.as_ptr()
-                        }
-                    };
-                }
-                // SAFETY: `check_batch` checked that every input holds `n` images of its type
-                // and `result` one image's output; scratch has the size the lowering asked for.
-                unsafe {
-                    function(
-                        worker.pointers.as_ptr(),
-                        result.as_mut_ptr(),
-                        worker.scratch.as_mut_ptr().cast(),
-                    )
-                };
-            },
+            || call.worker(batch, 0),
+            |worker, (image, result)| call.image(worker, batch, image, result),
         );
         Ok(())
+    }
+
+    /// Each image's post-processing right after its kernel call, on the same thread, while its
+    /// map is in cache: no batch-wide raw buffer, no second pass.
+    fn run_scaled(
+        &mut self,
+        batch: &Batch<'_>,
+        size: &[usize],
+        out: &mut [f32],
+        bad: &mut [usize],
+    ) -> Result<bool, ExecError> {
+        let hw = AxisSet::SCALAR.with(Axis::H).with(Axis::W);
+        let (&[height, width], true) = (size, self.kernel.output_ty() == hw) else {
+            return Ok(false);
+        };
+        let raw_len = self.dims.len(hw);
+        check_batch(&self.kernel, self.dims, batch, &vec![0.0; batch.n * raw_len])?;
+        if out.len() != batch.n * height * width || bad.len() != batch.n {
+            return Err(backend(format!(
+                "output buffers of {} values and {} counts for {} images of {height}x{width}",
+                out.len(),
+                bad.len(),
+                batch.n
+            )));
+        }
+        if batch.n == 0 || height * width == 0 {
+            return Ok(true);
+        }
+        let scaler = Scaler::new([self.dims.h, self.dims.w], [height, width]);
+        let call = self.call();
+        out.par_chunks_mut(height * width)
+            .zip(bad.par_iter_mut())
+            .enumerate()
+            .for_each_init(
+                || (call.worker(batch, raw_len), Vec::new()),
+                |(worker, rows), (image, (result, bad))| {
+                    let mut raw = std::mem::take(&mut worker.raw);
+                    call.image(worker, batch, image, &mut raw);
+                    *bad = scaler.apply(&mut raw, result, rows);
+                    worker.raw = raw;
+                },
+            );
+        Ok(true)
+    }
+}
+
+impl CpuExecutor {
+    fn call(&self) -> Call {
+        Call {
+            function: self.function,
+            lens: self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect(),
+            scratch_bytes: self.scratch_bytes,
+        }
+    }
+}
+
+/// What the worker threads need to call the kernel (the executor itself, owning the JIT module,
+/// is not shared between threads).
+struct Call {
+    function: KernelFn,
+    /// Values per image of each input.
+    lens: Vec<usize>,
+    scratch_bytes: usize,
+}
+
+impl Call {
+    fn worker(&self, batch: &Batch<'_>, raw_len: usize) -> Worker {
+        Worker {
+            scratch: vec![0; self.scratch_bytes.div_ceil(16)],
+            converted: vec![Vec::new(); batch.inputs.len()],
+            pointers: vec![std::ptr::null(); batch.inputs.len()],
+            raw: vec![0.0; raw_len],
+        }
+    }
+
+    /// Runs the kernel on image `image` of the (checked) batch into `result`.
+    fn image(&self, worker: &mut Worker, batch: &Batch<'_>, image: usize, result: &mut [f32]) {
+        for (j, (data, &len)) in batch.inputs.iter().zip(&self.lens).enumerate() {
+            let range = image * len..(image + 1) * len;
+            let converted = &mut worker.converted[j];
+            worker.pointers[j] = match data {
+                Data::F32(v) => v[range].as_ptr(),
+                Data::F16(v) => {
+                    converted.clear();
+                    converted.extend(v[range].iter().map(|x| x.to_f32()));
+                    converted.as_ptr()
+                }
+                Data::Bf16(v) => {
+                    converted.clear();
+                    converted.extend(v[range].iter().map(|x| x.to_f32()));
+                    converted.as_ptr()
+                }
+            };
+        }
+        // SAFETY: `check_batch` checked that every input holds `n` images of its type and
+        // `result` one image's output; scratch has the size the lowering asked for.
+        unsafe {
+            (self.function)(
+                worker.pointers.as_ptr(),
+                result.as_mut_ptr(),
+                worker.scratch.as_mut_ptr().cast(),
+            )
+        };
     }
 }

@@ -92,6 +92,38 @@ pub trait Executor: Send {
 /// Checks a batch against the kernel's inputs and `out`'s length; every executor calls this
 /// first, so a backend never reads past a buffer.
 pub fn check_batch(kernel: &Kernel, dims: Dims, batch: &Batch<'_>, out: &[f32]) -> Result<(), ExecError> {
+    check_lengths(kernel, dims, batch, out.len(), dims.len(kernel.output_ty()))
+}
+
+/// [`check_batch`] for [`Executor::run_scaled`]: `out` holds `size` maps, `bad` a count per
+/// image.
+pub fn check_scaled_batch(
+    kernel: &Kernel,
+    dims: Dims,
+    batch: &Batch<'_>,
+    size: [usize; 2],
+    out: &[f32],
+    bad: &[usize],
+) -> Result<(), ExecError> {
+    check_lengths(kernel, dims, batch, out.len(), size[0] * size[1])?;
+    if bad.len() != batch.n {
+        return Err(ExecError::InputLength {
+            name: "(non-finite counts)".into(),
+            n: batch.n,
+            expected: batch.n,
+            got: bad.len(),
+        });
+    }
+    Ok(())
+}
+
+fn check_lengths(
+    kernel: &Kernel,
+    dims: Dims,
+    batch: &Batch<'_>,
+    out_len: usize,
+    out_per_image: usize,
+) -> Result<(), ExecError> {
     if batch.inputs.len() != kernel.inputs.len() {
         return Err(ExecError::InputCount {
             expected: kernel.inputs.len(),
@@ -109,13 +141,13 @@ pub fn check_batch(kernel: &Kernel, dims: Dims, batch: &Batch<'_>, out: &[f32]) 
             });
         }
     }
-    let expected = batch.n * dims.len(kernel.output_ty());
-    if out.len() != expected {
+    let expected = batch.n * out_per_image;
+    if out_len != expected {
         return Err(ExecError::InputLength {
             name: "(output)".into(),
             n: batch.n,
             expected,
-            got: out.len(),
+            got: out_len,
         });
     }
     Ok(())

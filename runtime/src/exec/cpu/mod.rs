@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use super::{check_batch, Batch, Data, ExecError, Executor};
+use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor};
 use crate::dims::Dims;
 use crate::postprocess::Scaler;
 use camc_compiler::axes::{Axis, AxisSet};
@@ -145,15 +145,7 @@ impl Executor for CpuExecutor {
             return Ok(false);
         };
         let raw_len = self.dims.len(hw);
-        check_batch(&self.kernel, self.dims, batch, &vec![0.0; batch.n * raw_len])?;
-        if out.len() != batch.n * height * width || bad.len() != batch.n {
-            return Err(backend(format!(
-                "output buffers of {} values and {} counts for {} images of {height}x{width}",
-                out.len(),
-                bad.len(),
-                batch.n
-            )));
-        }
+        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out, bad)?;
         if batch.n == 0 || height * width == 0 {
             return Ok(true);
         }

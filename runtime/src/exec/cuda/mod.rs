@@ -10,7 +10,7 @@ pub mod nvrtc;
 
 pub use device::{gpu_present, Timing};
 
-use super::{check_batch, Batch, Data, ExecError, Executor};
+use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor};
 use crate::dims::Dims;
 use cache::{KernelCache, Origin};
 use camc_compiler::codegen::cuda::{self, Dtype};
@@ -228,17 +228,7 @@ impl Executor for CudaExecutor {
         if !cuda::scalable(&self.kernel) || height == 0 || width == 0 {
             return Ok(false);
         }
-        let raw_len = self.dims.len(self.kernel.output_ty());
-        check_batch(&self.kernel, self.dims, batch, &vec![0.0; batch.n * raw_len])?;
-        let out_len = batch.n * height * width;
-        if out.len() != out_len || bad.len() != batch.n {
-            return Err(backend(format!(
-                "output buffers of {} values and {} counts for {} images of {height}x{width}",
-                out.len(),
-                bad.len(),
-                batch.n
-            )));
-        }
+        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out, bad)?;
         size_i32(height * width, "output values per image")?;
         let out_size = [
             size_i32(height, "output height")?,

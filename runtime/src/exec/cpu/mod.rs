@@ -103,13 +103,11 @@ impl Drop for CpuExecutor {
     }
 }
 
-/// One worker's buffers: the kernel's scratch memory, f32 copies of f16/bf16 inputs, and the
-/// raw map of an image being post-processed.
+/// One worker's buffers: the kernel's scratch memory and f32 copies of f16/bf16 inputs.
 struct Worker {
     scratch: Vec<u128>,
     converted: Vec<Vec<f32>>,
     pointers: Vec<*const f32>,
-    raw: Vec<f32>,
 }
 
 impl Executor for CpuExecutor {
@@ -125,7 +123,7 @@ impl Executor for CpuExecutor {
         }
         let call = self.call();
         out.par_chunks_mut(out_len).enumerate().for_each_init(
-            || call.worker(batch, 0),
+            || call.worker(batch),
             |worker, (image, result)| call.image(worker, batch, image, result),
         );
         Ok(())
@@ -155,12 +153,10 @@ impl Executor for CpuExecutor {
             .zip(bad.par_iter_mut())
             .enumerate()
             .for_each_init(
-                || (call.worker(batch, raw_len), Vec::new()),
-                |(worker, rows), (image, (result, bad))| {
-                    let mut raw = std::mem::take(&mut worker.raw);
-                    call.image(worker, batch, image, &mut raw);
-                    *bad = scaler.apply(&mut raw, result, rows);
-                    worker.raw = raw;
+                || (call.worker(batch), vec![0.0; raw_len], Vec::new()),
+                |(worker, raw, rows), (image, (result, bad))| {
+                    call.image(worker, batch, image, raw);
+                    *bad = scaler.apply(raw, result, rows);
                 },
             );
         Ok(true)
@@ -187,12 +183,11 @@ struct Call {
 }
 
 impl Call {
-    fn worker(&self, batch: &Batch<'_>, raw_len: usize) -> Worker {
+    fn worker(&self, batch: &Batch<'_>) -> Worker {
         Worker {
             scratch: vec![0; self.scratch_bytes.div_ceil(16)],
             converted: vec![Vec::new(); batch.inputs.len()],
             pointers: vec![std::ptr::null(); batch.inputs.len()],
-            raw: vec![0.0; raw_len],
         }
     }
 

@@ -1,18 +1,29 @@
-//! The CPU JIT against the reference interpreter and a memory-read baseline, on a
-//! ResNet-50-like cache held in memory: n = 256 images, k = 2048 channels, 7×7 maps, random
-//! f32 activations and gradients. Run with `cargo bench --bench cpu` (set `CAMC_BENCH_IMAGES`
-//! to change n). It prints times and the ratios measured in this run; nothing is asserted.
+//! The CPU JIT against the reference interpreter, a memory-read baseline and pytorch-grad-cam,
+//! on a ResNet-50-like cache held in memory: n = 256 images, k = 2048 channels, 7×7 maps, random
+//! f32 activations and gradients, output 224×224. Run with `cargo bench --bench cpu` (set
+//! `CAMC_BENCH_IMAGES` to change n). It prints times and the ratios measured in this run;
+//! nothing is asserted.
+//!
+//! pytorch-grad-cam is timed on the same tensors by `benches/pytorch_grad_cam_compute.py`, run
+//! with `$CAMC_PYTHON`, else `.venv-py/bin/python` (`scripts/install-torch.sh` installs torch
+//! and grad-cam there), else `python3`; where it is not installed, that part is skipped.
 
 use camc_compiler::opt::Level;
 use camc_runtime::exec::cpu::CpuExecutor;
 use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::{Batch, Data, Executor};
+use camc_runtime::heatmap_file::HeatmapWriter;
 use camc_runtime::Dims;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const DIMS: Dims = Dims::new(2048, 1, 7, 7);
+/// The output size of the post-processed runs, as a ResNet-50's input.
+const SIZE: [usize; 2] = [224, 224];
+const METHODS: [&str; 2] = ["gradcam", "gradcampp"];
 
 /// Best wall time of `repeats` runs.
 fn best(repeats: usize, mut f: impl FnMut()) -> Duration {
@@ -64,6 +75,62 @@ fn kernel(name: &str) -> camc_compiler::ir::Kernel {
     camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).expect("compiles")
 }
 
+fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
+    let mut file = HeatmapWriter::create(path, shape, &[]).expect("creates the .npy");
+    file.write(values).expect("writes");
+    file.finish().expect("writes");
+}
+
+/// The Python that runs pytorch-grad-cam.
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("CAMC_PYTHON") {
+        return path.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-py/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+/// pytorch-grad-cam's time (ms) per method on the tensors in `dir` (`A.npy`, `G.npy`), and the
+/// largest difference to camc's results there (`METHOD.npy`); `None` where it cannot run.
+fn pytorch_grad_cam(dir: &Path) -> Option<HashMap<String, (f64, f64)>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_grad_cam_compute.py");
+    let output = Command::new(python())
+        .arg(script)
+        .args([dir.join("A.npy"), dir.join("G.npy")])
+        .args([SIZE[0].to_string(), "3".into()])
+        .arg(dir)
+        .args(METHODS)
+        .output();
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => {
+            println!(
+                "pytorch-grad-cam: skipped ({})",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            return None;
+        }
+        Err(e) => {
+            println!(
+                "pytorch-grad-cam: skipped (cannot run {}: {e})",
+                python().display()
+            );
+            return None;
+        }
+    };
+    let mut times = HashMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let method = value["method"].as_str()?.to_string();
+        times.insert(method, (value["ms"].as_f64()?, value["max_abs_diff"].as_f64()?));
+    }
+    Some(times)
+}
+
 fn main() {
     let n: usize = std::env::var("CAMC_BENCH_IMAGES")
         .ok()
@@ -91,7 +158,9 @@ fn main() {
         bytes / read.as_secs_f64() / 1e9
     );
 
-    for name in ["gradcam", "gradcampp"] {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut scaled_times = Vec::new();
+    for name in METHODS {
         let kernel = kernel(name);
         let start = Instant::now();
         let mut cpu = CpuExecutor::new(&kernel, DIMS).expect("JIT compiles");
@@ -107,6 +176,34 @@ fn main() {
         };
         let mut out = vec![0.0f32; n * DIMS.h * DIMS.w];
         let jit = best(5, || cpu.run(&batch, &mut out).expect("runs"));
+        // As `camc run` computes its output: the post-processing to 224×224 fused in.
+        let mut scaled = vec![0.0f32; n * SIZE[0] * SIZE[1]];
+        let mut bad = vec![0; n];
+        // Its compile, on the first call (one image).
+        let one = Batch {
+            n: 1,
+            inputs: data
+                .iter()
+                .map(|d| match d {
+                    Data::F32(v) => Data::F32(&v[..per_image]),
+                    other => *other,
+                })
+                .collect(),
+        };
+        let start = Instant::now();
+        cpu.run_scaled(&one, &SIZE, &mut scaled[..SIZE[0] * SIZE[1]], &mut bad[..1])
+            .expect("runs");
+        let scaled_compile = start.elapsed();
+        let jit_scaled = best(5, || {
+            cpu.run_scaled(&batch, &SIZE, &mut scaled, &mut bad)
+                .expect("runs");
+        });
+        write_npy(
+            &dir.path().join(format!("{name}.npy")),
+            &[n, SIZE[0], SIZE[1]],
+            &scaled,
+        );
+        scaled_times.push((name, jit_scaled));
         // The interpreter is slow: time a few images and scale.
         let few = n.min(8);
         let small = Batch {
@@ -133,6 +230,31 @@ fn main() {
             jit.as_secs_f64() / (read.as_secs_f64() * read_bytes / bytes),
             interp_time * 1e3,
             interp_time / jit.as_secs_f64(),
+        );
+        println!(
+            "{name:10} with post-processing to {}x{}: jit {:.1} ms | compile + one image {:.2} ms",
+            SIZE[0],
+            SIZE[1],
+            jit_scaled.as_secs_f64() * 1e3,
+            scaled_compile.as_secs_f64() * 1e3,
+        );
+    }
+
+    let shape = [n, DIMS.k, DIMS.h, DIMS.w];
+    write_npy(&dir.path().join("A.npy"), &shape, &a);
+    write_npy(&dir.path().join("G.npy"), &shape, &g);
+    drop((a, g));
+    let Some(reference) = pytorch_grad_cam(dir.path()) else {
+        return;
+    };
+    for (name, jit_scaled) in scaled_times {
+        let Some(&(ms, diff)) = reference.get(name) else {
+            continue;
+        };
+        let ours = jit_scaled.as_secs_f64() * 1e3;
+        println!(
+            "{name:10} pytorch-grad-cam {ms:.1} ms on the same tensors | jit with post-processing {ours:.1} ms | speed-up {:.1}x | max |diff| {diff:.1e}",
+            ms / ours
         );
     }
 }

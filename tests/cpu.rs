@@ -352,11 +352,56 @@ fn emit_clif_prints_the_snapshot() {
     let expected = std::fs::read_to_string(support::root().join("tests/out/clif/stdlib/gradcam.clif"))
         .expect("snapshot");
     assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_camc"))
-        .args(["emit", "gradcam", "--target", "clif", "--dims", "4,0,7"])
+    for bad in [["--dims", "4,0,7"], ["--size", "0,224"], ["--size", "224"]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_camc"))
+            .args(["emit", "gradcam", "--target", "clif"])
+            .args(bad)
+            .output()
+            .expect("camc runs");
+        assert_eq!(output.status.code(), Some(2), "{bad:?} is a usage error");
+    }
+}
+
+#[test]
+fn emit_clif_with_a_size_prints_the_post_processing_snapshot() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_camc"))
+        .args([
+            "emit", "gradcam", "--target", "clif", "--dims", "2048,7,7", "--size", "224,224",
+        ])
         .output()
         .expect("camc runs");
-    assert_eq!(bad.status.code(), Some(2), "a size of 0 is a usage error");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    if let Err(e) = support::snapshot("clif/scaled/gradcam_224x224.clif", &text) {
+        panic!("{e}");
+    }
+    // The taps: 224 along w and 224 along h, 16 bytes each.
+    assert!(text.contains("= 7168 bytes of resize taps"), "{text}");
+}
+
+#[test]
+fn post_processing_needs_a_two_dimensional_result() {
+    let gradcam = stdlib_kernel("gradcam");
+    let sizes = clif::Sizes([8, 1, 7, 7]);
+    assert!(clif::lower_scaled(&gradcam, sizes, [224, 224], clif::default_target()).is_ok());
+    let volume = kernel("cam volume(A: [k,d,h,w]) { sum[k](A) }", Level::Exact);
+    match clif::lower_scaled(
+        &volume,
+        clif::Sizes([8, 3, 7, 7]),
+        [224, 224],
+        clif::default_target(),
+    ) {
+        Err(clif::ClifError::NotAMap(_)) => {}
+        other => panic!("expected NotAMap, got {:?}", other.err()),
+    }
+    match clif::lower_scaled(&gradcam, sizes, [1 << 20, 1 << 20], clif::default_target()) {
+        Err(clif::ClifError::TooLarge(_)) => {}
+        other => panic!("expected TooLarge, got {:?}", other.err()),
+    }
 }
 
 fn cases() -> u32 {

@@ -7,6 +7,7 @@ pub mod diag;
 pub mod ir;
 pub mod ops;
 pub mod opt;
+pub mod resize;
 pub mod span;
 pub mod stdlib;
 pub mod syntax;

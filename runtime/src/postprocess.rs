@@ -3,6 +3,7 @@
 //! torch `align_corners=False`), min-max again.
 
 use camc_compiler::ops::NORMALIZE_EPS;
+use camc_compiler::resize::{taps, Tap};
 
 /// Sets non-finite values to 0; returns how many there were.
 pub fn sanitize(map: &mut [f32]) -> usize {
@@ -31,26 +32,6 @@ pub fn minmax(map: &mut [f32]) {
     }
 }
 
-/// Source index and weight of each output position along one axis: the half-pixel mapping
-/// `src = (dst + 0.5) * from / to - 0.5`, clamped at both edges as OpenCV does.
-fn taps(from: usize, to: usize) -> Vec<(usize, usize, f32)> {
-    let scale = from as f64 / to as f64;
-    (0..to)
-        .map(|dst| {
-            let position = ((dst as f64 + 0.5) * scale - 0.5) as f32;
-            let floor = position.floor();
-            if floor < 0.0 {
-                return (0, 0, 0.0);
-            }
-            let low = floor as usize;
-            if low >= from - 1 {
-                return (from - 1, from - 1, 0.0);
-            }
-            (low, low + 1, position - floor)
-        })
-        .collect()
-}
-
 /// Linear resize of `src` (row-major with `shape`) along axis `axis` to `size`.
 fn resize_axis(src: &[f32], shape: &[usize], axis: usize, size: usize) -> Vec<f32> {
     let outer: usize = shape[..axis].iter().product();
@@ -59,7 +40,7 @@ fn resize_axis(src: &[f32], shape: &[usize], axis: usize, size: usize) -> Vec<f3
     let taps = taps(from, size);
     let mut out = vec![0.0f32; outer * size * inner];
     for o in 0..outer {
-        for (dst, &(low, high, t)) in taps.iter().enumerate() {
+        for (dst, &Tap { low, high, t }) in taps.iter().enumerate() {
             let (a, b) = ((o * from + low) * inner, (o * from + high) * inner);
             let target = &mut out[(o * size + dst) * inner..][..inner];
             for (i, value) in target.iter_mut().enumerate() {
@@ -83,60 +64,6 @@ pub fn resize(src: &[f32], shape: &[usize], size: &[usize]) -> Vec<f32> {
         }
     }
     current
-}
-
-/// [`Post::Scale`] of a 2-D map with the resize taps computed once, for an executor that
-/// post-processes each image right after computing it: the same operations in the same order as
-/// [`Post::apply`] (so the same bits), without its allocations per image.
-pub struct Scaler {
-    shape: [usize; 2],
-    size: [usize; 2],
-    rows: Vec<(usize, usize, f32)>,
-    cols: Vec<(usize, usize, f32)>,
-}
-
-impl Scaler {
-    pub fn new(shape: [usize; 2], size: [usize; 2]) -> Scaler {
-        Scaler {
-            shape,
-            size,
-            rows: taps(shape[0], size[0]),
-            cols: taps(shape[1], size[1]),
-        }
-    }
-
-    /// Processes one `h × w` map (sanitized in place) into `out` (`oh × ow`); `rows` is a
-    /// reusable buffer. Returns the number of non-finite values set to 0.
-    pub fn apply(&self, raw: &mut [f32], out: &mut [f32], rows: &mut Vec<f32>) -> usize {
-        let ([h, w], [oh, ow]) = (self.shape, self.size);
-        let bad = sanitize(raw);
-        minmax(raw);
-        // Along w first, then along h, skipping an axis whose size does not change (`resize`).
-        rows.clear();
-        if w == ow {
-            rows.extend_from_slice(raw);
-        } else {
-            for row in raw.chunks_exact(w) {
-                rows.extend(
-                    self.cols
-                        .iter()
-                        .map(|&(low, high, t)| row[low] * (1.0 - t) + row[high] * t),
-                );
-            }
-        }
-        if h == oh {
-            out.copy_from_slice(rows);
-        } else {
-            for (target, &(low, high, t)) in out.chunks_exact_mut(ow).zip(&self.rows) {
-                let (a, b) = (&rows[low * ow..][..ow], &rows[high * ow..][..ow]);
-                for ((value, a), b) in target.iter_mut().zip(a).zip(b) {
-                    *value = a * (1.0 - t) + b * t;
-                }
-            }
-        }
-        minmax(out);
-        bad
-    }
 }
 
 /// What happens to each image's result.

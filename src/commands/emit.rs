@@ -41,6 +41,23 @@ pub struct Args {
     /// The default is a ResNet-50 last layer.
     #[arg(long, default_value = "2048,7,7", value_parser = parse_dims)]
     dims: [usize; 4],
+    /// With `--target clif`: fuse the post-processing to this output size `H,W` (min-max,
+    /// bilinear resize, min-max) into the function, as `camc run` compiles it.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<[usize; 2]>,
+}
+
+/// `H,W`, each at least 1.
+fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let numbers: Vec<usize> = text
+        .split(',')
+        .map(|part| part.trim().parse::<usize>().map_err(|e| format!("`{part}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    match numbers[..] {
+        [h, w] if h > 0 && w > 0 => Ok([h, w]),
+        [_, _] => Err("every size must be at least 1".into()),
+        _ => Err("expected H,W".into()),
+    }
 }
 
 /// `K,H,W` or `K,D,H,W`, each at least 1.
@@ -73,7 +90,12 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Target::Clif => {
             use camc_compiler::codegen::clif;
             let sizes = clif::Sizes(args.dims);
-            let lowered = clif::lower(&kernel, sizes, clif::default_target()).map_err(|e| {
+            let target = clif::default_target();
+            let lowered = match args.size {
+                None => clif::lower(&kernel, sizes, target),
+                Some(size) => clif::lower_scaled(&kernel, sizes, size, target),
+            }
+            .map_err(|e| {
                 output::error(&e.to_string());
                 Reported
             })?;

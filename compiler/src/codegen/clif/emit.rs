@@ -3,12 +3,13 @@
 
 use super::nest::{Env, Mode, Nest};
 use super::plan::{HelperOp, Place, Plan};
-use super::{axis_bits, Import, Sizes, HELPER};
+use super::postprocess::{Buffers, Scale};
+use super::{axis_bits, DataObject, Import, Sizes, HELPER};
 use crate::axes::AxisSet;
 use crate::ir::{Kernel, NodeId, Op};
 use cranelift_codegen::ir::{
-    types, AbiParam, ExtFuncData, ExternalName, FuncRef, Function, InstBuilder, MemFlagsData, Signature,
-    UserExternalName, Value,
+    immediates::Imm64, types, AbiParam, ExtFuncData, ExternalName, FuncRef, Function, GlobalValueData,
+    InstBuilder, MemFlagsData, Signature, UserExternalName, Value,
 };
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -29,14 +30,22 @@ pub(super) struct Cx<'f, 'k> {
     funcs: HashMap<&'static str, FuncRef>,
 }
 
-/// Fills `function`'s body; returns the functions it calls.
+/// What [`build`] declared: the functions the code calls and the data it reads.
+pub(super) struct Linked {
+    pub imports: Vec<Import>,
+    pub data: Vec<DataObject>,
+}
+
+/// Fills `function`'s body; with `scale`, the program's map goes to scratch (past the stages'
+/// `plan.scratch_bytes`) and the post-processing writes it to `out`.
 pub(super) fn build(
     function: &mut Function,
     kernel: &Kernel,
     plan: &Plan,
     sizes: Sizes,
+    scale: Option<Scale>,
     target: TargetFrontendConfig,
-) -> Vec<Import> {
+) -> Linked {
     let mut context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(function, &mut context);
     let entry = b.create_block();
@@ -53,25 +62,66 @@ pub(super) fn build(
             )
         })
         .collect();
+    let mut data = Vec::new();
+    let post = scale.map(|scale| {
+        let [h, w] = scale.from;
+        let map = b.ins().iadd_imm_s(params[2], plan.scratch_bytes as i64);
+        let rows = b.ins().iadd_imm_s(map, (h * w * 4).next_multiple_of(16) as i64);
+        let name_ref = b
+            .func
+            .declare_imported_user_function(UserExternalName::new(DATA_NAMESPACE, 0));
+        let table = b.func.create_global_value(GlobalValueData::Symbol {
+            name: ExternalName::user(name_ref),
+            offset: Imm64::new(0),
+            colocated: false,
+            tls: false,
+        });
+        data.push(DataObject {
+            name_ref,
+            bytes: scale.table(),
+        });
+        let taps = b.ins().symbol_value(types::I64, table);
+        (
+            scale,
+            Buffers {
+                map,
+                rows,
+                out: params[1],
+                taps,
+            },
+        )
+    });
     let mut cx = Cx {
         b,
         kernel,
         plan,
         sizes,
         inputs,
-        out: params[1],
+        out: post.as_ref().map_or(params[1], |(_, at)| at.map),
         scratch: params[2],
         call_conv: target.default_call_conv,
         imports: Vec::new(),
         funcs: HashMap::new(),
     };
     cx.emit_stages(&plan.stages);
-    cx.b.ins().return_(&[]);
+    match post {
+        Some((scale, at)) => {
+            let bad = cx.post_process(scale, at);
+            cx.b.ins().return_(&[bad]);
+        }
+        None => {
+            cx.b.ins().return_(&[]);
+        }
+    }
     cx.b.seal_all_blocks();
     let imports = std::mem::take(&mut cx.imports);
     cx.b.finalize(target);
-    imports
+    Linked { imports, data }
 }
+
+/// The namespace of data objects' user external names, as `cranelift_module` numbers them
+/// (functions are namespace 0).
+const DATA_NAMESPACE: u32 = 1;
 
 impl Cx<'_, '_> {
     /// The base address of a materialized value.

@@ -8,15 +8,21 @@
 //! intermediate buffers. It calls the functions of [`Lowered::imports`], which the caller must
 //! link: `expf`, `logf`, `powf`, `tanhf` (f32 → f32, with Rust's `f32` semantics) and
 //! `camc_helper` (see [`HELPER`]).
+//!
+//! [`lower_scaled`] adds the post-processing (SPEC §3) to the function: it then returns the
+//! number of non-finite values of the map as an `i64`, writes the resized map to `out`, and
+//! reads its resize taps from a data object the caller must define ([`Lowered::data`]).
 
 mod emit;
 mod fuse;
 mod nest;
 mod plan;
+mod postprocess;
 mod reduce;
 mod values;
 
 pub use plan::{HelperOp, Place};
+pub use postprocess::Scale;
 
 use crate::axes::{Axis, AxisSet};
 use crate::ir::Kernel;
@@ -82,9 +88,18 @@ pub struct Import {
     pub name_ref: UserExternalNameRef,
 }
 
+/// Read-only bytes the lowered code reads; the caller defines them (aligned to 16) and links
+/// them by `name_ref`, as `cranelift_module` does for data objects (namespace 1).
+#[derive(Clone, Debug)]
+pub struct DataObject {
+    pub name_ref: UserExternalNameRef,
+    pub bytes: Vec<u8>,
+}
+
 pub struct Lowered {
     pub function: Function,
     pub imports: Vec<Import>,
+    pub data: Vec<DataObject>,
     pub scratch_bytes: usize,
 }
 
@@ -94,15 +109,21 @@ pub enum ClifError {
     EmptyAxis([usize; 4]),
     #[error("the tensors are too large for the CPU backend ({0} elements)")]
     TooLarge(usize),
+    #[error("the post-processing needs an [h,w] result, the program's is {0}")]
+    NotAMap(AxisSet),
     #[error("internal compiler error: the generated Cranelift IR is invalid: {0}")]
     Verify(String),
 }
 
-/// The signature of a kernel function under `call_conv`.
-pub fn signature(call_conv: CallConv) -> Signature {
+/// The signature of a kernel function under `call_conv`; with the post-processing, it returns
+/// the number of non-finite values.
+pub fn signature(call_conv: CallConv, scaled: bool) -> Signature {
     let mut sig = Signature::new(call_conv);
     for _ in 0..3 {
         sig.params.push(AbiParam::new(types::I64));
+    }
+    if scaled {
+        sig.returns.push(AbiParam::new(types::I64));
     }
     sig
 }
@@ -118,6 +139,33 @@ pub fn default_target() -> TargetFrontendConfig {
 
 /// Lowers `kernel` for `sizes`; the result is verified.
 pub fn lower(kernel: &Kernel, sizes: Sizes, target: TargetFrontendConfig) -> Result<Lowered, ClifError> {
+    lower_with(kernel, sizes, None, target)
+}
+
+/// Lowers `kernel`, an `[h,w]` program, for `sizes` with the post-processing to `size` fused in.
+pub fn lower_scaled(
+    kernel: &Kernel,
+    sizes: Sizes,
+    size: [usize; 2],
+    target: TargetFrontendConfig,
+) -> Result<Lowered, ClifError> {
+    let ty = kernel.output_ty();
+    if ty != AxisSet::SCALAR.with(Axis::H).with(Axis::W) {
+        return Err(ClifError::NotAMap(ty));
+    }
+    let scale = Scale {
+        from: [sizes.of(Axis::H), sizes.of(Axis::W)],
+        to: size,
+    };
+    lower_with(kernel, sizes, Some(scale), target)
+}
+
+fn lower_with(
+    kernel: &Kernel,
+    sizes: Sizes,
+    scale: Option<Scale>,
+    target: TargetFrontendConfig,
+) -> Result<Lowered, ClifError> {
     if sizes.0.contains(&0) {
         return Err(ClifError::EmptyAxis(sizes.0));
     }
@@ -126,16 +174,33 @@ pub fn lower(kernel: &Kernel, sizes: Sizes, target: TargetFrontendConfig) -> Res
         Some(n) if n <= i32::MAX as usize / 8 => {}
         _ => return Err(ClifError::TooLarge(total.unwrap_or(usize::MAX))),
     }
+    if let Some(Scale {
+        from: [h, _],
+        to: [oh, ow],
+    }) = scale
+    {
+        if oh == 0 || ow == 0 {
+            return Err(ClifError::EmptyAxis([1, 1, oh, ow]));
+        }
+        // The post-processing's buffers and tap offsets are byte offsets held in i32.
+        match oh.max(h).checked_mul(ow) {
+            Some(n) if n <= i32::MAX as usize / 8 => {}
+            largest => return Err(ClifError::TooLarge(largest.unwrap_or(usize::MAX))),
+        }
+    }
     let plan = plan::plan(kernel, sizes);
-    let mut function =
-        Function::with_name_signature(UserFuncName::user(0, 0), signature(target.default_call_conv));
-    let imports = emit::build(&mut function, kernel, &plan, sizes, target);
+    let mut function = Function::with_name_signature(
+        UserFuncName::user(0, 0),
+        signature(target.default_call_conv, scale.is_some()),
+    );
+    let linked = emit::build(&mut function, kernel, &plan, sizes, scale, target);
     let flags = cranelift_codegen::settings::Flags::new(cranelift_codegen::settings::builder());
     cranelift_codegen::verify_function(&function, &flags).map_err(|e| ClifError::Verify(e.to_string()))?;
     Ok(Lowered {
         function,
-        imports,
-        scratch_bytes: plan.scratch_bytes,
+        imports: linked.imports,
+        data: linked.data,
+        scratch_bytes: plan.scratch_bytes + scale.map_or(0, |s| s.scratch_bytes()),
     })
 }
 
@@ -148,6 +213,13 @@ pub fn text(kernel: &Kernel, lowered: &Lowered, sizes: Sizes) -> String {
     );
     for import in &lowered.imports {
         out.push_str(&format!("; {} = {}\n", import.name_ref, import.name));
+    }
+    for data in &lowered.data {
+        out.push_str(&format!(
+            "; {} = {} bytes of resize taps\n",
+            data.name_ref,
+            data.bytes.len()
+        ));
     }
     out.push_str(&lowered.function.display().to_string());
     out

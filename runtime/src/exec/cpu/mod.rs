@@ -6,26 +6,44 @@ mod helpers;
 
 use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor};
 use crate::dims::Dims;
-use crate::postprocess::Scaler;
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::codegen::clif::{self, Sizes};
 use camc_compiler::ir::Kernel;
 use cranelift_codegen::ir::{UserExternalName, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
+use cranelift_module::{default_libcall_names, DataDescription, Linkage, Module};
 use rayon::prelude::*;
 
 /// `fn(inputs, out, scratch)`, see `camc_compiler::codegen::clif`.
 type KernelFn = unsafe extern "C" fn(*const *const f32, *mut f32, *mut u8);
+/// The same with the post-processing: returns the map's number of non-finite values.
+type ScaledFn = unsafe extern "C" fn(*const *const f32, *mut f32, *mut u8) -> i64;
 
 pub struct CpuExecutor {
     kernel: Kernel,
     dims: Dims,
-    function: KernelFn,
+    raw: Compiled<KernelFn>,
+    /// The function with the post-processing to the size last asked for, compiled on demand.
+    scaled: Option<([usize; 2], Compiled<ScaledFn>)>,
+}
+
+/// A compiled function and the JIT module owning its machine code.
+struct Compiled<F> {
+    function: F,
     scratch_bytes: usize,
-    /// Owns the machine code `function` points into; freed on drop.
+    /// Freed on drop.
     module: Option<JITModule>,
+}
+
+impl<F> Drop for Compiled<F> {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: callers of `function` borrow the executor, which owns `self`, so no call
+            // is in flight, and the pointer is dropped with `self`.
+            unsafe { module.free_memory() };
+        }
+    }
 }
 
 fn backend(message: impl ToString) -> ExecError {
@@ -35,8 +53,13 @@ fn backend(message: impl ToString) -> ExecError {
     }
 }
 
-/// The JIT module holding the compiled kernel, the kernel's address and its scratch size.
-fn compile(kernel: &Kernel, dims: Dims) -> Result<(JITModule, *const u8, usize), ExecError> {
+/// The JIT module holding the compiled kernel (with the post-processing to `size` if given),
+/// the kernel's address and its scratch size.
+fn compile(
+    kernel: &Kernel,
+    dims: Dims,
+    size: Option<[usize; 2]>,
+) -> Result<(JITModule, *const u8, usize), ExecError> {
     let mut flags = settings::builder();
     for (name, value) in [
         ("opt_level", "speed"),
@@ -55,7 +78,12 @@ fn compile(kernel: &Kernel, dims: Dims) -> Result<(JITModule, *const u8, usize),
     }
     let mut module = JITModule::new(builder);
     let sizes = Sizes([dims.k, dims.d, dims.h, dims.w]);
-    let lowered = clif::lower(kernel, sizes, module.target_config()).map_err(backend)?;
+    let target = module.target_config();
+    let lowered = match size {
+        None => clif::lower(kernel, sizes, target),
+        Some(size) => clif::lower_scaled(kernel, sizes, size, target),
+    }
+    .map_err(backend)?;
     let mut function = lowered.function;
     for import in &lowered.imports {
         let id = module
@@ -64,6 +92,16 @@ fn compile(kernel: &Kernel, dims: Dims) -> Result<(JITModule, *const u8, usize),
         function
             .params
             .reset_user_func_name(import.name_ref, UserExternalName::new(0, id.as_u32()));
+    }
+    for data in lowered.data {
+        let id = module.declare_anonymous_data(false, false).map_err(backend)?;
+        let mut description = DataDescription::new();
+        description.define(data.bytes.into_boxed_slice());
+        description.set_align(16);
+        module.define_data(id, &description).map_err(backend)?;
+        function
+            .params
+            .reset_user_func_name(data.name_ref, UserExternalName::new(1, id.as_u32()));
     }
     let id = module
         .declare_function("camc_kernel", Linkage::Export, &function.signature)
@@ -79,27 +117,40 @@ fn compile(kernel: &Kernel, dims: Dims) -> Result<(JITModule, *const u8, usize),
 
 impl CpuExecutor {
     pub fn new(kernel: &Kernel, dims: Dims) -> Result<CpuExecutor, ExecError> {
-        let (module, address, scratch_bytes) = compile(kernel, dims)?;
-        // SAFETY: the function was defined with `clif::signature` under the target's default
-        // calling convention, which is `extern "C"`'s on this machine.
+        let (module, address, scratch_bytes) = compile(kernel, dims, None)?;
+        // SAFETY: the function was defined with `clif::signature(_, false)` under the target's
+        // default calling convention, which is `extern "C"`'s on this machine.
         let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(address) };
         Ok(CpuExecutor {
             kernel: kernel.clone(),
             dims,
-            function,
-            scratch_bytes,
-            module: Some(module),
+            raw: Compiled {
+                function,
+                scratch_bytes,
+                module: Some(module),
+            },
+            scaled: None,
         })
     }
-}
 
-impl Drop for CpuExecutor {
-    fn drop(&mut self) {
-        if let Some(module) = self.module.take() {
-            // SAFETY: `run` borrows `self` mutably, so no call of `function` is in flight, and
-            // the pointer is dropped with `self`.
-            unsafe { module.free_memory() };
+    /// The function post-processing to `size`, compiled on first use.
+    fn scaled(&mut self, size: [usize; 2]) -> Result<&Compiled<ScaledFn>, ExecError> {
+        if self
+            .scaled
+            .as_ref()
+            .is_none_or(|(compiled_for, _)| *compiled_for != size)
+        {
+            let (module, address, scratch_bytes) = compile(&self.kernel, self.dims, Some(size))?;
+            // SAFETY: defined with `clif::signature(_, true)`, as in `new`.
+            let function = unsafe { std::mem::transmute::<*const u8, ScaledFn>(address) };
+            let compiled = Compiled {
+                function,
+                scratch_bytes,
+                module: Some(module),
+            };
+            self.scaled = Some((size, compiled));
         }
+        Ok(&self.scaled.as_ref().expect("compiled above").1)
     }
 }
 
@@ -124,13 +175,16 @@ impl Executor for CpuExecutor {
         let call = self.call();
         out.par_chunks_mut(out_len).enumerate().for_each_init(
             || call.worker(batch),
-            |worker, (image, result)| call.image(worker, batch, image, result),
+            |worker, (image, result)| {
+                call.image(worker, batch, image, result);
+            },
         );
         Ok(())
     }
 
-    /// Each image's post-processing right after its kernel call, on the same thread, while its
-    /// map is in cache: no batch-wide raw buffer, no second pass.
+    /// The post-processing compiled into the kernel (`clif::lower_scaled`): each image goes
+    /// from the inputs to its resized map in one call, on one thread, with no batch-wide raw
+    /// buffer and no second pass.
     fn run_scaled(
         &mut self,
         batch: &Batch<'_>,
@@ -142,47 +196,78 @@ impl Executor for CpuExecutor {
         let (&[height, width], true) = (size, self.kernel.output_ty() == hw) else {
             return Ok(false);
         };
-        let raw_len = self.dims.len(hw);
         check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out, bad)?;
         if batch.n == 0 || height * width == 0 {
             return Ok(true);
         }
-        let scaler = Scaler::new([self.dims.h, self.dims.w], [height, width]);
-        let call = self.call();
+        let lens = self.lens();
+        let compiled = self.scaled([height, width])?;
+        let call = Call {
+            function: compiled.function,
+            lens,
+            scratch_bytes: compiled.scratch_bytes,
+        };
         out.par_chunks_mut(height * width)
             .zip(bad.par_iter_mut())
             .enumerate()
             .for_each_init(
-                || (call.worker(batch), vec![0.0; raw_len], Vec::new()),
-                |(worker, raw, rows), (image, (result, bad))| {
-                    call.image(worker, batch, image, raw);
-                    *bad = scaler.apply(raw, result, rows);
-                },
+                || call.worker(batch),
+                |worker, (image, (result, bad))| *bad = call.image(worker, batch, image, result) as usize,
             );
         Ok(true)
     }
 }
 
 impl CpuExecutor {
-    fn call(&self) -> Call {
+    /// Values per image of each input.
+    fn lens(&self) -> Vec<usize> {
+        self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect()
+    }
+
+    fn call(&self) -> Call<KernelFn> {
         Call {
-            function: self.function,
-            lens: self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect(),
-            scratch_bytes: self.scratch_bytes,
+            function: self.raw.function,
+            lens: self.lens(),
+            scratch_bytes: self.raw.scratch_bytes,
         }
+    }
+}
+
+/// A compiled entry point as the workers call it.
+trait Entry: Copy + Send + Sync {
+    /// Calls the function; returns the number of non-finite values it reports (0 for a raw
+    /// kernel).
+    ///
+    /// # Safety
+    /// The pointers must be valid for the sizes the function was compiled for.
+    unsafe fn call(self, inputs: *const *const f32, out: *mut f32, scratch: *mut u8) -> i64;
+}
+
+impl Entry for KernelFn {
+    unsafe fn call(self, inputs: *const *const f32, out: *mut f32, scratch: *mut u8) -> i64 {
+        // SAFETY: as the caller promised.
+        unsafe { self(inputs, out, scratch) };
+        0
+    }
+}
+
+impl Entry for ScaledFn {
+    unsafe fn call(self, inputs: *const *const f32, out: *mut f32, scratch: *mut u8) -> i64 {
+        // SAFETY: as the caller promised.
+        unsafe { self(inputs, out, scratch) }
     }
 }
 
 /// What the worker threads need to call the kernel (the executor itself, owning the JIT module,
 /// is not shared between threads).
-struct Call {
-    function: KernelFn,
+struct Call<F> {
+    function: F,
     /// Values per image of each input.
     lens: Vec<usize>,
     scratch_bytes: usize,
 }
 
-impl Call {
+impl<F: Entry> Call<F> {
     fn worker(&self, batch: &Batch<'_>) -> Worker {
         Worker {
             scratch: vec![0; self.scratch_bytes.div_ceil(16)],
@@ -191,8 +276,9 @@ impl Call {
         }
     }
 
-    /// Runs the kernel on image `image` of the (checked) batch into `result`.
-    fn image(&self, worker: &mut Worker, batch: &Batch<'_>, image: usize, result: &mut [f32]) {
+    /// Runs the kernel on image `image` of the (checked) batch into `result`; returns what the
+    /// function returns ([`Entry::call`]).
+    fn image(&self, worker: &mut Worker, batch: &Batch<'_>, image: usize, result: &mut [f32]) -> i64 {
         for (j, (data, &len)) in batch.inputs.iter().zip(&self.lens).enumerate() {
             let range = image * len..(image + 1) * len;
             let converted = &mut worker.converted[j];
@@ -210,14 +296,15 @@ impl Call {
                 }
             };
         }
-        // SAFETY: `check_batch` checked that every input holds `n` images of its type and
-        // `result` one image's output; scratch has the size the lowering asked for.
+        // SAFETY: `check_batch` (or `check_scaled_batch`) checked that every input holds `n`
+        // images of its type and `result` one image's output; scratch has the size the
+        // lowering asked for.
         unsafe {
-            (self.function)(
+            self.function.call(
                 worker.pointers.as_ptr(),
                 result.as_mut_ptr(),
                 worker.scratch.as_mut_ptr().cast(),
             )
-        };
+        }
     }
 }

@@ -498,6 +498,8 @@ fn nonfinite_results_warn_or_fail_with_strict() {
     let strict = camc(&[&args[..], &["--strict"]].concat());
     assert_eq!(strict.status.code(), Some(1));
     assert_mentions(&stderr(&strict), &["image 0", "non-finite", "`G`"]);
+    // The failed run's output is removed, not left full-size with zeros where no map went.
+    assert!(!out.exists(), "a failed run leaves no output");
 }
 
 mod hostile {

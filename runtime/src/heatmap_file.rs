@@ -1,7 +1,9 @@
-//! Writing results: tensor `heatmap` `[n, ...]` f32 to `.npy` or `.safetensors`, streamed image
-//! by image so a result larger than memory can be written.
+//! Writing results: tensor `heatmap` `[n, ...]` f32 to `.npy` or `.safetensors`. The file is
+//! created at its full size and mapped, so that executors write results straight into it (no
+//! buffer, no copy) and a result larger than memory can still be written: the kernel writes the
+//! mapped pages back as it needs the memory.
 
-use std::io::{BufWriter, Write};
+use memmap2::MmapMut;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,9 +15,14 @@ pub struct WriteError {
 
 pub struct HeatmapWriter {
     path: PathBuf,
-    file: BufWriter<std::fs::File>,
+    map: MmapMut,
+    /// Bytes of the header, where the values start (a multiple of 8).
+    header: usize,
     expected: usize,
     written: usize,
+    /// Whether [`HeatmapWriter::finish`] succeeded: a writer dropped before removes its file,
+    /// whose unwritten values would read as zeros.
+    finished: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -90,37 +97,64 @@ impl HeatmapWriter {
             Some(Format::Safetensors) => safetensors_header(shape, metadata),
             None => return Err(error("the output must end in .npy or .safetensors".into())),
         };
-        let file = std::fs::File::create(path).map_err(|e| error(format!("cannot create: {e}")))?;
-        let mut file = BufWriter::with_capacity(1 << 20, file);
-        file.write_all(&header)
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| error(format!("cannot create: {e}")))?;
+        let expected: usize = shape.iter().product();
+        let total = expected
+            .checked_mul(4)
+            .and_then(|bytes| bytes.checked_add(header.len()))
+            .ok_or_else(|| error(format!("a result of shape {shape:?} is too large")))?;
+        file.set_len(total as u64)
             .map_err(|e| error(format!("cannot write: {e}")))?;
+        let removing = |message: String| {
+            let _ = std::fs::remove_file(path);
+            error(message)
+        };
+        reserve(&file, total).map_err(|e| removing(format!("cannot write: {e}")))?;
+        // SAFETY: the file was just created by this process, which alone writes it through
+        // this map; another process changing it meanwhile changes the result, nothing else.
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| removing(format!("cannot map: {e}")))?;
+        map[..header.len()].copy_from_slice(&header);
         Ok(HeatmapWriter {
             path: path.to_path_buf(),
-            file,
-            expected: shape.iter().product(),
+            map,
+            header: header.len(),
+            expected,
             written: 0,
+            finished: false,
         })
     }
 
+    /// Every value of the file, for a writer that fills them all (in any order); the file then
+    /// counts as fully written.
+    pub fn values_mut(&mut self) -> &mut [f32] {
+        self.written = self.expected;
+        bytemuck::cast_slice_mut(&mut self.map[self.header..])
+    }
+
+    /// Appends `values` after those written so far.
     pub fn write(&mut self, values: &[f32]) -> Result<(), WriteError> {
+        let start = self.written;
         self.written += values.len();
         if self.written > self.expected {
             return Err(self.error("more values than the declared shape".into()));
         }
-        let bytes: &[u8] = bytemuck::cast_slice(values);
-        self.file
-            .write_all(bytes)
-            .map_err(|e| self.error(format!("cannot write: {e}")))
+        let at = self.header + start * 4;
+        self.map[at..at + values.len() * 4].copy_from_slice(bytemuck::cast_slice(values));
+        Ok(())
     }
 
-    /// Flushes; the file must have received exactly the declared number of values.
+    /// The file must have received exactly the declared number of values.
     pub fn finish(mut self) -> Result<(), WriteError> {
         if self.written != self.expected {
             return Err(self.error(format!("wrote {} of {} values", self.written, self.expected)));
         }
-        self.file
-            .flush()
-            .map_err(|e| self.error(format!("cannot write: {e}")))?;
+        self.finished = true;
         Ok(())
     }
 
@@ -130,4 +164,51 @@ impl HeatmapWriter {
             message,
         }
     }
+}
+
+impl Drop for HeatmapWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Makes sure the file's blocks exist, so that a full disk is an error here rather than a fault
+/// (SIGBUS) when a page of the map is first written: `posix_fallocate`, except on tmpfs, where
+/// it would zero every page on one thread before the executors write them (measured: ~15% of a
+/// `camc run`), so the free space is checked instead.
+#[cfg(target_os = "linux")]
+fn reserve(file: &std::fs::File, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: plain system calls on an open descriptor, into zeroed structures of their type.
+    unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        if libc::fstatfs(fd, &mut fs) == 0 && fs.f_type == libc::TMPFS_MAGIC {
+            let mut vfs: libc::statvfs = std::mem::zeroed();
+            if libc::fstatvfs(fd, &mut vfs) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let free = (vfs.f_bavail as u128) * (vfs.f_frsize as u128);
+            if free < bytes as u128 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("{bytes} bytes needed, {free} free"),
+                ));
+            }
+            return Ok(());
+        }
+        match libc::posix_fallocate(fd, 0, bytes as libc::off_t) {
+            0 => Ok(()),
+            // Filesystems without fallocate: the map's faults are the only check left.
+            libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+            code => Err(std::io::Error::from_raw_os_error(code)),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_: &std::fs::File, _: usize) -> std::io::Result<()> {
+    Ok(())
 }

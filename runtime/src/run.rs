@@ -76,6 +76,37 @@ impl Run<'_> {
         self.batches(
             executor,
             true,
+            None,
+            |first, _, processed| sink(first, processed),
+            progress,
+        )
+    }
+
+    /// Like [`Run::execute`], every image's processed result written straight into `out`
+    /// (image-major, `images × image size` values), the sink seeing each batch's part of it.
+    pub fn execute_into(
+        &self,
+        executor: &mut dyn Executor,
+        out: &mut [f32],
+        mut sink: impl FnMut(usize, &[f32]) -> Result<(), String>,
+        progress: impl FnMut(usize),
+    ) -> Result<RunStats, RunError> {
+        let per_image: usize = self
+            .post
+            .shape(&raw_shape(self.kernel, self.binding))
+            .iter()
+            .product();
+        let expected = self.binding.images * per_image;
+        if out.len() != expected {
+            return Err(RunError::Sink(format!(
+                "the output holds {} values, {expected} expected",
+                out.len()
+            )));
+        }
+        self.batches(
+            executor,
+            true,
+            Some(out),
             |first, _, processed| sink(first, processed),
             progress,
         )
@@ -89,15 +120,17 @@ impl Run<'_> {
         sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
         progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
-        self.batches(executor, false, sink, progress)
+        self.batches(executor, false, None, sink, progress)
     }
 
     /// The loop over batches; with `in_backend`, post-processing is left to the executor where
-    /// it can (the sink then receives no raw results).
+    /// it can (the sink then receives no raw results). The processed results go to `into` (all
+    /// images', checked) if given, else to a buffer of one batch.
     fn batches(
         &self,
         executor: &mut dyn Executor,
         in_backend: bool,
+        mut into: Option<&mut [f32]>,
         mut sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
         mut progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
@@ -106,17 +139,23 @@ impl Run<'_> {
         let out_len: usize = self.post.shape(&raw_shape).iter().product();
         let mut stats = RunStats::default();
         let mut raw = Vec::new();
-        let mut processed = Vec::new();
+        let mut buffer = Vec::new();
         let mut bad = Vec::new();
         for (shard, rows) in self.binding.batches(self.batch) {
             let bound = self.binding.load(shard, rows)?;
             let batch = bound.batch();
-            processed.resize(batch.n * out_len, 0.0);
+            let processed: &mut [f32] = match into.as_deref_mut() {
+                Some(all) => &mut all[bound.first * out_len..][..batch.n * out_len],
+                None => {
+                    buffer.resize(batch.n * out_len, 0.0);
+                    &mut buffer
+                }
+            };
             bad.resize(batch.n, 0);
             let done = match &self.post {
                 Post::Scale { size } if in_backend => {
                     raw.clear();
-                    executor.run_scaled(&batch, size, &mut processed, &mut bad)?
+                    executor.run_scaled(&batch, size, processed, &mut bad)?
                 }
                 _ => false,
             };
@@ -144,7 +183,7 @@ impl Run<'_> {
                     stats.nonfinite_images.push((image, count, culprit));
                 }
             }
-            sink(bound.first, &raw, &processed).map_err(RunError::Sink)?;
+            sink(bound.first, &raw, processed).map_err(RunError::Sink)?;
             stats.images += batch.n;
             progress(batch.n);
         }

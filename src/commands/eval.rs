@@ -195,16 +195,9 @@ pub(super) fn maps_of(
         batch,
         strict: false,
     };
-    let mut maps = Vec::new();
-    job.execute(
-        executor.as_mut(),
-        |_, v| {
-            maps.extend_from_slice(v);
-            Ok(())
-        },
-        |_| {},
-    )
-    .map_err(fail)?;
+    let mut maps = vec![0.0; binding.images * size.iter().product::<usize>()];
+    job.execute_into(executor.as_mut(), &mut maps, |_, _| Ok(()), |_| {})
+        .map_err(fail)?;
     Ok(maps)
 }
 

@@ -120,15 +120,16 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let map_len: usize = job.post.shape(&raw).iter().product();
     let bar = progress::bar(binding.images as u64, "images");
     let stats = job
-        .execute(
+        .execute_into(
             executor.as_mut(),
+            writer.values_mut(),
             |first, values| {
                 if let (Some(dir), Some(data)) = (&args.png, &overlay_data) {
                     for (i, map) in values.chunks(map_len).enumerate() {
                         overlays::write(dir, first + i, map, data)?;
                     }
                 }
-                writer.write(values).map_err(|e| e.to_string())
+                Ok(())
             },
             |n| bar.inc(n as u64),
         )

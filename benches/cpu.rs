@@ -75,6 +75,18 @@ fn kernel(name: &str) -> camc_compiler::ir::Kernel {
     camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).expect("compiles")
 }
 
+/// The batch of the first `n` images of f32 inputs holding `per_image` values per image.
+fn first_images<'a>(data: &[Data<'a>], n: usize, per_image: usize) -> Batch<'a> {
+    let inputs = data
+        .iter()
+        .map(|d| match d {
+            Data::F32(v) => Data::F32(&v[..n * per_image]),
+            other => *other,
+        })
+        .collect();
+    Batch { n, inputs }
+}
+
 fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
     let mut file = HeatmapWriter::create(path, shape, &[]).expect("creates the .npy");
     file.write(values).expect("writes");
@@ -180,16 +192,7 @@ fn main() {
         let mut scaled = vec![0.0f32; n * SIZE[0] * SIZE[1]];
         let mut bad = vec![0; n];
         // Its compile, on the first call (one image).
-        let one = Batch {
-            n: 1,
-            inputs: data
-                .iter()
-                .map(|d| match d {
-                    Data::F32(v) => Data::F32(&v[..per_image]),
-                    other => *other,
-                })
-                .collect(),
-        };
+        let one = first_images(&data, 1, per_image);
         let start = Instant::now();
         cpu.run_scaled(&one, &SIZE, &mut scaled[..SIZE[0] * SIZE[1]], &mut bad[..1])
             .expect("runs");
@@ -206,16 +209,7 @@ fn main() {
         scaled_times.push((name, jit_scaled));
         // The interpreter is slow: time a few images and scale.
         let few = n.min(8);
-        let small = Batch {
-            n: few,
-            inputs: data
-                .iter()
-                .map(|d| match d {
-                    Data::F32(v) => Data::F32(&v[..few * per_image]),
-                    other => *other,
-                })
-                .collect(),
-        };
+        let small = first_images(&data, few, per_image);
         let mut interp = InterpExecutor::new(&kernel, DIMS);
         let mut small_out = vec![0.0f32; few * DIMS.h * DIMS.w];
         let interp_time = best(2, || interp.run(&small, &mut small_out).expect("runs")).as_secs_f64()

@@ -47,17 +47,11 @@ pub struct Args {
     size: Option<[usize; 2]>,
 }
 
-/// `H,W`, each at least 1.
+/// `H,W`, as `camc run --size` reads it.
 fn parse_size(text: &str) -> Result<[usize; 2], String> {
-    let numbers: Vec<usize> = text
-        .split(',')
-        .map(|part| part.trim().parse::<usize>().map_err(|e| format!("`{part}`: {e}")))
-        .collect::<Result<_, _>>()?;
-    match numbers[..] {
-        [h, w] if h > 0 && w > 0 => Ok([h, w]),
-        [_, _] => Err("every size must be at least 1".into()),
-        _ => Err("expected H,W".into()),
-    }
+    camc_runtime::cache::parse_size(text)
+        .and_then(|size| <[usize; 2]>::try_from(size).ok())
+        .ok_or_else(|| format!("`{text}` is not a size like 224,224"))
 }
 
 /// `K,H,W` or `K,D,H,W`, each at least 1.

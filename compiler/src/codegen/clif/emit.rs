@@ -207,6 +207,7 @@ impl Cx<'_, '_> {
             vals: HashMap::new(),
             splats: HashMap::new(),
             offsets: vec![zero; nest.types.len()],
+            fresh: None,
         }
     }
 

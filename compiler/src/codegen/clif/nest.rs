@@ -2,7 +2,7 @@
 //! get no loop, and adjacent axes that every tensor the stage touches has both or neither of
 //! are merged into one loop (an `[h,w]` map is one loop of h·w), so the innermost loop is as
 //! long and as contiguous as the layout allows. The innermost loop runs four lanes at a time
-//! (f32x4) and finishes with a scalar tail; every other value is computed at the outermost loop
+//! (f32x4), ending with an overlapping vector or a scalar tail; every other value is computed at the outermost loop
 //! where it is known (a `[k]` weight once per channel, then splatted for the vector loop).
 
 use super::emit::Cx;
@@ -10,7 +10,7 @@ use super::plan::{fused, loop_axes, Plan};
 use super::Sizes;
 use crate::axes::AxisSet;
 use crate::ir::{Kernel, NodeId, Op};
-use cranelift_codegen::ir::{condcodes::IntCC, types, BlockArg, InstBuilder, Type, Value};
+use cranelift_codegen::ir::{condcodes::IntCC, types, BlockArg, ConstantData, InstBuilder, Type, Value};
 use std::collections::HashMap;
 
 /// Scalar code (f32) or four lanes (f32x4).
@@ -50,6 +50,9 @@ pub struct Nest {
     strides: Vec<Vec<usize>>,
     /// Whether the innermost loop runs four lanes at a time.
     pub vectorize: bool,
+    /// Whether a row that does not fill whole vectors may end with an overlapping vector
+    /// (see [`Env::fresh`]) rather than scalars.
+    pub overlap: bool,
     /// Operands of the nodes the nest computes.
     operands: HashMap<NodeId, Vec<NodeId>>,
 }
@@ -63,6 +66,11 @@ pub struct Env {
     pub splats: HashMap<NodeId, Value>,
     /// Element offset of the current index in each of `Nest::types`.
     pub offsets: Vec<Value>,
+    /// In the last vector of a row that does not fill whole vectors, which starts 4 lanes
+    /// before the row's end and so overlaps the previous vector: the mask (all ones) of the
+    /// lanes that vector did not cover. Stores may write the others again (the same values);
+    /// reductions must give them their identity.
+    pub fresh: Option<Value>,
 }
 
 impl Env {
@@ -132,6 +140,7 @@ impl Nest {
             types,
             strides,
             vectorize: true,
+            overlap: true,
             operands,
         }
     }
@@ -295,37 +304,52 @@ impl Cx<'_, '_> {
         }
     }
 
-    /// The innermost loop, four lanes at a time and then a scalar tail.
+    /// The innermost loop, four lanes at a time. A row that does not fill whole vectors ends
+    /// with a vector overlapping the previous one (see [`Env::fresh`]) where the nest allows,
+    /// else with scalars; a row shorter than a vector is scalar.
     pub fn innermost(&mut self, nest: &Nest, env: Env, carried: Vec<Value>, sink: &mut Sink) -> Vec<Value> {
         let n = nest.depth();
         let size = nest.dims[n - 1].size;
-        let vectors = if nest.vectorize { size / 4 * 4 } else { 0 };
-        let mut carried = carried;
-        if vectors > 0 {
-            let mut outer = env.clone();
-            for &id in &nest.nodes {
-                if nest.level(id) != n {
-                    continue;
-                }
-                for &operand in nest.operands(id) {
-                    if nest.level(operand) < n && !outer.splats.contains_key(&operand) {
-                        let splat = self.b.ins().splat(types::F32X4, env.vals[&operand]);
-                        outer.splats.insert(operand, splat);
-                    }
+        // Elements `start..end`, four at a time in `Mode::Vector`.
+        let mut run =
+            |cx: &mut Self, start: usize, end: usize, mode: Mode, env: &Env, carried: Vec<Value>| {
+                let step = if mode == Mode::Vector { 4 } else { 1 };
+                cx.counted(start, end, step, carried, |cx, i, carried| {
+                    let mut inner = env.clone();
+                    cx.advance(nest, &mut inner, n - 1, i);
+                    cx.compute(nest, &mut inner, n, mode);
+                    sink(cx, nest, &inner, mode, carried)
+                })
+            };
+        if !nest.vectorize || size < 4 {
+            return run(self, 0, size, Mode::Scalar, &env, carried);
+        }
+        let mut outer = env;
+        for &id in &nest.nodes {
+            if nest.level(id) != n {
+                continue;
+            }
+            for &operand in nest.operands(id) {
+                if nest.level(operand) < n && !outer.splats.contains_key(&operand) {
+                    let splat = self.b.ins().splat(types::F32X4, outer.vals[&operand]);
+                    outer.splats.insert(operand, splat);
                 }
             }
-            carried = self.counted(0, vectors, 4, carried, |cx, i, carried| {
-                let mut inner = outer.clone();
-                cx.advance(nest, &mut inner, n - 1, i);
-                cx.compute(nest, &mut inner, n, Mode::Vector);
-                sink(cx, nest, &inner, Mode::Vector, carried)
-            });
         }
-        self.counted(vectors, size, 1, carried, |cx, i, carried| {
-            let mut inner = env.clone();
-            cx.advance(nest, &mut inner, n - 1, i);
-            cx.compute(nest, &mut inner, n, Mode::Scalar);
-            sink(cx, nest, &inner, Mode::Scalar, carried)
-        })
+        let whole = size / 4 * 4;
+        let carried = run(self, 0, whole, Mode::Vector, &outer, carried);
+        if whole == size {
+            return carried;
+        }
+        if !nest.overlap {
+            return run(self, whole, size, Mode::Scalar, &outer, carried);
+        }
+        let covered = 4 - (size - whole);
+        let lanes: Vec<u8> = (0..4)
+            .flat_map(|lane| [if lane < covered { 0 } else { 0xff }; 4])
+            .collect();
+        let mask = self.b.func.dfg.constants.insert(ConstantData::from(lanes));
+        outer.fresh = Some(self.b.ins().vconst(types::F32X4, mask));
+        run(self, size - 4, size, Mode::Vector, &outer, carried)
     }
 }

@@ -77,6 +77,10 @@ impl Cx<'_, '_> {
         // A running max/min in lanes would break ties between +0 and -0 in another order than
         // the interpreter's left-to-right fold; it stays scalar (sums are order-free in f64).
         nest.vectorize = !(register && matches!(kind, Kind::Extreme { .. }));
+        // Adding an overlapping vector into the buffer would load 16 bytes that the previous
+        // vector stored as two halves, which the store buffer cannot forward (measured: 8% of
+        // Grad-CAM++'s time): that tail stays scalar.
+        nest.overlap = register;
         let suffix = register.then(|| {
             (0..n)
                 .rev()
@@ -113,7 +117,8 @@ impl Cx<'_, '_> {
         } else if let Some(acc) = job.acc {
             let (kind, x, kept) = (job.kind, job.x, job.kept);
             self.run_from(nest, from, env, &mut |cx, nest, env, mode, carried| {
-                let parts = cx.contribution(kind, mode, env.vals[&x]);
+                let x = cx.fresh_only(kind, env, env.vals[&x]);
+                let parts = cx.contribution(kind, mode, x);
                 let offset = env.offset(nest, kept);
                 cx.add_into(kind, mode, acc, offset, &parts);
                 carried
@@ -137,10 +142,11 @@ impl Cx<'_, '_> {
             let state = cx.initial(job.kind);
             let state = cx.walk_to(nest, suffix, n - 1, env.clone(), state, &mut |cx, env, state| {
                 cx.innermost(nest, env, state, &mut |cx, _, env, mode, state| {
-                    cx.accumulate(job.kind, mode, env.vals[&job.x], state)
+                    let x = cx.fresh_only(job.kind, env, env.vals[&job.x]);
+                    cx.accumulate(job.kind, mode, x, state)
                 })
             });
-            let total = cx.total(job.kind, state);
+            let total = cx.total(job.kind, state, !nest.vectorize || nest.dims[n - 1].size < 4);
             let offset = env.offset(nest, job.kept);
             match job.acc {
                 Some(acc) => cx.add_into(job.kind, Mode::Scalar, acc, offset, &[total]),
@@ -183,6 +189,20 @@ impl Cx<'_, '_> {
                 (start, self.b.ins().splat(types::F32X4, start))
             }
         }
+    }
+
+    /// `v` where its lanes are fresh (see `Env::fresh`), else the identity of the accumulation,
+    /// so that lanes an earlier vector added are not added twice. (For `norm`, -0 squared adds
+    /// +0 to sums of squares, which are +0 or more by then: exact too.)
+    fn fresh_only(&mut self, kind: Kind, env: &Env, v: Value) -> Value {
+        let Some(fresh) = env.fresh else { return v };
+        let identity = match kind {
+            Kind::Wide { .. } => -0.0,
+            Kind::Extreme { max: true } => f32::NEG_INFINITY,
+            Kind::Extreme { max: false } => f32::INFINITY,
+        };
+        let identity = self.fconst(Mode::Vector, identity);
+        self.b.ins().bitselect(fresh, v, identity)
     }
 
     fn fill(&mut self, kind: Kind, acc: Value, len: usize) {
@@ -261,18 +281,25 @@ impl Cx<'_, '_> {
         state
     }
 
-    /// Reduces the register state to one scalar (f64 or f32).
-    fn total(&mut self, kind: Kind, state: Vec<Value>) -> Value {
-        let (vectors, lanes, tail) = match kind {
-            Kind::Wide { .. } => (&state[..2], 2u8, state[2]),
-            Kind::Extreme { .. } => (&state[..1], 4u8, state[1]),
-        };
-        let mut total = tail;
-        for &vector in vectors {
-            for lane in 0..lanes {
-                let value = self.b.ins().extractlane(vector, lane);
-                total = self.combine(kind, total, value);
-            }
+    /// Reduces the register state to one scalar (f64 or f32). Sums add their two vectors, then
+    /// the two lanes (a short chain: the result is awaited by the next stage); `tail` says
+    /// whether the scalar slot took any value.
+    fn total(&mut self, kind: Kind, state: Vec<Value>, tail: bool) -> Value {
+        if let Kind::Wide { .. } = kind {
+            let both = self.b.ins().fadd(state[0], state[1]);
+            let low = self.b.ins().extractlane(both, 0);
+            let high = self.b.ins().extractlane(both, 1);
+            let lanes = self.b.ins().fadd(low, high);
+            return if tail {
+                self.b.ins().fadd(state[2], lanes)
+            } else {
+                lanes
+            };
+        }
+        let mut total = state[1];
+        for lane in 0..4 {
+            let value = self.b.ins().extractlane(state[0], lane);
+            total = self.combine(kind, total, value);
         }
         total
     }

@@ -2,8 +2,9 @@
 //! get no loop, and adjacent axes that every tensor the stage touches has both or neither of
 //! are merged into one loop (an `[h,w]` map is one loop of h·w), so the innermost loop is as
 //! long and as contiguous as the layout allows. The innermost loop runs four lanes at a time
-//! (f32x4), ending with an overlapping vector or a scalar tail; every other value is computed at the outermost loop
-//! where it is known (a `[k]` weight once per channel, then splatted for the vector loop).
+//! (f32x4), ending with an overlapping vector or a scalar tail; every other value is computed
+//! at the outermost loop where it is known (a `[k]` weight once per channel, then splatted for
+//! the vector loop).
 
 use super::emit::Cx;
 use super::plan::{fused, loop_axes, Plan};
@@ -156,6 +157,12 @@ impl Nest {
 
     pub fn depth(&self) -> usize {
         self.dims.len()
+    }
+
+    /// Whether [`Cx::innermost`] computes some elements as scalars.
+    pub fn has_scalars(&self) -> bool {
+        let size = self.dims.last().map_or(1, |d| d.size);
+        !self.vectorize || size < 4 || (!self.overlap && !size.is_multiple_of(4))
     }
 }
 
@@ -324,6 +331,7 @@ impl Cx<'_, '_> {
         if !nest.vectorize || size < 4 {
             return run(self, 0, size, Mode::Scalar, &env, carried);
         }
+        // (Cases in the same order as `Nest::has_scalars`.)
         let mut outer = env;
         for &id in &nest.nodes {
             if nest.level(id) != n {

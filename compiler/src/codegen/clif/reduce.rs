@@ -117,8 +117,8 @@ impl Cx<'_, '_> {
         } else if let Some(acc) = job.acc {
             let (kind, x, kept) = (job.kind, job.x, job.kept);
             self.run_from(nest, from, env, &mut |cx, nest, env, mode, carried| {
-                let x = cx.fresh_only(kind, env, env.vals[&x]);
-                let parts = cx.contribution(kind, mode, x);
+                // No overlapping vector here (`nest.overlap` is false): every lane is fresh.
+                let parts = cx.contribution(kind, mode, env.vals[&x]);
                 let offset = env.offset(nest, kept);
                 cx.add_into(kind, mode, acc, offset, &parts);
                 carried
@@ -146,7 +146,7 @@ impl Cx<'_, '_> {
                     cx.accumulate(job.kind, mode, x, state)
                 })
             });
-            let total = cx.total(job.kind, state, !nest.vectorize || nest.dims[n - 1].size < 4);
+            let total = cx.total(job.kind, state, nest.has_scalars());
             let offset = env.offset(nest, job.kept);
             match job.acc {
                 Some(acc) => cx.add_into(job.kind, Mode::Scalar, acc, offset, &[total]),

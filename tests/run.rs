@@ -149,7 +149,14 @@ fn run_post_processes_to_the_image_size_or_size() {
     let cache = dir.path().join("c.safetensors");
     write_gradcam_cache(&cache, f32s);
     let raw = gradcam_by_hand(&activations(), &gradients());
-    for (size, expect) in [(None, [7, 11]), (Some("4,9"), [4, 9])] {
+    // The interpreter post-processes on the host, the CPU JIT in its compiled function, each
+    // worker writing its maps to the file (`run_scaled_each`); two batches put the second's
+    // maps after the first's.
+    let cases = [(None, [7, 11]), (Some("4,9"), [4, 9])];
+    for ((size, expect), (backend, tolerance)) in cases
+        .into_iter()
+        .flat_map(|c| [(c, ("interp", 1e-6)), (c, ("cpu", 1e-5))])
+    {
         let out = dir.path().join("out.npy");
         let mut args = vec![
             "run",
@@ -159,7 +166,9 @@ fn run_post_processes_to_the_image_size_or_size() {
             "-o",
             path_str(&out),
             "--backend",
-            "interp",
+            backend,
+            "--batch",
+            "2",
         ];
         if let Some(size) = size {
             args.extend(["--size", size]);
@@ -173,11 +182,37 @@ fn run_post_processes_to_the_image_size_or_size() {
             let mut expected = resize(&image, &[H, W], &expect);
             minmax(&mut expected);
             let got = &values[n * expect[0] * expect[1]..(n + 1) * expect[0] * expect[1]];
-            assert_close(got, &expected, 1e-6);
+            assert_close(got, &expected, tolerance);
             let max = got.iter().copied().fold(0.0, f32::max);
             assert!((max - 1.0).abs() < 1e-5 && got.iter().all(|v| *v >= 0.0));
         }
     }
+}
+
+#[test]
+fn heatmap_files_take_maps_in_any_order_and_check_the_count() {
+    use camc_runtime::heatmap_file::HeatmapWriter;
+    let dir = temp_dir();
+    let path = dir.path().join("h.npy");
+    let maps: Vec<Vec<f32>> = (0..4).map(|i| noise(10 + i, 6)).collect();
+    let writer = HeatmapWriter::create(&path, &[4, 2, 3], &[]).expect("created");
+    std::thread::scope(|scope| {
+        for i in [3, 1, 0, 2] {
+            let (writer, map) = (&writer, &maps[i]);
+            scope.spawn(move || writer.write_at(i * 6, map).expect("written"));
+        }
+    });
+    assert!(writer.write_at(19, &[0.0; 6]).is_err(), "past the declared shape");
+    writer.finish().expect("every value written");
+    let (shape, values) = read_npy(&path);
+    assert_eq!(shape, [4, 2, 3]);
+    assert_eq!(values, maps.concat());
+
+    let mut short = HeatmapWriter::create(&path, &[4, 2, 3], &[]).expect("created");
+    short.write(&maps[0]).expect("written");
+    let err = short.finish().expect_err("18 values missing");
+    assert!(err.to_string().contains("wrote 6 of 24"), "{err}");
+    assert!(!path.exists(), "a file with missing maps is removed");
 }
 
 #[test]
@@ -466,6 +501,94 @@ fn run_reports_errors_with_exit_codes() {
         ]),
         Some(0)
     );
+}
+
+/// Pearson correlation of two maps, by hand.
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    let (ma, mb) = (mean(a), mean(b));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64 - ma, y as f64 - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa * bb).sqrt()
+}
+
+#[test]
+fn eval_robust_with_stdlib_skips_methods_the_perturbed_cache_cannot_run() {
+    let dir = temp_dir();
+    let (clean, perturbed) = (
+        dir.path().join("clean.safetensors"),
+        dir.path().join("noisy.safetensors"),
+    );
+    let shape = [N, K, H, W];
+    let weights = noise(3, N * K);
+    write_safetensors(
+        &clean,
+        &[
+            ("A", f32s(&shape, &activations())),
+            ("G", f32s(&shape, &gradients())),
+            ("W", f32s(&[N, K], &weights)),
+        ],
+        &[("image_size", "7,11")],
+    );
+    // The same images with noisier gradients, and without the classifier weights fc_cam needs.
+    let noisy: Vec<f32> = gradients()
+        .iter()
+        .zip(noise(4, N * K * H * W))
+        .map(|(g, e)| g + 0.5 * e)
+        .collect();
+    write_safetensors(
+        &perturbed,
+        &[("A", f32s(&shape, &activations())), ("G", f32s(&shape, &noisy))],
+        &[("image_size", "7,11")],
+    );
+    let json = dir.path().join("rows.json");
+    let out = run_ok(&[
+        "eval",
+        "--stdlib",
+        "--cache",
+        path_str(&clean),
+        "--perturbed",
+        path_str(&perturbed),
+        "--metric",
+        "robust",
+        "--json",
+        path_str(&json),
+    ]);
+    assert_mentions(&stderr(&out), &["skipping fc_cam", "noisy.safetensors", "`W`"]);
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let rows = rows.as_array().expect("a list of rows");
+    let robust_of = |program: &str| {
+        rows.iter()
+            .find(|r| r["program"] == program && r["metric"] == "robust")
+            .map(|r| r["value"].as_f64().expect("a number"))
+    };
+    assert_eq!(
+        robust_of("fc_cam"),
+        None,
+        "fc_cam cannot run on the perturbed cache"
+    );
+    // Against the maps of `camc run` on both caches and Pearson's formula by hand.
+    let maps = |cache: &Path| {
+        let npy = dir.path().join("maps.npy");
+        run_ok(&["run", "gradcam", "--cache", path_str(cache), "-o", path_str(&npy)]);
+        read_npy(&npy).1
+    };
+    let (a, b) = (maps(&clean), maps(&perturbed));
+    let expected = a
+        .chunks(7 * 11)
+        .zip(b.chunks(7 * 11))
+        .map(|(x, y)| pearson(x, y))
+        .sum::<f64>()
+        / N as f64;
+    let got = robust_of("gradcam").expect("gradcam evaluated");
+    assert!(expected < 0.999, "the perturbation changes the maps ({expected})");
+    assert!((got - expected).abs() < 1e-5, "robust {got}, by hand {expected}");
 }
 
 #[test]

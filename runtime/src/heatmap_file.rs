@@ -1,10 +1,15 @@
 //! Writing results: tensor `heatmap` `[n, ...]` f32 to `.npy` or `.safetensors`. The file is
-//! created at its full size and mapped, so that executors write results straight into it (no
-//! buffer, no copy) and a result larger than memory can still be written: the kernel writes the
-//! mapped pages back as it needs the memory.
+//! created at its full size and written with positional writes (`pwrite`), so that the workers
+//! of an executor write each image's map where it belongs as soon as it is computed, from a
+//! buffer still in their cache, in parallel, and a result larger than memory can be written.
+//!
+//! A shared writable map of the file was measured slower (2-vCPU sandbox, ext4, 256 maps of
+//! 224×224 from two threads, blocks reserved first): 27–41 ms against 16–28 ms for `pwrite` of
+//! a few images at a time, the map paying a page fault and a zeroed page per 4 KiB.
 
-use memmap2::MmapMut;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 #[error("output `{path}`: {message}")]
@@ -15,11 +20,13 @@ pub struct WriteError {
 
 pub struct HeatmapWriter {
     path: PathBuf,
-    map: MmapMut,
+    file: File,
     /// Bytes of the header, where the values start (a multiple of 8).
     header: usize,
     expected: usize,
-    written: usize,
+    /// Values written so far, by [`HeatmapWriter::write`] and [`HeatmapWriter::write_at`]
+    /// together (each value is written once).
+    written: AtomicUsize,
     /// Whether [`HeatmapWriter::finish`] succeeded: a writer dropped before removes its file,
     /// whose unwritten values would read as zeros.
     finished: bool,
@@ -97,62 +104,64 @@ impl HeatmapWriter {
             Some(Format::Safetensors) => safetensors_header(shape, metadata),
             None => return Err(error("the output must end in .npy or .safetensors".into())),
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| error(format!("cannot create: {e}")))?;
         let expected: usize = shape.iter().product();
         let total = expected
             .checked_mul(4)
             .and_then(|bytes| bytes.checked_add(header.len()))
             .ok_or_else(|| error(format!("a result of shape {shape:?} is too large")))?;
-        file.set_len(total as u64)
-            .map_err(|e| error(format!("cannot write: {e}")))?;
-        let removing = |message: String| {
-            let _ = std::fs::remove_file(path);
-            error(message)
-        };
-        reserve(&file, total).map_err(|e| removing(format!("cannot write: {e}")))?;
-        // SAFETY: the file was just created by this process, which alone writes it through
-        // this map; another process changing it meanwhile changes the result, nothing else.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| removing(format!("cannot map: {e}")))?;
-        map[..header.len()].copy_from_slice(&header);
-        Ok(HeatmapWriter {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| error(format!("cannot create: {e}")))?;
+        let writer = HeatmapWriter {
             path: path.to_path_buf(),
-            map,
+            file,
             header: header.len(),
             expected,
-            written: 0,
+            written: AtomicUsize::new(0),
             finished: false,
-        })
+        };
+        // Sized and reserved up front, so that images written out of order leave no gap and
+        // a full disk is reported before any work.
+        writer
+            .file
+            .set_len(total as u64)
+            .and_then(|()| reserve(&writer.file, total))
+            .and_then(|()| write_all_at(&writer.file, &header, 0))
+            .map_err(|e| writer.error(format!("cannot write: {e}")))?;
+        Ok(writer)
     }
 
-    /// Every value of the file, for a writer that fills them all (in any order); the file then
-    /// counts as fully written.
-    pub fn values_mut(&mut self) -> &mut [f32] {
-        self.written = self.expected;
-        bytemuck::cast_slice_mut(&mut self.map[self.header..])
-    }
-
-    /// Appends `values` after those written so far.
-    pub fn write(&mut self, values: &[f32]) -> Result<(), WriteError> {
-        let start = self.written;
-        self.written += values.len();
-        if self.written > self.expected {
-            return Err(self.error("more values than the declared shape".into()));
+    /// Writes `values` as values `first..first + values.len()` of the tensor; callable from
+    /// several threads at once, for disjoint ranges.
+    pub fn write_at(&self, first: usize, values: &[f32]) -> Result<(), WriteError> {
+        if first + values.len() > self.expected {
+            return Err(self.error(format!(
+                "values {first}..{} written, the declared shape holds {}",
+                first + values.len(),
+                self.expected
+            )));
         }
-        let at = self.header + start * 4;
-        self.map[at..at + values.len() * 4].copy_from_slice(bytemuck::cast_slice(values));
+        let offset = (self.header + first * 4) as u64;
+        write_all_at(&self.file, bytemuck::cast_slice(values), offset)
+            .map_err(|e| self.error(format!("cannot write: {e}")))?;
+        self.written.fetch_add(values.len(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Appends `values` after those written so far (for a writer that writes in order).
+    pub fn write(&mut self, values: &[f32]) -> Result<(), WriteError> {
+        let first = *self.written.get_mut();
+        self.write_at(first, values)
     }
 
     /// The file must have received exactly the declared number of values.
     pub fn finish(mut self) -> Result<(), WriteError> {
-        if self.written != self.expected {
-            return Err(self.error(format!("wrote {} of {} values", self.written, self.expected)));
+        let written = *self.written.get_mut();
+        if written != self.expected {
+            return Err(self.error(format!("wrote {written} of {} values", self.expected)));
         }
         self.finished = true;
         Ok(())
@@ -174,10 +183,11 @@ impl Drop for HeatmapWriter {
     }
 }
 
-/// Makes sure the file's blocks exist, so that a full disk is an error here rather than a fault
-/// (SIGBUS) when a page of the map is first written: `posix_fallocate`, except on tmpfs, where
-/// it would zero every page on one thread before the executors write them (measured: ~15% of a
-/// `camc run`), so the free space is checked instead.
+/// Makes sure the file's blocks exist, so that a full disk is an error before any work rather
+/// than after it: `posix_fallocate` (on ext4 it also made the writes faster: 16–28 ms against
+/// 21–37 ms without it), except on tmpfs, where it would zero every page on one thread
+/// before the workers write them (measured: ~15% of a `camc run`), so the free space is
+/// checked instead.
 #[cfg(target_os = "linux")]
 fn reserve(file: &std::fs::File, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -210,5 +220,23 @@ fn reserve(file: &std::fs::File, bytes: usize) -> std::io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn reserve(_: &std::fs::File, _: usize) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+        offset += n as u64;
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! image's result post-processed and handed to a sink in dataset order.
 
 use crate::cache::{Binding, CacheError};
-use crate::exec::{ExecError, Executor};
+use crate::exec::{Batch, ExecError, Executor, ImageSink};
 use crate::postprocess::Post;
 use camc_compiler::axes::Axis;
 use camc_compiler::ir::Kernel;
@@ -76,7 +76,7 @@ impl Run<'_> {
         self.batches(
             executor,
             true,
-            None,
+            Destination::Buffer,
             |first, _, processed| sink(first, processed),
             progress,
         )
@@ -106,8 +106,26 @@ impl Run<'_> {
         self.batches(
             executor,
             true,
-            Some(out),
+            Destination::Slice(out),
             |first, _, processed| sink(first, processed),
+            progress,
+        )
+    }
+
+    /// Like [`Run::execute`], each image's processed result handed to `write(image, map)` as
+    /// soon as it is computed, from the thread that computed it, in any order of images
+    /// ([`Executor::run_scaled_each`]).
+    pub fn execute_each(
+        &self,
+        executor: &mut dyn Executor,
+        write: &ImageSink<'_>,
+        progress: impl FnMut(usize),
+    ) -> Result<RunStats, RunError> {
+        self.batches(
+            executor,
+            true,
+            Destination::Each(write),
+            |_, _, _| Ok(()),
             progress,
         )
     }
@@ -120,17 +138,17 @@ impl Run<'_> {
         sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
         progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
-        self.batches(executor, false, None, sink, progress)
+        self.batches(executor, false, Destination::Buffer, sink, progress)
     }
 
     /// The loop over batches; with `in_backend`, post-processing is left to the executor where
-    /// it can (the sink then receives no raw results). The processed results go to `into` (all
-    /// images', checked) if given, else to a buffer of one batch.
+    /// it can (the sink then receives no raw results). The processed results go to
+    /// `destination`, then to the sink batch by batch.
     fn batches(
         &self,
         executor: &mut dyn Executor,
         in_backend: bool,
-        mut into: Option<&mut [f32]>,
+        mut destination: Destination<'_, '_>,
         mut sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
         mut progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
@@ -141,34 +159,47 @@ impl Run<'_> {
         let mut raw = Vec::new();
         let mut buffer = Vec::new();
         let mut bad = Vec::new();
+        let each = match &destination {
+            Destination::Each(write) => Some(*write),
+            _ => None,
+        };
         for (shard, rows) in self.binding.batches(self.batch) {
             let bound = self.binding.load(shard, rows)?;
             let batch = bound.batch();
-            let processed: &mut [f32] = match into.as_deref_mut() {
-                Some(all) => &mut all[bound.first * out_len..][..batch.n * out_len],
-                None => {
-                    buffer.resize(batch.n * out_len, 0.0);
-                    &mut buffer
-                }
-            };
+            let first = bound.first;
+            bad.clear();
             bad.resize(batch.n, 0);
-            let done = match &self.post {
-                Post::Scale { size } if in_backend => {
+            let handed_on = match (&self.post, each) {
+                (Post::Scale { size }, Some(write)) if in_backend => {
                     raw.clear();
-                    executor.run_scaled(&batch, size, processed, &mut bad)?
+                    executor.run_scaled_each(&batch, size, &mut bad, &|i, map| write(first + i, map))?
                 }
                 _ => false,
             };
-            if !done {
-                raw.resize(batch.n * raw_len, 0.0);
-                executor.run(&batch, &mut raw)?;
-                raw.par_chunks_mut(raw_len)
-                    .zip(processed.par_chunks_mut(out_len))
-                    .zip(bad.par_iter_mut())
-                    .for_each(|((raw, out), bad)| *bad = self.post.apply(raw, &raw_shape, out));
-            }
+            let processed: &[f32] = if handed_on {
+                &[]
+            } else {
+                let processed: &mut [f32] = match &mut destination {
+                    Destination::Slice(all) => &mut all[first * out_len..][..batch.n * out_len],
+                    Destination::Buffer | Destination::Each(_) => {
+                        buffer.resize(batch.n * out_len, 0.0);
+                        &mut buffer
+                    }
+                };
+                self.compute(
+                    executor, &batch, in_backend, &raw_shape, raw_len, &mut raw, processed, &mut bad,
+                )?;
+                if let Some(write) = each {
+                    processed
+                        .par_chunks(out_len.max(1))
+                        .enumerate()
+                        .try_for_each(|(i, map)| write(first + i, map))
+                        .map_err(RunError::Sink)?;
+                }
+                processed
+            };
             for (i, &count) in bad.iter().enumerate().filter(|(_, &c)| c > 0) {
-                let image = bound.first + i;
+                let image = first + i;
                 let culprit = describe_inputs(&bound, i, self.binding);
                 if self.strict {
                     return Err(RunError::NonFinite {
@@ -183,12 +214,52 @@ impl Run<'_> {
                     stats.nonfinite_images.push((image, count, culprit));
                 }
             }
-            sink(bound.first, &raw, processed).map_err(RunError::Sink)?;
+            sink(first, &raw, processed).map_err(RunError::Sink)?;
             stats.images += batch.n;
             progress(batch.n);
         }
         Ok(stats)
     }
+
+    /// One batch's processed maps into `processed`: post-processed by the executor where
+    /// `in_backend` and it can, else its raw results (kept in `raw`) post-processed here.
+    #[allow(clippy::too_many_arguments)]
+    fn compute(
+        &self,
+        executor: &mut dyn Executor,
+        batch: &Batch<'_>,
+        in_backend: bool,
+        raw_shape: &[usize],
+        raw_len: usize,
+        raw: &mut Vec<f32>,
+        processed: &mut [f32],
+        bad: &mut [usize],
+    ) -> Result<(), RunError> {
+        if let (Post::Scale { size }, true) = (&self.post, in_backend) {
+            raw.clear();
+            if executor.run_scaled(batch, size, processed, bad)? {
+                return Ok(());
+            }
+        }
+        let out_len = processed.len() / batch.n.max(1);
+        raw.resize(batch.n * raw_len, 0.0);
+        executor.run(batch, raw)?;
+        raw.par_chunks_mut(raw_len)
+            .zip(processed.par_chunks_mut(out_len))
+            .zip(bad.par_iter_mut())
+            .for_each(|((raw, out), bad)| *bad = self.post.apply(raw, raw_shape, out));
+        Ok(())
+    }
+}
+
+/// Where [`Run::batches`] puts the processed maps.
+enum Destination<'a, 'b> {
+    /// A buffer of one batch.
+    Buffer,
+    /// The batch's part of every image's maps, image-major.
+    Slice(&'a mut [f32]),
+    /// Each map handed on as computed: `write(image in the dataset, map)`.
+    Each(&'a ImageSink<'b>),
 }
 
 /// Which inputs of image `i` of a batch hold non-finite values, to explain a bad result.

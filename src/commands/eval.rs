@@ -76,7 +76,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let data = MetricData::load(&cache, &probe, size.clone(), perturbed_cache.is_some()).map_err(fail)?;
     let mut programs = args.programs.clone();
     if args.stdlib {
-        programs.extend(runnable_stdlib(&cache));
+        let caches: Vec<&Cache> = std::iter::once(&cache).chain(&perturbed_cache).collect();
+        programs.extend(runnable_stdlib(&caches));
     }
     let mut rows = Vec::new();
     let mut grid: Vec<GridRow> = (0..args.report_images)
@@ -165,12 +166,16 @@ pub fn run(args: Args) -> Result<(), Reported> {
     Ok(())
 }
 
-/// The stdlib methods whose inputs `cache` has; says which it skips.
-fn runnable_stdlib(cache: &Cache) -> Vec<String> {
+/// The stdlib methods whose inputs every one of `caches` has (the clean cache and, for
+/// `robust`, the perturbed one); says which it skips and why.
+fn runnable_stdlib(caches: &[&Cache]) -> Vec<String> {
     let mut runnable = Vec::new();
     for (method, kernel) in program::stdlib_kernels() {
-        match Binding::new(cache, &kernel) {
-            Ok(_) => runnable.push(method.to_string()),
+        match caches
+            .iter()
+            .try_for_each(|cache| Binding::new(cache, &kernel).map(drop))
+        {
+            Ok(()) => runnable.push(method.to_string()),
             Err(e) => eprintln!("skipping {method}: {e}"),
         }
     }

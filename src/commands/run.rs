@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let mut shape = vec![binding.images];
     shape.extend(post.shape(&raw));
     let metadata = [("program", kernel.name.clone()), ("cache", args.cache.clone())];
-    let mut writer = HeatmapWriter::create(&args.output, &shape, &metadata).map_err(fail)?;
+    let writer = HeatmapWriter::create(&args.output, &shape, &metadata).map_err(fail)?;
     let mut executor = backend::executor(args.backend, &kernel, binding.dims)?;
     let bytes_per_image: usize = kernel.inputs.iter().map(|i| binding.dims.len(i.ty) * 4).sum();
     let batch = args
@@ -119,20 +119,15 @@ pub fn run(args: Args) -> Result<(), Reported> {
     };
     let map_len: usize = job.post.shape(&raw).iter().product();
     let bar = progress::bar(binding.images as u64, "images");
+    let write = |image: usize, map: &[f32]| -> Result<(), String> {
+        writer.write_at(image * map_len, map).map_err(|e| e.to_string())?;
+        if let (Some(dir), Some(data)) = (&args.png, &overlay_data) {
+            overlays::write(dir, image, map, data)?;
+        }
+        Ok(())
+    };
     let stats = job
-        .execute_into(
-            executor.as_mut(),
-            writer.values_mut(),
-            |first, values| {
-                if let (Some(dir), Some(data)) = (&args.png, &overlay_data) {
-                    for (i, map) in values.chunks(map_len).enumerate() {
-                        overlays::write(dir, first + i, map, data)?;
-                    }
-                }
-                Ok(())
-            },
-            |n| bar.inc(n as u64),
-        )
+        .execute_each(executor.as_mut(), &write, |n| bar.inc(n as u64))
         .map_err(fail)?;
     bar.finish_and_clear();
     writer.finish().map_err(fail)?;

@@ -62,7 +62,14 @@ pub enum ExecError {
     InputCount { expected: usize, got: usize },
     #[error("{backend}: {message}")]
     Backend { backend: &'static str, message: String },
+    /// What an [`ImageSink`] reported.
+    #[error("{0}")]
+    Sink(String),
 }
+
+/// Receives each post-processed map as soon as it is computed: `sink(image, map)`, `image`
+/// counted within the batch. Called from several threads at once, in any order of images.
+pub type ImageSink<'a> = dyn Fn(usize, &[f32]) -> Result<(), String> + Sync + 'a;
 
 /// A kernel compiled for one dataset's sizes, ready to run batch after batch.
 pub trait Executor: Send {
@@ -87,6 +94,27 @@ pub trait Executor: Send {
     ) -> Result<bool, ExecError> {
         Ok(false)
     }
+
+    /// [`Executor::run_scaled`], each map handed to `sink` instead of written into one buffer
+    /// for the whole batch. The default runs [`Executor::run_scaled`] into such a buffer and
+    /// hands its maps on; the CPU executor hands each over from its worker, still in cache.
+    fn run_scaled_each(
+        &mut self,
+        batch: &Batch<'_>,
+        size: &[usize],
+        bad: &mut [usize],
+        sink: &ImageSink<'_>,
+    ) -> Result<bool, ExecError> {
+        let per_image: usize = size.iter().product();
+        let mut out = vec![0.0; batch.n * per_image];
+        if !self.run_scaled(batch, size, &mut out, bad)? {
+            return Ok(false);
+        }
+        for (image, map) in out.chunks(per_image.max(1)).enumerate().take(batch.n) {
+            sink(image, map).map_err(ExecError::Sink)?;
+        }
+        Ok(true)
+    }
 }
 
 /// Checks a batch against the kernel's inputs and `out`'s length; every executor calls this
@@ -95,17 +123,17 @@ pub fn check_batch(kernel: &Kernel, dims: Dims, batch: &Batch<'_>, out: &[f32]) 
     check_lengths(kernel, dims, batch, out.len(), dims.len(kernel.output_ty()))
 }
 
-/// [`check_batch`] for [`Executor::run_scaled`]: `out` holds `size` maps, `bad` a count per
-/// image.
+/// [`check_batch`] for [`Executor::run_scaled`]: the output (`out_len` values) holds `size`
+/// maps, `bad` a count per image.
 pub fn check_scaled_batch(
     kernel: &Kernel,
     dims: Dims,
     batch: &Batch<'_>,
     size: [usize; 2],
-    out: &[f32],
+    out_len: usize,
     bad: &[usize],
 ) -> Result<(), ExecError> {
-    check_lengths(kernel, dims, batch, out.len(), size[0] * size[1])?;
+    check_lengths(kernel, dims, batch, out_len, size[0] * size[1])?;
     if bad.len() != batch.n {
         return Err(ExecError::InputLength {
             name: "(non-finite counts)".into(),

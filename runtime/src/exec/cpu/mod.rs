@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor};
+use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor, ImageSink};
 use crate::dims::Dims;
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::codegen::clif::{self, Sizes};
@@ -192,22 +192,15 @@ impl Executor for CpuExecutor {
         out: &mut [f32],
         bad: &mut [usize],
     ) -> Result<bool, ExecError> {
-        let hw = AxisSet::SCALAR.with(Axis::H).with(Axis::W);
-        let (&[height, width], true) = (size, self.kernel.output_ty() == hw) else {
+        let Some(size) = self.scaled_size(batch, size, out.len(), bad)? else {
             return Ok(false);
         };
-        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out, bad)?;
-        if batch.n == 0 || height * width == 0 {
+        let per_image = size[0] * size[1];
+        if batch.n == 0 || per_image == 0 {
             return Ok(true);
         }
-        let lens = self.lens();
-        let compiled = self.scaled([height, width])?;
-        let call = Call {
-            function: compiled.function,
-            lens,
-            scratch_bytes: compiled.scratch_bytes,
-        };
-        out.par_chunks_mut(height * width)
+        let call = self.scaled_call(size)?;
+        out.par_chunks_mut(per_image)
             .zip(bad.par_iter_mut())
             .enumerate()
             .for_each_init(
@@ -216,9 +209,69 @@ impl Executor for CpuExecutor {
             );
         Ok(true)
     }
+
+    /// As [`CpuExecutor::run_scaled`], each map computed into its worker's buffer of one image
+    /// and handed to `sink` from there, while it is still in the worker's cache.
+    fn run_scaled_each(
+        &mut self,
+        batch: &Batch<'_>,
+        size: &[usize],
+        bad: &mut [usize],
+        sink: &ImageSink<'_>,
+    ) -> Result<bool, ExecError> {
+        let out_len = batch.n * size.iter().product::<usize>();
+        let Some(size) = self.scaled_size(batch, size, out_len, bad)? else {
+            return Ok(false);
+        };
+        let per_image = size[0] * size[1];
+        if batch.n == 0 || per_image == 0 {
+            return Ok(true);
+        }
+        let call = self.scaled_call(size)?;
+        bad.par_iter_mut()
+            .enumerate()
+            .try_for_each_init(
+                || (call.worker(batch), vec![0.0; per_image]),
+                |(worker, map), (image, bad)| {
+                    *bad = call.image(worker, batch, image, map) as usize;
+                    sink(image, map)
+                },
+            )
+            .map_err(ExecError::Sink)?;
+        Ok(true)
+    }
 }
 
 impl CpuExecutor {
+    /// `size` as `[H, W]` where the kernel's result is a 2-D map, which the compiled
+    /// post-processing scales, with the batch checked against it (`out_len` output values in
+    /// all); `None`, having touched nothing, where it is not.
+    fn scaled_size(
+        &self,
+        batch: &Batch<'_>,
+        size: &[usize],
+        out_len: usize,
+        bad: &[usize],
+    ) -> Result<Option<[usize; 2]>, ExecError> {
+        let hw = AxisSet::SCALAR.with(Axis::H).with(Axis::W);
+        let (&[height, width], true) = (size, self.kernel.output_ty() == hw) else {
+            return Ok(None);
+        };
+        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out_len, bad)?;
+        Ok(Some([height, width]))
+    }
+
+    /// How the workers call the function post-processing to `size`.
+    fn scaled_call(&mut self, size: [usize; 2]) -> Result<Call<ScaledFn>, ExecError> {
+        let lens = self.lens();
+        let compiled = self.scaled(size)?;
+        Ok(Call {
+            function: compiled.function,
+            lens,
+            scratch_bytes: compiled.scratch_bytes,
+        })
+    }
+
     /// Values per image of each input.
     fn lens(&self) -> Vec<usize> {
         self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect()

@@ -228,7 +228,7 @@ impl Executor for CudaExecutor {
         if !cuda::scalable(&self.kernel) || height == 0 || width == 0 {
             return Ok(false);
         }
-        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out, bad)?;
+        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out.len(), bad)?;
         size_i32(height * width, "output values per image")?;
         let out_size = [
             size_i32(height, "output height")?,

@@ -84,7 +84,11 @@ fn first_images<'a>(data: &[Data<'a>], n: usize, per_image: usize) -> Batch<'a> 
             other => *other,
         })
         .collect();
-    Batch { n, inputs }
+    Batch {
+        files: Vec::new(),
+        n,
+        inputs,
+    }
 }
 
 fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
@@ -183,6 +187,7 @@ fn main() {
             .map(|i| Data::F32(if i.name == "A" { &a } else { &g }))
             .collect();
         let batch = Batch {
+            files: Vec::new(),
             n,
             inputs: data.clone(),
         };

@@ -93,7 +93,11 @@ fn main() {
                     (false, _) => Data::F32(&g),
                 })
                 .collect();
-            let batch = Batch { n, inputs: data };
+            let batch = Batch {
+                files: Vec::new(),
+                n,
+                inputs: data,
+            };
             let dtypes = vec![dtype; kernel.inputs.len()];
 
             // First use: NVRTC; then a new cache on the same folder: the disk, no NVRTC.

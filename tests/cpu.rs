@@ -102,6 +102,7 @@ fn inputs(kernel: &Kernel, dims: Dims, n: usize, seed: u64, specials: bool) -> V
 
 fn run(executor: &mut dyn Executor, kernel: &Kernel, dims: Dims, data: &[Vec<f32>], n: usize) -> Vec<f32> {
     let batch = Batch {
+        files: Vec::new(),
         n,
         inputs: data.iter().map(|d| Data::F32(d)).collect(),
     };
@@ -225,6 +226,7 @@ fn half_precision_inputs_are_read_as_their_f32_values() {
         (
             "f16",
             Batch {
+                files: Vec::new(),
                 n,
                 inputs: halves.iter().map(|d| Data::F16(d)).collect(),
             },
@@ -232,6 +234,7 @@ fn half_precision_inputs_are_read_as_their_f32_values() {
         (
             "bf16",
             Batch {
+                files: Vec::new(),
                 n,
                 inputs: brains.iter().map(|d| Data::Bf16(d)).collect(),
             },
@@ -261,6 +264,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
     let a = vec![1.0f32; 8];
     let mut out = vec![0.0; 4];
     let short = Batch {
+        files: Vec::new(),
         n: 1,
         inputs: vec![Data::F32(&a[..7]), Data::F32(&a)],
     };
@@ -269,6 +273,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
         Err(ExecError::InputLength { .. })
     ));
     let missing = Batch {
+        files: Vec::new(),
         n: 1,
         inputs: vec![Data::F32(&a)],
     };
@@ -277,6 +282,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
         Err(ExecError::InputCount { .. })
     ));
     let good = Batch {
+        files: Vec::new(),
         n: 1,
         inputs: vec![Data::F32(&a), Data::F32(&a)],
     };
@@ -287,6 +293,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
     cpu.run(&good, &mut out).expect("runs");
     assert_eq!(out, [2.0; 4], "mean(G)=1 per channel, two channels of ones");
     let empty = Batch {
+        files: Vec::new(),
         n: 0,
         inputs: vec![Data::F32(&[]), Data::F32(&[])],
     };
@@ -460,6 +467,7 @@ fn post_processing_per_image_equals_the_host_pass() {
                 .map(|(raw, out)| post.apply(raw, &[dims.h, dims.w], out))
                 .collect();
             let batch = Batch {
+                files: Vec::new(),
                 n,
                 inputs: data.iter().map(|d| Data::F32(d)).collect(),
             };

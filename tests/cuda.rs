@@ -273,6 +273,7 @@ fn compare(
     InterpExecutor::new(kernel, dims)
         .run(
             &Batch {
+                files: Vec::new(),
                 n,
                 inputs: cpu_inputs,
             },
@@ -282,6 +283,7 @@ fn compare(
     let mut gpu = CudaExecutor::new(kernel, dims).map_err(|e| format!("{name}: {e}"))?;
     gpu.run(
         &Batch {
+            files: Vec::new(),
             n,
             inputs: gpu_inputs,
         },
@@ -373,6 +375,7 @@ fn compare_emulated(
         let mut want = vec![0.0; got.len()];
         if let Err(e) = InterpExecutor::new(kernel, case.dims).run(
             &Batch {
+                files: Vec::new(),
                 n: case.n,
                 inputs: data,
             },
@@ -569,6 +572,7 @@ fn on_a_gpu_batches_are_split_into_launches_and_buffers_reused() {
     for n in [7, 2, 9] {
         let inputs: Vec<Vec<f32>> = (0..2).map(|i| values(n * 32 * 49, n as u64 * 10 + i)).collect();
         let batch = || Batch {
+            files: Vec::new(),
             n,
             inputs: inputs.iter().map(|d| Data::F32(d)).collect(),
         };
@@ -657,6 +661,7 @@ fn emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host() {
         InterpExecutor::new(kernel, case.dims)
             .run(
                 &Batch {
+                    files: Vec::new(),
                     n: case.n,
                     inputs: data,
                 },
@@ -706,6 +711,7 @@ fn on_a_gpu_post_processing_in_the_kernel_matches_the_host() {
             let mut inputs = inputs_for(&kernel, dims, n);
             inputs[0][dims.len(kernel.inputs[0].ty) + 3] = f32::NAN;
             let data = || Batch {
+                files: Vec::new(),
                 n,
                 inputs: inputs.iter().map(|d| Data::F32(d)).collect(),
             };

@@ -121,23 +121,30 @@ fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// `camc run gradcam --raw` on `cache` into `out` with `backend`, plus `extra` arguments.
+fn run_raw_gradcam(cache: &Path, out: &Path, backend: &str, extra: &[&str]) {
+    let mut args = vec![
+        "run",
+        "gradcam",
+        "--cache",
+        path_str(cache),
+        "-o",
+        path_str(out),
+        "--raw",
+        "--backend",
+        backend,
+    ];
+    args.extend(extra);
+    run_ok(&args);
+}
+
 #[test]
 fn run_raw_gradcam_equals_the_formula_by_hand() {
     let dir = temp_dir();
     let cache = dir.path().join("c.safetensors");
     write_gradcam_cache(&cache, f32s);
     let out = dir.path().join("raw.npy");
-    run_ok(&[
-        "run",
-        "gradcam",
-        "--cache",
-        path_str(&cache),
-        "-o",
-        path_str(&out),
-        "--raw",
-        "--backend",
-        "interp",
-    ]);
+    run_raw_gradcam(&cache, &out, "interp", &[]);
     let (shape, values) = read_npy(&out);
     assert_eq!(shape, [N, H, W]);
     assert_close(&values, &gradcam_by_hand(&activations(), &gradients()), 1e-6);
@@ -221,17 +228,7 @@ fn f16_bf16_npy_and_shards_read_the_same_data() {
     let reference = dir.path().join("ref.npy");
     let f32_cache = dir.path().join("f32.safetensors");
     write_gradcam_cache(&f32_cache, f32s);
-    run_ok(&[
-        "run",
-        "gradcam",
-        "--cache",
-        path_str(&f32_cache),
-        "-o",
-        path_str(&reference),
-        "--raw",
-        "--backend",
-        "interp",
-    ]);
+    run_raw_gradcam(&f32_cache, &reference, "interp", &[]);
     let (_, expected) = read_npy(&reference);
 
     // Half precision inputs: the same formula on the rounded values.
@@ -246,20 +243,12 @@ fn f16_bf16_npy_and_shards_read_the_same_data() {
         let cache = dir.path().join(format!("{name}.safetensors"));
         write_gradcam_cache(&cache, to);
         let out = dir.path().join(format!("{name}.npy"));
-        run_ok(&[
-            "run",
-            "gradcam",
-            "--cache",
-            path_str(&cache),
-            "-o",
-            path_str(&out),
-            "--raw",
-            "--backend",
-            "interp",
-        ]);
-        let a: Vec<f32> = activations().into_iter().map(round).collect();
-        let g: Vec<f32> = gradients().into_iter().map(round).collect();
-        assert_close(&read_npy(&out).1, &gradcam_by_hand(&a, &g), 1e-6);
+        for (backend, tolerance) in BACKENDS {
+            run_raw_gradcam(&cache, &out, backend, &[]);
+            let a: Vec<f32> = activations().into_iter().map(round).collect();
+            let g: Vec<f32> = gradients().into_iter().map(round).collect();
+            assert_close(&read_npy(&out).1, &gradcam_by_hand(&a, &g), tolerance.max(1e-6));
+        }
     }
 
     // A directory of .npy files.
@@ -270,18 +259,10 @@ fn f16_bf16_npy_and_shards_read_the_same_data() {
         &[("A", &shape, &activations()), ("G", &shape, &gradients())],
     );
     let out = dir.path().join("npy.npy");
-    run_ok(&[
-        "run",
-        "gradcam",
-        "--cache",
-        path_str(&npy_dir),
-        "-o",
-        path_str(&out),
-        "--raw",
-        "--backend",
-        "interp",
-    ]);
-    assert_close(&read_npy(&out).1, &expected, 0.0);
+    for (backend, tolerance) in BACKENDS {
+        run_raw_gradcam(&npy_dir, &out, backend, &[]);
+        assert_close(&read_npy(&out).1, &expected, tolerance);
+    }
 
     // Two shards (2 images + 1), streamed in batches of one.
     let per_image = K * H * W;
@@ -297,23 +278,52 @@ fn f16_bf16_npy_and_shards_read_the_same_data() {
     }
     let glob = dir.path().join("shard-*.safetensors");
     let out = dir.path().join("shards.safetensors");
-    run_ok(&[
-        "run",
-        "gradcam",
-        "--cache",
-        path_str(&glob),
-        "-o",
-        path_str(&out),
-        "--raw",
-        "--batch",
-        "1",
-        "--backend",
-        "interp",
-    ]);
-    let written = Cache::open(path_str(&out)).expect("camc reads its own output");
-    let (shape, values) = written.shards[0].f32("heatmap").expect("heatmap tensor");
-    assert_eq!(shape, [N, H, W]);
-    assert_close(&values, &expected, 0.0);
+    for (backend, tolerance) in BACKENDS {
+        run_raw_gradcam(&glob, &out, backend, &["--batch", "1"]);
+        let written = Cache::open(path_str(&out)).expect("camc reads its own output");
+        let (shape, values) = written.shards[0].f32("heatmap").expect("heatmap tensor");
+        assert_eq!(shape, [N, H, W]);
+        assert_close(&values, &expected, tolerance);
+    }
+}
+
+/// The interpreter (the reference: exact agreement) and the CPU JIT, which reads each image
+/// from the cache file with positional reads (SPEC §3's tolerance).
+const BACKENDS: [(&str, f32); 2] = [("interp", 0.0), ("cpu", 1e-5)];
+
+#[test]
+fn a_cache_cut_short_while_the_cpu_jit_reads_it_is_an_error() {
+    use camc_runtime::exec::{cpu::CpuExecutor, Executor};
+    use camc_runtime::run::Run;
+    let dir = temp_dir();
+    let path = dir.path().join("c.safetensors");
+    write_gradcam_cache(&path, f32s);
+    let cache = Cache::open(path_str(&path)).expect("opens");
+    let gradcam = kernel(
+        "cam c(A: [k,h,w], G: [k,h,w]) = relu(sum[k](mean[h,w](G) * A))",
+        camc_compiler::opt::Level::Exact,
+    );
+    let binding = Binding::new(&cache, &gradcam).expect("binds");
+    // Another process truncates the file after camc opened it: the last image's gradients
+    // are gone. Through the memory map this would be a SIGBUS; read, it is an error.
+    let len = std::fs::metadata(&path).expect("exists").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(len - 8))
+        .expect("truncated");
+    let mut executor = CpuExecutor::new(&gradcam, binding.dims).expect("compiles");
+    let job = Run {
+        kernel: &gradcam,
+        binding: &binding,
+        post: Post::Raw,
+        batch: N,
+        strict: false,
+    };
+    let err = job
+        .execute(&mut executor as &mut dyn Executor, |_, _| Ok(()), |_| {})
+        .expect_err("the last image cannot be read");
+    assert!(err.to_string().contains("reading input"), "{err}");
 }
 
 /// Opens `path` and binds Grad-CAM's inputs; the error text.

@@ -3,7 +3,7 @@
 
 use super::{Cache, CacheError, Shard, Values};
 use crate::dims::Dims;
-use crate::exec::Batch;
+use crate::exec::{Batch, FileSpan};
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::ir::Kernel;
 use std::ops::Range;
@@ -26,6 +26,7 @@ pub struct BoundBatch<'a> {
     /// Images of the shard this batch covers.
     pub rows: Range<usize>,
     values: Vec<Values<'a>>,
+    files: Vec<Option<FileSpan<'a>>>,
 }
 
 impl BoundBatch<'_> {
@@ -33,6 +34,7 @@ impl BoundBatch<'_> {
         Batch {
             n: self.n,
             inputs: self.values.iter().map(Values::data).collect(),
+            files: self.files.clone(),
         }
     }
 }
@@ -166,12 +168,14 @@ impl<'c> Binding<'c> {
             .iter()
             .map(|name| shard.rows(name, rows.clone()))
             .collect::<Result<Vec<_>, _>>()?;
+        let files = self.names.iter().map(|name| shard.span(name, &rows)).collect();
         Ok(BoundBatch {
             first,
             n: rows.len(),
             shard,
             rows,
             values,
+            files,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Caches of activations and gradients (SPEC §2): a safetensors file, a directory of `.npy`
 //! files with `meta.json`, or several shards given as a glob, read as one dataset. Files are
-//! memory-mapped; nothing is read until a batch asks for it.
+//! memory-mapped; nothing is read until a batch asks for it. Each file also stays open, so that a
+//! backend copying images anyway (the CPU JIT) can read them with positional reads instead of
+//! through the map ([`FileSpan`], docs/run.md).
 
 mod bind;
 mod dtype;
@@ -10,8 +12,10 @@ mod safetensors_file;
 pub use bind::{Binding, BoundBatch};
 pub use dtype::{DType, Values};
 
+use crate::exec::FileSpan;
 use memmap2::Mmap;
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +59,24 @@ pub struct TensorInfo {
     range: std::ops::Range<usize>,
 }
 
+/// A file of a shard, open and mapped; derefs to its bytes.
+pub(crate) struct MappedFile {
+    file: File,
+    map: Mmap,
+}
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
 /// One file of a dataset (or one `.npy` directory).
 pub struct Shard {
     pub path: PathBuf,
-    maps: Vec<Mmap>,
+    maps: Vec<MappedFile>,
     pub tensors: BTreeMap<String, TensorInfo>,
     pub metadata: BTreeMap<String, String>,
 }
@@ -66,6 +84,21 @@ pub struct Shard {
 impl Shard {
     fn bytes(&self, info: &TensorInfo) -> &[u8] {
         &self.maps[info.file][info.range.clone()]
+    }
+
+    /// Where images `rows` of tensor `name` lie in their file, if it stores them as the
+    /// values of a batch hold them (f32, f16 or bf16).
+    pub fn span(&self, name: &str, rows: &std::ops::Range<usize>) -> Option<FileSpan<'_>> {
+        let info = self.tensors.get(name)?;
+        if !matches!(info.dtype, DType::F32 | DType::F16 | DType::Bf16) {
+            return None;
+        }
+        let image_bytes = info.shape.iter().skip(1).product::<usize>() * info.dtype.size();
+        Some(FileSpan {
+            file: &self.maps[info.file].file,
+            offset: (info.range.start + rows.start * image_bytes) as u64,
+            image_bytes,
+        })
     }
 
     /// The shard's images: the leading size of `A`.
@@ -193,8 +226,8 @@ fn open_shard(path: &Path) -> Result<Shard, CacheError> {
     }
 }
 
-/// Maps a whole file read-only.
-fn map(path: &Path) -> Result<Mmap, CacheError> {
+/// Opens and maps a whole file read-only.
+fn map(path: &Path) -> Result<MappedFile, CacheError> {
     let file = std::fs::File::open(path).map_err(|e| CacheError::file(path, format!("cannot open: {e}")))?;
     // SAFETY: the map is read-only; a cache rewritten while camc reads it may give wrong
     // values, never undefined behaviour beyond what reading a changing file gives.
@@ -202,5 +235,5 @@ fn map(path: &Path) -> Result<Mmap, CacheError> {
         .map_err(|e| CacheError::file(path, format!("cannot map: {e}")))?;
     #[cfg(unix)]
     let _ = map.advise(memmap2::Advice::Sequential);
-    Ok(map)
+    Ok(MappedFile { file, map })
 }

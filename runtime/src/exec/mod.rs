@@ -47,6 +47,68 @@ impl<'a> Data<'a> {
 pub struct Batch<'a> {
     pub n: usize,
     pub inputs: Vec<Data<'a>>,
+    /// Where `inputs[j]` lies in a file, if it does (empty: nowhere). A backend that copies
+    /// each image anyway (the CPU JIT) reads it from there, sparing the memory map's page
+    /// faults and unmapping (docs/run.md).
+    pub files: Vec<Option<FileSpan<'a>>>,
+}
+
+impl<'a> Batch<'a> {
+    /// A batch of values in memory only.
+    pub fn new(n: usize, inputs: Vec<Data<'a>>) -> Batch<'a> {
+        Batch {
+            n,
+            inputs,
+            files: Vec::new(),
+        }
+    }
+
+    /// Where input `j` lies in a file.
+    pub fn file(&self, j: usize) -> Option<FileSpan<'a>> {
+        self.files.get(j).copied().flatten()
+    }
+}
+
+/// The values of one input of a batch in a file, stored exactly as its [`Data`] holds them:
+/// image `i` is the `image_bytes` bytes at `offset + i * image_bytes`.
+#[derive(Copy, Clone, Debug)]
+pub struct FileSpan<'a> {
+    pub file: &'a std::fs::File,
+    pub offset: u64,
+    pub image_bytes: usize,
+}
+
+impl FileSpan<'_> {
+    /// Reads image `image` into `into` (`image_bytes` long).
+    pub fn read(&self, image: usize, into: &mut [u8]) -> std::io::Result<()> {
+        if into.len() != self.image_bytes {
+            return Err(std::io::Error::other(format!(
+                "{} bytes asked for an image of {}",
+                into.len(),
+                self.image_bytes
+            )));
+        }
+        let offset = self.offset + (image * self.image_bytes) as u64;
+        read_exact_at(self.file, into, offset)
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &std::fs::File, into: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, into, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &std::fs::File, mut into: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !into.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_read(file, into, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        into = &mut into[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

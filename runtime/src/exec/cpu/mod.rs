@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor, ImageSink};
+use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor, FileSpan, ImageSink};
 use crate::dims::Dims;
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::codegen::clif::{self, Sizes};
@@ -14,6 +14,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, DataDescription, Linkage, Module};
 use rayon::prelude::*;
+use std::sync::{Mutex, PoisonError};
 
 /// `fn(inputs, out, scratch)`, see `camc_compiler::codegen::clif`.
 type KernelFn = unsafe extern "C" fn(*const *const f32, *mut f32, *mut u8);
@@ -26,6 +27,9 @@ pub struct CpuExecutor {
     raw: Compiled<KernelFn>,
     /// The function with the post-processing to the size last asked for, compiled on demand.
     scaled: Option<([usize; 2], Compiled<ScaledFn>)>,
+    /// One set of buffers per rayon thread, kept from image to image and batch to batch: a
+    /// worker's buffers are allocated (and their pages faulted in) once.
+    workers: Vec<Mutex<Worker>>,
 }
 
 /// A compiled function and the JIT module owning its machine code.
@@ -130,6 +134,9 @@ impl CpuExecutor {
                 module: Some(module),
             },
             scaled: None,
+            workers: (0..rayon::current_num_threads().max(1))
+                .map(|_| Mutex::default())
+                .collect(),
         })
     }
 
@@ -154,11 +161,15 @@ impl CpuExecutor {
     }
 }
 
-/// One worker's buffers: the kernel's scratch memory and f32 copies of f16/bf16 inputs.
+/// One worker's buffers: the kernel's scratch memory, each input's image as f32 where it is
+/// read from its file or converted from f16/bf16, halves read from a file, and a map for
+/// [`Executor::run_scaled_each`].
+#[derive(Default)]
 struct Worker {
     scratch: Vec<u128>,
     converted: Vec<Vec<f32>>,
-    pointers: Vec<*const f32>,
+    halves: Vec<u16>,
+    map: Vec<f32>,
 }
 
 impl Executor for CpuExecutor {
@@ -173,13 +184,9 @@ impl Executor for CpuExecutor {
             return Ok(());
         }
         let call = self.call();
-        out.par_chunks_mut(out_len).enumerate().for_each_init(
-            || call.worker(batch),
-            |worker, (image, result)| {
-                call.image(worker, batch, image, result);
-            },
-        );
-        Ok(())
+        out.par_chunks_mut(out_len)
+            .enumerate()
+            .try_for_each(|(image, result)| call.image(batch, image, result).map(drop))
     }
 
     /// The post-processing compiled into the kernel (`clif::lower_scaled`): each image goes
@@ -203,10 +210,10 @@ impl Executor for CpuExecutor {
         out.par_chunks_mut(per_image)
             .zip(bad.par_iter_mut())
             .enumerate()
-            .for_each_init(
-                || call.worker(batch),
-                |worker, (image, (result, bad))| *bad = call.image(worker, batch, image, result) as usize,
-            );
+            .try_for_each(|(image, (result, bad))| {
+                *bad = call.image(batch, image, result)? as usize;
+                Ok::<_, ExecError>(())
+            })?;
         Ok(true)
     }
 
@@ -228,16 +235,10 @@ impl Executor for CpuExecutor {
             return Ok(true);
         }
         let call = self.scaled_call(size)?;
-        bad.par_iter_mut()
-            .enumerate()
-            .try_for_each_init(
-                || (call.worker(batch), vec![0.0; per_image]),
-                |(worker, map), (image, bad)| {
-                    *bad = call.image(worker, batch, image, map) as usize;
-                    sink(image, map)
-                },
-            )
-            .map_err(ExecError::Sink)?;
+        bad.par_iter_mut().enumerate().try_for_each(|(image, bad)| {
+            *bad = call.image_to(batch, image, per_image, sink)? as usize;
+            Ok::<_, ExecError>(())
+        })?;
         Ok(true)
     }
 }
@@ -262,13 +263,15 @@ impl CpuExecutor {
     }
 
     /// How the workers call the function post-processing to `size`.
-    fn scaled_call(&mut self, size: [usize; 2]) -> Result<Call<ScaledFn>, ExecError> {
+    fn scaled_call(&mut self, size: [usize; 2]) -> Result<Call<'_, ScaledFn>, ExecError> {
         let lens = self.lens();
-        let compiled = self.scaled(size)?;
+        self.scaled(size)?;
+        let compiled = &self.scaled.as_ref().expect("compiled above").1;
         Ok(Call {
             function: compiled.function,
             lens,
             scratch_bytes: compiled.scratch_bytes,
+            workers: &self.workers,
         })
     }
 
@@ -277,11 +280,12 @@ impl CpuExecutor {
         self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect()
     }
 
-    fn call(&self) -> Call<KernelFn> {
+    fn call(&self) -> Call<'_, KernelFn> {
         Call {
             function: self.raw.function,
             lens: self.lens(),
             scratch_bytes: self.raw.scratch_bytes,
+            workers: &self.workers,
         }
     }
 }
@@ -313,51 +317,109 @@ impl Entry for ScaledFn {
 
 /// What the worker threads need to call the kernel (the executor itself, owning the JIT module,
 /// is not shared between threads).
-struct Call<F> {
+struct Call<'a, F> {
     function: F,
     /// Values per image of each input.
     lens: Vec<usize>,
     scratch_bytes: usize,
+    workers: &'a [Mutex<Worker>],
 }
 
-impl<F: Entry> Call<F> {
-    fn worker(&self, batch: &Batch<'_>) -> Worker {
-        Worker {
-            scratch: vec![0; self.scratch_bytes.div_ceil(16)],
-            converted: vec![Vec::new(); batch.inputs.len()],
-            pointers: vec![std::ptr::null(); batch.inputs.len()],
-        }
+impl<F: Entry> Call<'_, F> {
+    /// The calling thread's buffers (rayon's threads each have their own).
+    fn worker(&self) -> std::sync::MutexGuard<'_, Worker> {
+        let slot = rayon::current_thread_index().unwrap_or(0) % self.workers.len();
+        self.workers[slot].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs the kernel on image `image` of the (checked) batch into `result`; returns what the
     /// function returns ([`Entry::call`]).
-    fn image(&self, worker: &mut Worker, batch: &Batch<'_>, image: usize, result: &mut [f32]) -> i64 {
+    fn image(&self, batch: &Batch<'_>, image: usize, result: &mut [f32]) -> Result<i64, ExecError> {
+        self.compute(&mut self.worker(), batch, image, result)
+    }
+
+    /// [`Call::image`] into the worker's buffer of one map (`per_image` values), handed to
+    /// `sink` from there.
+    fn image_to(
+        &self,
+        batch: &Batch<'_>,
+        image: usize,
+        per_image: usize,
+        sink: &ImageSink<'_>,
+    ) -> Result<i64, ExecError> {
+        let mut worker = self.worker();
+        let mut map = std::mem::take(&mut worker.map);
+        map.resize(per_image, 0.0);
+        let bad = self.compute(&mut worker, batch, image, &mut map);
+        let sunk = bad.is_ok().then(|| sink(image, &map).map_err(ExecError::Sink));
+        worker.map = map;
+        sunk.transpose()?;
+        bad
+    }
+
+    /// [`Call::image`] with the worker's buffers. An input that lies in a file is read from
+    /// there into the worker's buffer (positional reads: no page faults, nothing mapped to undo).
+    fn compute(
+        &self,
+        worker: &mut Worker,
+        batch: &Batch<'_>,
+        image: usize,
+        result: &mut [f32],
+    ) -> Result<i64, ExecError> {
+        let inputs = batch.inputs.len();
+        worker.converted.resize_with(inputs, Vec::new);
+        let scratch = self.scratch_bytes.div_ceil(16);
+        if worker.scratch.len() < scratch {
+            worker.scratch.resize(scratch, 0);
+        }
+        let mut pointers = Vec::with_capacity(inputs);
         for (j, (data, &len)) in batch.inputs.iter().zip(&self.lens).enumerate() {
             let range = image * len..(image + 1) * len;
             let converted = &mut worker.converted[j];
-            worker.pointers[j] = match data {
-                Data::F32(v) => v[range].as_ptr(),
-                Data::F16(v) => {
-                    converted.clear();
-                    converted.extend(v[range].iter().map(|x| x.to_f32()));
-                    converted.as_ptr()
-                }
-                Data::Bf16(v) => {
-                    converted.clear();
-                    converted.extend(v[range].iter().map(|x| x.to_f32()));
-                    converted.as_ptr()
-                }
+            let halves = &mut worker.halves;
+            let read = |span: FileSpan<'_>, into: &mut [u8]| {
+                span.read(image, into)
+                    .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))
             };
+            pointers.push(match (data, batch.file(j)) {
+                (Data::F32(_), Some(span)) => {
+                    converted.resize(len, 0.0);
+                    read(span, bytemuck::cast_slice_mut(converted))?;
+                    converted.as_ptr()
+                }
+                (Data::F16(_) | Data::Bf16(_), Some(span)) => {
+                    halves.resize(len, 0);
+                    read(span, bytemuck::cast_slice_mut(halves))?;
+                    let widen = match data {
+                        Data::F16(_) => |bits| half::f16::from_bits(bits).to_f32(),
+                        _ => |bits| half::bf16::from_bits(bits).to_f32(),
+                    };
+                    converted.clear();
+                    converted.extend(halves.iter().map(|&bits| widen(bits)));
+                    converted.as_ptr()
+                }
+                (Data::F32(v), None) => v[range].as_ptr(),
+                (Data::F16(v), None) => {
+                    converted.clear();
+                    converted.extend(v[range].iter().map(|x| x.to_f32()));
+                    converted.as_ptr()
+                }
+                (Data::Bf16(v), None) => {
+                    converted.clear();
+                    converted.extend(v[range].iter().map(|x| x.to_f32()));
+                    converted.as_ptr()
+                }
+            });
         }
         // SAFETY: `check_batch` (or `check_scaled_batch`) checked that every input holds `n`
-        // images of its type and `result` one image's output; scratch has the size the
-        // lowering asked for.
-        unsafe {
+        // images of its type and `result` one image's output (a file's image was read whole);
+        // scratch has at least the size the lowering asked for.
+        Ok(unsafe {
             self.function.call(
-                worker.pointers.as_ptr(),
+                pointers.as_ptr(),
                 result.as_mut_ptr(),
                 worker.scratch.as_mut_ptr().cast(),
             )
-        }
+        })
     }
 }

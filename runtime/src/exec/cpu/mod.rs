@@ -14,7 +14,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, DataDescription, Linkage, Module};
 use rayon::prelude::*;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, TryLockError};
 
 /// `fn(inputs, out, scratch)`, see `camc_compiler::codegen::clif`.
 type KernelFn = unsafe extern "C" fn(*const *const f32, *mut f32, *mut u8);
@@ -326,16 +326,22 @@ struct Call<'a, F> {
 }
 
 impl<F: Entry> Call<'_, F> {
-    /// The calling thread's buffers (rayon's threads each have their own).
-    fn worker(&self) -> std::sync::MutexGuard<'_, Worker> {
+    /// Calls `f` with the calling thread's buffers (rayon's threads each have their own); a
+    /// thread finding its slot taken (a thread of another pool, or `f` re-entered through the
+    /// sink) gets fresh buffers rather than waiting for them.
+    fn with_worker<R>(&self, f: impl FnOnce(&mut Worker) -> R) -> R {
         let slot = rayon::current_thread_index().unwrap_or(0) % self.workers.len();
-        self.workers[slot].lock().unwrap_or_else(PoisonError::into_inner)
+        match self.workers[slot].try_lock() {
+            Ok(mut worker) => f(&mut worker),
+            Err(TryLockError::Poisoned(poisoned)) => f(&mut poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => f(&mut Worker::default()),
+        }
     }
 
     /// Runs the kernel on image `image` of the (checked) batch into `result`; returns what the
     /// function returns ([`Entry::call`]).
     fn image(&self, batch: &Batch<'_>, image: usize, result: &mut [f32]) -> Result<i64, ExecError> {
-        self.compute(&mut self.worker(), batch, image, result)
+        self.with_worker(|worker| self.compute(worker, batch, image, result))
     }
 
     /// [`Call::image`] into the worker's buffer of one map (`per_image` values), handed to
@@ -347,14 +353,15 @@ impl<F: Entry> Call<'_, F> {
         per_image: usize,
         sink: &ImageSink<'_>,
     ) -> Result<i64, ExecError> {
-        let mut worker = self.worker();
-        let mut map = std::mem::take(&mut worker.map);
-        map.resize(per_image, 0.0);
-        let bad = self.compute(&mut worker, batch, image, &mut map);
-        let sunk = bad.is_ok().then(|| sink(image, &map).map_err(ExecError::Sink));
-        worker.map = map;
-        sunk.transpose()?;
-        bad
+        self.with_worker(|worker| {
+            let mut map = std::mem::take(&mut worker.map);
+            map.resize(per_image, 0.0);
+            let bad = self.compute(worker, batch, image, &mut map);
+            let sunk = bad.is_ok().then(|| sink(image, &map).map_err(ExecError::Sink));
+            worker.map = map;
+            sunk.transpose()?;
+            bad
+        })
     }
 
     /// [`Call::image`] with the worker's buffers. An input that lies in a file is read from

@@ -161,6 +161,16 @@ impl CpuExecutor {
     }
 }
 
+/// What [`CpuExecutor::scaling`] found.
+enum Scaling<'a> {
+    /// The result is not a 2-D map or `size` not `H,W`: nothing touched.
+    Unsupported,
+    /// No image or an empty size: nothing to compute.
+    Empty,
+    /// The call, and the values of one map.
+    Ready(Call<'a, ScaledFn>, usize),
+}
+
 /// One worker's buffers: the kernel's scratch memory, each input's image as f32 where it is
 /// read from its file or converted from f16/bf16, halves read from a file, and a map for
 /// [`Executor::run_scaled_each`].
@@ -199,14 +209,11 @@ impl Executor for CpuExecutor {
         out: &mut [f32],
         bad: &mut [usize],
     ) -> Result<bool, ExecError> {
-        let Some(size) = self.scaled_size(batch, size, out.len(), bad)? else {
-            return Ok(false);
+        let (call, per_image) = match self.scaling(batch, size, out.len(), bad)? {
+            Scaling::Unsupported => return Ok(false),
+            Scaling::Empty => return Ok(true),
+            Scaling::Ready(call, per_image) => (call, per_image),
         };
-        let per_image = size[0] * size[1];
-        if batch.n == 0 || per_image == 0 {
-            return Ok(true);
-        }
-        let call = self.scaled_call(size)?;
         out.par_chunks_mut(per_image)
             .zip(bad.par_iter_mut())
             .enumerate()
@@ -227,14 +234,11 @@ impl Executor for CpuExecutor {
         sink: &ImageSink<'_>,
     ) -> Result<bool, ExecError> {
         let out_len = batch.n * size.iter().product::<usize>();
-        let Some(size) = self.scaled_size(batch, size, out_len, bad)? else {
-            return Ok(false);
+        let (call, per_image) = match self.scaling(batch, size, out_len, bad)? {
+            Scaling::Unsupported => return Ok(false),
+            Scaling::Empty => return Ok(true),
+            Scaling::Ready(call, per_image) => (call, per_image),
         };
-        let per_image = size[0] * size[1];
-        if batch.n == 0 || per_image == 0 {
-            return Ok(true);
-        }
-        let call = self.scaled_call(size)?;
         bad.par_iter_mut().enumerate().try_for_each(|(image, bad)| {
             *bad = call.image_to(batch, image, per_image, sink)? as usize;
             Ok::<_, ExecError>(())
@@ -244,35 +248,34 @@ impl Executor for CpuExecutor {
 }
 
 impl CpuExecutor {
-    /// `size` as `[H, W]` where the kernel's result is a 2-D map, which the compiled
-    /// post-processing scales, with the batch checked against it (`out_len` output values in
-    /// all); `None`, having touched nothing, where it is not.
-    fn scaled_size(
-        &self,
+    /// What the compiled post-processing does with a batch scaled to `size` (`out_len` output
+    /// values in all), the batch checked against it where it applies; compiles the function on
+    /// first use.
+    fn scaling(
+        &mut self,
         batch: &Batch<'_>,
         size: &[usize],
         out_len: usize,
         bad: &[usize],
-    ) -> Result<Option<[usize; 2]>, ExecError> {
+    ) -> Result<Scaling<'_>, ExecError> {
         let hw = AxisSet::SCALAR.with(Axis::H).with(Axis::W);
         let (&[height, width], true) = (size, self.kernel.output_ty() == hw) else {
-            return Ok(None);
+            return Ok(Scaling::Unsupported);
         };
         check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out_len, bad)?;
-        Ok(Some([height, width]))
-    }
-
-    /// How the workers call the function post-processing to `size`.
-    fn scaled_call(&mut self, size: [usize; 2]) -> Result<Call<'_, ScaledFn>, ExecError> {
+        if batch.n == 0 || height * width == 0 {
+            return Ok(Scaling::Empty);
+        }
         let lens = self.lens();
-        self.scaled(size)?;
+        self.scaled([height, width])?;
         let compiled = &self.scaled.as_ref().expect("compiled above").1;
-        Ok(Call {
+        let call = Call {
             function: compiled.function,
             lens,
             scratch_bytes: compiled.scratch_bytes,
             workers: &self.workers,
-        })
+        };
+        Ok(Scaling::Ready(call, height * width))
     }
 
     /// Values per image of each input.
@@ -388,30 +391,32 @@ impl<F: Entry> Call<'_, F> {
                 span.read(image, into)
                     .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))
             };
-            pointers.push(match (data, batch.file(j)) {
+            let (data, range) = match (*data, batch.file(j)) {
                 (Data::F32(_), Some(span)) => {
                     converted.resize(len, 0.0);
                     read(span, bytemuck::cast_slice_mut(converted))?;
-                    converted.as_ptr()
+                    pointers.push(converted.as_ptr());
+                    continue;
                 }
                 (Data::F16(_) | Data::Bf16(_), Some(span)) => {
                     halves.resize(len, 0);
                     read(span, bytemuck::cast_slice_mut(halves))?;
-                    let widen = match data {
-                        Data::F16(_) => |bits| half::f16::from_bits(bits).to_f32(),
-                        _ => |bits| half::bf16::from_bits(bits).to_f32(),
+                    let halves = match data {
+                        Data::F16(_) => Data::F16(bytemuck::cast_slice(halves)),
+                        _ => Data::Bf16(bytemuck::cast_slice(halves)),
                     };
-                    converted.clear();
-                    converted.extend(halves.iter().map(|&bits| widen(bits)));
-                    converted.as_ptr()
+                    (halves, 0..len)
                 }
-                (Data::F32(v), None) => v[range].as_ptr(),
-                (Data::F16(v), None) => {
+                (data, None) => (data, range),
+            };
+            pointers.push(match data {
+                Data::F32(v) => v[range].as_ptr(),
+                Data::F16(v) => {
                     converted.clear();
                     converted.extend(v[range].iter().map(|x| x.to_f32()));
                     converted.as_ptr()
                 }
-                (Data::Bf16(v), None) => {
+                Data::Bf16(v) => {
                     converted.clear();
                     converted.extend(v[range].iter().map(|x| x.to_f32()));
                     converted.as_ptr()

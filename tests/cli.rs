@@ -20,21 +20,26 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("camc-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+/// A file in its own temporary directory, removed with it when dropped.
+struct TempFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> TempFile {
+    let dir = support::caches::temp_dir();
+    let path = dir.path().join(name);
     std::fs::write(&path, bytes).expect("write temp file");
-    path
+    TempFile { _dir: dir, path }
 }
 
 #[test]
 fn check_accepts_good_programs_and_prints_signatures() {
-    let path = temp_file(
+    let file = temp_file(
         "ok.cam",
         b"cam g(A: [k,h,w], G: [k,h,w], eps: [] = 1e-6) = relu(sum[k](mean[h,w](G) * A)) + eps\n",
     );
-    let out = camc(&["check", path.to_str().expect("utf-8 path")]);
+    let out = camc(&["check", support::caches::path_str(&file.path)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("cam g(A: [k,h,w], G: [k,h,w], eps: [] = 1e-6) -> [h,w]"),
@@ -46,11 +51,11 @@ fn check_accepts_good_programs_and_prints_signatures() {
 
 #[test]
 fn check_reports_errors_plainly_with_exit_1() {
-    let path = temp_file(
+    let file = temp_file(
         "bad.cam",
         b"cam g(A: [k,h,w]) = sum[h,w](A)\ncam h(A: [k,h,w]) = relu(B)\n",
     );
-    let out = camc(&["check", path.to_str().expect("utf-8 path")]);
+    let out = camc(&["check", support::caches::path_str(&file.path)]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("result has axes [k]; a CAM must be [h,w]"), "{err}");
@@ -74,8 +79,8 @@ fn unreadable_and_non_text_files_are_errors_not_panics() {
         "{}",
         stderr(&out)
     );
-    let path = temp_file("binary.cam", &[0x63, 0x61, 0x6d, 0xff, 0xfe, 0x00]);
-    let out = camc(&["check", path.to_str().expect("utf-8 path")]);
+    let file = temp_file("binary.cam", &[0x63, 0x61, 0x6d, 0xff, 0xfe, 0x00]);
+    let out = camc(&["check", support::caches::path_str(&file.path)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("invalid UTF-8 at byte 3"),

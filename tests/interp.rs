@@ -144,6 +144,33 @@ fn pc1_sign_follows_the_activation_sum() {
     assert!(up[3] > up[0] && down[0] > down[3], "{up:?} {down:?}");
 }
 
+/// pc1 over an axis that does not lead the tensor's layout reads the same matrix as pc1 over the
+/// leading axis of the tensor with the two axes swapped: positions (k,h,w), features d. (A 3-D
+/// CAM is `[d,h,w]`: the `0 * mean` term only broadcasts the `[h,w]` map over d.)
+#[test]
+fn pc1_over_a_later_axis_is_pc1_of_the_swapped_tensor() {
+    let (k, d, h, w) = (3, 4, 2, 3);
+    let x: Vec<f32> = (0..k * d * h * w)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.25 + (i % 5) as f32)
+        .collect();
+    let mut swapped = vec![0.0f32; x.len()];
+    for (c, t, p) in (0..k).flat_map(|c| (0..d).flat_map(move |t| (0..h * w).map(move |p| (c, t, p)))) {
+        swapped[(t * k + c) * h * w + p] = x[(c * d + t) * h * w + p];
+    }
+    let later = run(
+        "cam e(A: [k,d,h,w]) = sum[k](pc1[d](A)) + 0 * mean[k,h,w](A)",
+        Dims::new(k, d, h, w),
+        &[&x],
+    );
+    let leading = run(
+        "cam e(A: [k,d,h,w]) = sum[d](pc1[k](A)) + 0 * mean[k,h,w](A)",
+        Dims::new(d, k, h, w),
+        &[&swapped],
+    );
+    assert_eq!(later[..h * w], leading[..h * w]);
+    assert!(later.iter().any(|v| v.abs() > 0.1), "{later:?}");
+}
+
 #[test]
 fn wrong_input_sizes_are_errors() {
     let k = kernel("cam g(A: [k,h,w]) = sum[k](A)", Level::Exact);

@@ -175,15 +175,22 @@ pub(crate) fn project(dims: Dims, ty: AxisSet, axis: Axis, x: &[f32]) -> Vec<f32
     let positions = ty.minus(AxisSet::SCALAR.with(axis));
     let rows = dims.len(positions);
     let cols = dims.size(axis);
-    let mut matrix = vec![0.0f64; rows * cols];
-    let position_strides = dims.strides(positions);
-    let axis_slot = Axis::ALL
-        .iter()
-        .position(|a| *a == axis)
-        .expect("axis is one of ALL");
-    for (flat, index) in dims.indices(ty).enumerate() {
-        let row = offset(&position_strides, &index);
-        matrix[row * cols + index[axis_slot]] = x[flat] as f64;
-    }
+    let leading = Axis::ALL.into_iter().find(|a| ty.contains(*a)) == Some(axis);
+    // pc1 takes each feature's values together: when `axis` leads, `x` is laid out so already.
+    let matrix: Vec<f64> = if leading {
+        x.iter().map(|&v| v as f64).collect()
+    } else {
+        let mut matrix = vec![0.0f64; rows * cols];
+        let position_strides = dims.strides(positions);
+        let axis_slot = Axis::ALL
+            .iter()
+            .position(|a| *a == axis)
+            .expect("axis is one of ALL");
+        for (flat, index) in dims.indices(ty).enumerate() {
+            let row = offset(&position_strides, &index);
+            matrix[index[axis_slot] * rows + row] = x[flat] as f64;
+        }
+        matrix
+    };
     pc1(&matrix, rows, cols).into_iter().map(|v| v as f32).collect()
 }

@@ -4,30 +4,32 @@
 //! `get_2d_projection` does with an SVD), and the sign is fixed so that the projection correlates
 //! non-negatively with the row sums of the uncentred matrix.
 
-/// `x[row * cols + col]`; returns one value per row.
+use nalgebra::{DMatrix, DMatrixView, DVector, SymmetricEigen};
+
+/// `x[col * rows + row]`: each column's (feature's) values together, as a `[k,h,w]` tensor holds
+/// them for `pc1[k]`; returns one value per row.
 pub fn pc1(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut m = x.to_vec();
-    for c in 0..cols {
-        let mean = (0..rows).map(|r| x[r * cols + c]).sum::<f64>() / rows as f64;
-        for r in 0..rows {
-            m[r * cols + c] -= mean;
-        }
+    if rows == 0 || cols == 0 {
+        return vec![0.0; rows];
     }
-    // M v1 = s1 u1: take the top eigenvector of the smaller Gram matrix.
+    let mut m = x.to_vec();
+    for column in m.chunks_exact_mut(rows) {
+        let mean = column.iter().sum::<f64>() / rows as f64;
+        column.iter_mut().for_each(|v| *v -= mean);
+    }
+    let m = DMatrixView::from_slice(&m, rows, cols);
+    // M v1 = s1 u1: take the top eigenvector of the smaller Gram matrix (a matrix product).
     let mut projection = if rows <= cols {
-        let gram = gram(&m, rows, cols, true);
-        let (value, u) = top_eigenpair(&gram, rows);
+        let (value, u) = top_eigenpair(m * m.transpose());
         u.iter().map(|u| u * value.max(0.0).sqrt()).collect::<Vec<_>>()
     } else {
-        let gram = gram(&m, rows, cols, false);
-        let (_, v) = top_eigenpair(&gram, cols);
-        (0..rows)
-            .map(|r| (0..cols).map(|c| m[r * cols + c] * v[c]).sum())
-            .collect()
+        let (_, v) = top_eigenpair(m.transpose() * m);
+        (m * v).iter().copied().collect()
     };
-    let sums: Vec<f64> = (0..rows)
-        .map(|r| x[r * cols..(r + 1) * cols].iter().sum())
-        .collect();
+    let mut sums = vec![0.0; rows];
+    for column in x.chunks_exact(rows) {
+        sums.iter_mut().zip(column).for_each(|(s, x)| *s += x);
+    }
     let mean_sum = sums.iter().sum::<f64>() / rows as f64;
     let agreement: f64 = projection
         .iter()
@@ -40,71 +42,65 @@ pub fn pc1(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     projection
 }
 
-/// `M Mᵀ` (rows × rows) when `by_rows`, else `Mᵀ M` (cols × cols).
-fn gram(m: &[f64], rows: usize, cols: usize, by_rows: bool) -> Vec<f64> {
-    let n = if by_rows { rows } else { cols };
-    let at = |i: usize, j: usize| if by_rows { m[i * cols + j] } else { m[j * cols + i] };
-    let inner = if by_rows { cols } else { rows };
-    let mut g = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let dot: f64 = (0..inner).map(|t| at(i, t) * at(j, t)).sum();
-            g[i * n + j] = dot;
-            g[j * n + i] = dot;
-        }
+/// The largest eigenvalue of a symmetric matrix and a unit eigenvector for it (nalgebra's
+/// symmetric QR algorithm, which reads the lower triangle: robust for repeated and zero
+/// eigenvalues). A matrix with a non-finite value, or one the algorithm does not settle within
+/// its iteration limit, gives NaN.
+fn top_eigenpair(matrix: DMatrix<f64>) -> (f64, DVector<f64>) {
+    let n = matrix.nrows();
+    let failed = || (f64::NAN, DVector::from_element(n, f64::NAN));
+    if n == 0 || !matrix.iter().all(|v| v.is_finite()) {
+        return failed();
     }
-    g
+    let Some(eigen) = SymmetricEigen::try_new(matrix, f64::EPSILON, 10_000) else {
+        return failed();
+    };
+    let top = (0..n)
+        .max_by(|&i, &j| eigen.eigenvalues[i].total_cmp(&eigen.eigenvalues[j]))
+        .unwrap_or(0);
+    (
+        eigen.eigenvalues[top],
+        eigen.eigenvectors.column(top).into_owned(),
+    )
 }
 
-/// The largest eigenvalue of a symmetric matrix and a unit eigenvector for it, by cyclic Jacobi
-/// rotations (robust for repeated and zero eigenvalues).
-fn top_eigenpair(matrix: &[f64], n: usize) -> (f64, Vec<f64>) {
-    let mut a = matrix.to_vec();
-    let mut vectors = vec![0.0; n * n];
-    for i in 0..n {
-        vectors[i * n + i] = 1.0;
-    }
-    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        if off.sqrt() <= 1e-15 * scale.max(f64::MIN_POSITIVE) {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq == 0.0 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (vectors[k * n + p], vectors[k * n + q]);
-                    vectors[k * n + p] = c * vkp - s * vkq;
-                    vectors[k * n + q] = s * vkp + c * vkq;
-                }
-            }
+#[cfg(test)]
+mod tests {
+    use super::pc1;
+
+    fn assert_close(got: &[f64], expected: &[f64]) {
+        assert_eq!(got.len(), expected.len());
+        for (g, e) in got.iter().zip(expected) {
+            assert!(
+                (g - e).abs() <= 1e-12 * e.abs().max(1.0),
+                "{got:?} vs {expected:?}"
+            );
         }
     }
-    let top = (0..n)
-        .max_by(|&i, &j| a[i * n + i].total_cmp(&a[j * n + j]))
-        .unwrap_or(0);
-    let vector = (0..n).map(|k| vectors[k * n + top]).collect();
-    (a[top * n + top], vector)
+
+    #[test]
+    fn more_positions_than_features() {
+        // Features [1,2,3] and [2,4,6] centre to [-1,0,1] and [-2,0,2]: M's first right
+        // singular vector is (1,2)/√5, so M v1 = (-√5, 0, √5); the row sums 3, 6, 9 rise the
+        // same way, so the sign stays.
+        let x = [1.0, 2.0, 3.0, 2.0, 4.0, 6.0];
+        let root5 = 5f64.sqrt();
+        assert_close(&pc1(&x, 3, 2), &[-root5, 0.0, root5]);
+    }
+
+    #[test]
+    fn no_more_positions_than_features() {
+        // Features [1,3], [2,2], [0,4] centre to [-1,1], [0,0], [-2,2]: M Mᵀ = [[5,-5],[-5,5]],
+        // top eigenpair 10 and (1,-1)/√2, so the projection is ±(√5, -√5); the row sums 3 and 9
+        // rise, so it is (-√5, √5).
+        let x = [1.0, 3.0, 2.0, 2.0, 0.0, 4.0];
+        let root5 = 5f64.sqrt();
+        assert_close(&pc1(&x, 2, 3), &[-root5, root5]);
+    }
+
+    #[test]
+    fn constant_features_project_to_zero_and_non_finite_to_nan() {
+        assert_close(&pc1(&[2.0, 2.0, -1.0, -1.0], 2, 2), &[0.0, 0.0]);
+        assert!(pc1(&[1.0, f64::NAN, 2.0, 3.0], 2, 2).iter().all(|v| v.is_nan()));
+    }
 }

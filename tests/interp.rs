@@ -78,6 +78,39 @@ fn reductions_by_hand() {
     );
 }
 
+/// Groups that lie together in memory (`[h,w]` of `[k,h,w]`) and groups that do not (`k` of
+/// `[k,h,w]`): std of k0 = [1,2,3] is √(2/3), of k1 = [10,20,40] is √(1400/9); normalize maps
+/// each group's minimum to 0 and maximum to ~1.
+#[test]
+fn groupwise_operations_over_trailing_and_leading_axes_by_hand() {
+    let dims = Dims::new(2, 1, 1, 3);
+    let a = [1.0, 2.0, 3.0, 10.0, 20.0, 40.0];
+    let (s0, s1) = ((2.0f32 / 3.0).sqrt(), (1400.0f32 / 9.0).sqrt());
+    let trailing = run(
+        "cam c(A: [k,h,w]) = sum[k]((std[h,w](A) + normalize[h,w](A)) * A)",
+        dims,
+        &[&a],
+    );
+    let almost_one = |range: f32| range / (range + 1e-7);
+    let normalized = [
+        [0.0, 0.5 * almost_one(2.0), almost_one(2.0)],
+        [0.0, (10.0 / 30.0) * almost_one(30.0), almost_one(30.0)],
+    ];
+    let expected: Vec<f32> = (0..3)
+        .map(|j| (s0 + normalized[0][j]) * a[j] + (s1 + normalized[1][j]) * a[3 + j])
+        .collect();
+    assert_close(&trailing, &expected);
+    let leading = run("cam c(A: [k,h,w]) = sum[k](normalize[k](A) * A)", dims, &[&a]);
+    assert_close(
+        &leading,
+        &[
+            10.0 * almost_one(9.0),
+            20.0 * almost_one(18.0),
+            40.0 * almost_one(37.0),
+        ],
+    );
+}
+
 #[test]
 fn softmax_and_normalize_by_hand() {
     let s = [0.0, 3f32.ln()];

@@ -96,6 +96,14 @@ fn elementwise<const N: usize>(
 /// of `ty − axes`, in that type's layout order.
 fn groups(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32]) -> Vec<Vec<f64>> {
     let kept = ty.minus(axes);
+    let group_len = dims.len(ty.minus(kept));
+    if reduces_trailing_axes(ty, kept) && group_len > 0 {
+        // Each group is a contiguous run of `x` (e.g. `[h,w]` of `[k,h,w]`), in the same order.
+        return x
+            .chunks_exact(group_len)
+            .map(|group| group.iter().map(|&v| v as f64).collect())
+            .collect();
+    }
     let kept_strides = dims.strides(kept);
     let mut groups = vec![Vec::new(); dims.len(kept)];
     for (flat, index) in dims.indices(ty).enumerate() {
@@ -104,26 +112,54 @@ fn groups(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32]) -> Vec<Vec<f64>> {
     groups
 }
 
+/// Whether every axis of `ty` outside `kept` comes after every axis in `kept` (in layout order).
+fn reduces_trailing_axes(ty: AxisSet, kept: AxisSet) -> bool {
+    let mut reduced_seen = false;
+    for axis in ty.iter() {
+        if kept.contains(axis) && reduced_seen {
+            return false;
+        }
+        reduced_seen |= !kept.contains(axis);
+    }
+    true
+}
+
 pub(crate) fn reduce(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: ReduceOp) -> Vec<f32> {
+    let kept = ty.minus(axes);
+    let group_len = dims.len(ty.minus(kept));
+    if reduces_trailing_axes(ty, kept) && group_len > 0 {
+        // Contiguous groups, each widened into one reused buffer.
+        let mut group = Vec::with_capacity(group_len);
+        return x
+            .chunks_exact(group_len)
+            .map(|values| {
+                group.clear();
+                group.extend(values.iter().map(|&v| v as f64));
+                reduce_group(&group, f)
+            })
+            .collect();
+    }
     groups(dims, ty, axes, x)
         .iter()
-        .map(|g| {
-            let n = g.len() as f64;
-            let sum: f64 = g.iter().sum();
-            let value = match f {
-                ReduceOp::Sum => sum,
-                ReduceOp::Mean => sum / n,
-                ReduceOp::Max => extreme(g, f64::max),
-                ReduceOp::Min => extreme(g, f64::min),
-                ReduceOp::Norm => g.iter().map(|v| v * v).sum::<f64>().sqrt(),
-                ReduceOp::Std => {
-                    let mean = sum / n;
-                    (g.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt()
-                }
-            };
-            value as f32
-        })
+        .map(|g| reduce_group(g, f))
         .collect()
+}
+
+fn reduce_group(g: &[f64], f: ReduceOp) -> f32 {
+    let n = g.len() as f64;
+    let sum: f64 = g.iter().sum();
+    let value = match f {
+        ReduceOp::Sum => sum,
+        ReduceOp::Mean => sum / n,
+        ReduceOp::Max => extreme(g, f64::max),
+        ReduceOp::Min => extreme(g, f64::min),
+        ReduceOp::Norm => g.iter().map(|v| v * v).sum::<f64>().sqrt(),
+        ReduceOp::Std => {
+            let mean = sum / n;
+            (g.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt()
+        }
+    };
+    value as f32
 }
 
 /// Max or min that propagates NaN, as numpy's `max`/`min` do.
@@ -144,6 +180,9 @@ pub(crate) fn groupwise(
     f: fn(&[f64]) -> Vec<f64>,
 ) -> Vec<f32> {
     let done: Vec<Vec<f64>> = groups(dims, ty, axes, x).iter().map(|g| f(g)).collect();
+    if reduces_trailing_axes(ty, ty.minus(axes)) {
+        return done.into_iter().flatten().map(|v| v as f32).collect();
+    }
     let kept_strides = dims.strides(ty.minus(axes));
     let mut taken = vec![0usize; done.len()];
     dims.indices(ty)

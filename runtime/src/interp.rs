@@ -231,5 +231,5 @@ pub(crate) fn project(dims: Dims, ty: AxisSet, axis: Axis, x: &[f32]) -> Vec<f32
         }
         matrix
     };
-    pc1(&matrix, rows, cols).into_iter().map(|v| v as f32).collect()
+    pc1(matrix, rows, cols).into_iter().map(|v| v as f32).collect()
 }

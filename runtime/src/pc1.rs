@@ -6,13 +6,16 @@
 
 use nalgebra::{DMatrix, DMatrixView, DVector, SymmetricEigen};
 
-/// `x[col * rows + row]`: each column's (feature's) values together, as a `[k,h,w]` tensor holds
-/// them for `pc1[k]`; returns one value per row.
-pub fn pc1(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+/// `m[col * rows + row]`: each column's (feature's) values together, as a `[k,h,w]` tensor holds
+/// them for `pc1[k]`; returns one value per row. `m` is centred in place.
+pub fn pc1(mut m: Vec<f64>, rows: usize, cols: usize) -> Vec<f64> {
     if rows == 0 || cols == 0 {
         return vec![0.0; rows];
     }
-    let mut m = x.to_vec();
+    let mut sums = vec![0.0; rows];
+    for column in m.chunks_exact(rows) {
+        sums.iter_mut().zip(column).for_each(|(s, x)| *s += x);
+    }
     for column in m.chunks_exact_mut(rows) {
         let mean = column.iter().sum::<f64>() / rows as f64;
         column.iter_mut().for_each(|v| *v -= mean);
@@ -26,10 +29,6 @@ pub fn pc1(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
         let (_, v) = top_eigenpair(m.transpose() * m);
         (m * v).iter().copied().collect()
     };
-    let mut sums = vec![0.0; rows];
-    for column in x.chunks_exact(rows) {
-        sums.iter_mut().zip(column).for_each(|(s, x)| *s += x);
-    }
     let mean_sum = sums.iter().sum::<f64>() / rows as f64;
     let agreement: f64 = projection
         .iter()
@@ -85,7 +84,7 @@ mod tests {
         // same way, so the sign stays.
         let x = [1.0, 2.0, 3.0, 2.0, 4.0, 6.0];
         let root5 = 5f64.sqrt();
-        assert_close(&pc1(&x, 3, 2), &[-root5, 0.0, root5]);
+        assert_close(&pc1(x.to_vec(), 3, 2), &[-root5, 0.0, root5]);
     }
 
     #[test]
@@ -95,12 +94,14 @@ mod tests {
         // rise, so it is (-√5, √5).
         let x = [1.0, 3.0, 2.0, 2.0, 0.0, 4.0];
         let root5 = 5f64.sqrt();
-        assert_close(&pc1(&x, 2, 3), &[-root5, root5]);
+        assert_close(&pc1(x.to_vec(), 2, 3), &[-root5, root5]);
     }
 
     #[test]
     fn constant_features_project_to_zero_and_non_finite_to_nan() {
-        assert_close(&pc1(&[2.0, 2.0, -1.0, -1.0], 2, 2), &[0.0, 0.0]);
-        assert!(pc1(&[1.0, f64::NAN, 2.0, 3.0], 2, 2).iter().all(|v| v.is_nan()));
+        assert_close(&pc1(vec![2.0, 2.0, -1.0, -1.0], 2, 2), &[0.0, 0.0]);
+        assert!(pc1(vec![1.0, f64::NAN, 2.0, 3.0], 2, 2)
+            .iter()
+            .all(|v| v.is_nan()));
     }
 }

@@ -292,38 +292,43 @@ fn f16_bf16_npy_and_shards_read_the_same_data() {
 const BACKENDS: [(&str, f32); 2] = [("interp", 0.0), ("cpu", 1e-5)];
 
 #[test]
-fn a_cache_cut_short_while_the_cpu_jit_reads_it_is_an_error() {
-    use camc_runtime::exec::{cpu::CpuExecutor, Executor};
+fn a_cache_cut_short_while_a_cpu_backend_reads_it_is_an_error() {
+    use camc_runtime::exec::{cpu::CpuExecutor, interp::InterpExecutor, Executor};
     use camc_runtime::run::Run;
-    let dir = temp_dir();
-    let path = dir.path().join("c.safetensors");
-    write_gradcam_cache(&path, f32s);
-    let cache = Cache::open(path_str(&path)).expect("opens");
     let gradcam = kernel(
         "cam c(A: [k,h,w], G: [k,h,w]) = relu(sum[k](mean[h,w](G) * A))",
         camc_compiler::opt::Level::Exact,
     );
-    let binding = Binding::new(&cache, &gradcam).expect("binds");
-    // Another process truncates the file after camc opened it: the last image's gradients
-    // are gone. Through the memory map this would be a SIGBUS; read, it is an error.
-    let len = std::fs::metadata(&path).expect("exists").len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_len(len - 8))
-        .expect("truncated");
-    let mut executor = CpuExecutor::new(&gradcam, binding.dims).expect("compiles");
-    let job = Run {
-        kernel: &gradcam,
-        binding: &binding,
-        post: Post::Raw,
-        batch: N,
-        strict: false,
-    };
-    let err = job
-        .execute(&mut executor as &mut dyn Executor, |_, _| Ok(()), |_| {})
-        .expect_err("the last image cannot be read");
-    assert!(err.to_string().contains("reading input"), "{err}");
+    for backend in ["cpu", "interp"] {
+        let dir = temp_dir();
+        let path = dir.path().join("c.safetensors");
+        write_gradcam_cache(&path, f32s);
+        let cache = Cache::open(path_str(&path)).expect("opens");
+        let binding = Binding::new(&cache, &gradcam).expect("binds");
+        // Another process truncates the file after camc opened it: the last image's gradients
+        // are gone. Through the memory map this would be a SIGBUS; read, it is an error.
+        let len = std::fs::metadata(&path).expect("exists").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(len - 8))
+            .expect("truncated");
+        let mut executor: Box<dyn Executor> = match backend {
+            "cpu" => Box::new(CpuExecutor::new(&gradcam, binding.dims).expect("compiles")),
+            _ => Box::new(InterpExecutor::new(&gradcam, binding.dims)),
+        };
+        let job = Run {
+            kernel: &gradcam,
+            binding: &binding,
+            post: Post::Raw,
+            batch: N,
+            strict: false,
+        };
+        let err = job
+            .execute(executor.as_mut(), |_, _| Ok(()), |_| {})
+            .expect_err("the last image cannot be read");
+        assert!(err.to_string().contains("reading input"), "{backend}: {err}");
+    }
 }
 
 /// Opens `path` and binds Grad-CAM's inputs; the error text.

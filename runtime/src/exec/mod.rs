@@ -67,6 +67,43 @@ impl<'a> Batch<'a> {
     pub fn file(&self, j: usize) -> Option<FileSpan<'a>> {
         self.files.get(j).copied().flatten()
     }
+
+    /// Image `image` of input `j` (`len` values) as f32 in `into`: read from its file where the
+    /// batch has one (f16 and bf16 bits through `halves`), else copied and widened from memory.
+    /// Either way half-precision values are widened by the same code.
+    pub fn image_f32(
+        &self,
+        j: usize,
+        image: usize,
+        len: usize,
+        into: &mut Vec<f32>,
+        halves: &mut Vec<u16>,
+    ) -> std::io::Result<()> {
+        let data = self.inputs[j];
+        let (data, range) = match (data, self.file(j)) {
+            (Data::F32(_), Some(span)) => {
+                into.resize(len, 0.0);
+                return span.read(image, bytemuck::cast_slice_mut(into));
+            }
+            (Data::F16(_) | Data::Bf16(_), Some(span)) => {
+                halves.resize(len, 0);
+                span.read(image, bytemuck::cast_slice_mut(halves))?;
+                let read = match data {
+                    Data::F16(_) => Data::F16(bytemuck::cast_slice(halves)),
+                    _ => Data::Bf16(bytemuck::cast_slice(halves)),
+                };
+                (read, 0..len)
+            }
+            (data, None) => (data, image * len..(image + 1) * len),
+        };
+        into.clear();
+        match data {
+            Data::F32(v) => into.extend_from_slice(&v[range]),
+            Data::F16(v) => into.extend(v[range].iter().map(|x| x.to_f32())),
+            Data::Bf16(v) => into.extend(v[range].iter().map(|x| x.to_f32())),
+        }
+        Ok(())
+    }
 }
 
 /// The values of one input of a batch in a file, stored exactly as its [`Data`] holds them:

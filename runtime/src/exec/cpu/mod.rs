@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor, FileSpan, ImageSink};
+use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor, ImageSink};
 use crate::dims::Dims;
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::codegen::clif::{self, Sizes};
@@ -384,44 +384,16 @@ impl<F: Entry> Call<'_, F> {
         }
         let mut pointers = Vec::with_capacity(inputs);
         for (j, (data, &len)) in batch.inputs.iter().zip(&self.lens).enumerate() {
-            let range = image * len..(image + 1) * len;
+            // f32 values in memory are read where they lie; anything else is copied.
+            if let (Data::F32(values), None) = (*data, batch.file(j)) {
+                pointers.push(values[image * len..(image + 1) * len].as_ptr());
+                continue;
+            }
             let converted = &mut worker.converted[j];
-            let halves = &mut worker.halves;
-            let read = |span: FileSpan<'_>, into: &mut [u8]| {
-                span.read(image, into)
-                    .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))
-            };
-            let (data, range) = match (*data, batch.file(j)) {
-                (Data::F32(_), Some(span)) => {
-                    converted.resize(len, 0.0);
-                    read(span, bytemuck::cast_slice_mut(converted))?;
-                    pointers.push(converted.as_ptr());
-                    continue;
-                }
-                (Data::F16(_) | Data::Bf16(_), Some(span)) => {
-                    halves.resize(len, 0);
-                    read(span, bytemuck::cast_slice_mut(halves))?;
-                    let halves = match data {
-                        Data::F16(_) => Data::F16(bytemuck::cast_slice(halves)),
-                        _ => Data::Bf16(bytemuck::cast_slice(halves)),
-                    };
-                    (halves, 0..len)
-                }
-                (data, None) => (data, range),
-            };
-            pointers.push(match data {
-                Data::F32(v) => v[range].as_ptr(),
-                Data::F16(v) => {
-                    converted.clear();
-                    converted.extend(v[range].iter().map(|x| x.to_f32()));
-                    converted.as_ptr()
-                }
-                Data::Bf16(v) => {
-                    converted.clear();
-                    converted.extend(v[range].iter().map(|x| x.to_f32()));
-                    converted.as_ptr()
-                }
-            });
+            batch
+                .image_f32(j, image, len, converted, &mut worker.halves)
+                .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
+            pointers.push(converted.as_ptr());
         }
         // SAFETY: `check_batch` (or `check_scaled_batch`) checked that every input holds `n`
         // images of its type and `result` one image's output (a file's image was read whole);

@@ -95,15 +95,13 @@ fn elementwise<const N: usize>(
 /// The values of `x` (typed `ty`) grouped by their index outside `axes`: one group per element
 /// of `ty − axes`, in that type's layout order.
 fn groups(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32]) -> Vec<Vec<f64>> {
-    let kept = ty.minus(axes);
-    let group_len = dims.len(ty.minus(kept));
-    if reduces_trailing_axes(ty, kept) && group_len > 0 {
-        // Each group is a contiguous run of `x` (e.g. `[h,w]` of `[k,h,w]`), in the same order.
+    if let Some(group_len) = contiguous_groups(dims, ty, axes) {
         return x
             .chunks_exact(group_len)
             .map(|group| group.iter().map(|&v| v as f64).collect())
             .collect();
     }
+    let kept = ty.minus(axes);
     let kept_strides = dims.strides(kept);
     let mut groups = vec![Vec::new(); dims.len(kept)];
     for (flat, index) in dims.indices(ty).enumerate() {
@@ -112,23 +110,24 @@ fn groups(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32]) -> Vec<Vec<f64>> {
     groups
 }
 
-/// Whether every axis of `ty` outside `kept` comes after every axis in `kept` (in layout order).
-fn reduces_trailing_axes(ty: AxisSet, kept: AxisSet) -> bool {
+/// The length of each group when the groups over `axes` are contiguous runs of `x`, in order
+/// (`[h,w]` of `[k,h,w]`: every reduced axis comes after every kept one in layout order).
+fn contiguous_groups(dims: Dims, ty: AxisSet, axes: AxisSet) -> Option<usize> {
+    let kept = ty.minus(axes);
     let mut reduced_seen = false;
     for axis in ty.iter() {
         if kept.contains(axis) && reduced_seen {
-            return false;
+            return None;
         }
         reduced_seen |= !kept.contains(axis);
     }
-    true
+    let group_len = dims.len(ty.minus(kept));
+    (group_len > 0).then_some(group_len)
 }
 
 pub(crate) fn reduce(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: ReduceOp) -> Vec<f32> {
-    let kept = ty.minus(axes);
-    let group_len = dims.len(ty.minus(kept));
-    if reduces_trailing_axes(ty, kept) && group_len > 0 {
-        // Contiguous groups, each widened into one reused buffer.
+    if let Some(group_len) = contiguous_groups(dims, ty, axes) {
+        // Each group widened into one reused buffer.
         let mut group = Vec::with_capacity(group_len);
         return x
             .chunks_exact(group_len)
@@ -180,7 +179,7 @@ pub(crate) fn groupwise(
     f: fn(&[f64]) -> Vec<f64>,
 ) -> Vec<f32> {
     let done: Vec<Vec<f64>> = groups(dims, ty, axes, x).iter().map(|g| f(g)).collect();
-    if reduces_trailing_axes(ty, ty.minus(axes)) {
+    if contiguous_groups(dims, ty, axes).is_some() {
         return done.into_iter().flatten().map(|v| v as f32).collect();
     }
     let kept_strides = dims.strides(ty.minus(axes));

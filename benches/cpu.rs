@@ -8,12 +8,13 @@
 //! with `$CAMC_PYTHON`, else `.venv-py/bin/python` (`scripts/install-torch.sh` installs torch
 //! and grad-cam there), else `python3`; where it is not installed, that part is skipped.
 
+use camc_compiler::dims::Dims;
 use camc_compiler::opt::Level;
+use camc_runtime::batch::{Batch, Data};
 use camc_runtime::exec::cpu::CpuExecutor;
 use camc_runtime::exec::interp::InterpExecutor;
-use camc_runtime::exec::{Batch, Data, Executor};
+use camc_runtime::exec::{Executor, Outputs};
 use camc_runtime::heatmap_file::HeatmapWriter;
-use camc_runtime::Dims;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -180,7 +181,7 @@ fn main() {
     for name in METHODS {
         let kernel = kernel(name);
         let start = Instant::now();
-        let mut cpu = CpuExecutor::new(&kernel, DIMS).expect("JIT compiles");
+        let mut cpu = CpuExecutor::new(&kernel, DIMS, Outputs::untouched()).expect("JIT compiles");
         let compile = start.elapsed();
         let data: Vec<Data> = kernel
             .inputs
@@ -193,18 +194,24 @@ fn main() {
             inputs: data.clone(),
         };
         let mut out = vec![0.0f32; n * DIMS.h * DIMS.w];
-        let jit = best(5, || cpu.run(&batch, &mut out).expect("runs"));
+        let mut bad = vec![0; n];
+        let jit = best(5, || {
+            cpu.run_into(&batch, &mut out, &mut [], &mut bad).expect("runs")
+        });
         // As `camc run` computes its output: the post-processing to 224×224 fused in.
         let mut scaled = vec![0.0f32; n * SIZE[0] * SIZE[1]];
-        let mut bad = vec![0; n];
-        // Its compile, on the first call (one image).
+        // Its compile, and the first call (one image).
         let one = first_images(&data, 1, per_image);
         let start = Instant::now();
-        cpu.run_scaled(&one, &SIZE, &mut scaled[..SIZE[0] * SIZE[1]], &mut bad[..1])
+        let mut fused =
+            CpuExecutor::new(&kernel, DIMS, Outputs::processed(SIZE.to_vec())).expect("JIT compiles");
+        fused
+            .run_into(&one, &mut [], &mut scaled[..SIZE[0] * SIZE[1]], &mut bad[..1])
             .expect("runs");
         let scaled_compile = start.elapsed();
         let jit_scaled = best(5, || {
-            cpu.run_scaled(&batch, &SIZE, &mut scaled, &mut bad)
+            fused
+                .run_into(&batch, &mut [], &mut scaled, &mut bad)
                 .expect("runs");
         });
         write_npy(
@@ -216,9 +223,14 @@ fn main() {
         // The interpreter is slow: time a few images and scale.
         let few = n.min(8);
         let small = first_images(&data, few, per_image);
-        let mut interp = InterpExecutor::new(&kernel, DIMS);
+        let mut interp = InterpExecutor::new(&kernel, DIMS, Outputs::untouched()).expect("valid outputs");
         let mut small_out = vec![0.0f32; few * DIMS.h * DIMS.w];
-        let interp_time = best(2, || interp.run(&small, &mut small_out).expect("runs")).as_secs_f64()
+        let interp_time = best(2, || {
+            interp
+                .run_into(&small, &mut small_out, &mut [], &mut bad[..few])
+                .expect("runs")
+        })
+        .as_secs_f64()
             * n as f64
             / few as f64;
         let read_bytes = (kernel.inputs.len() * n * per_image * 4) as f64;

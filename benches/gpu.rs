@@ -5,13 +5,14 @@
 //! `cargo bench --bench gpu` (set `CAMC_BENCH_IMAGES` to change n). Without a GPU it says so
 //! and exits. It prints times and the ratios measured in this run; nothing is asserted.
 
-use camc_compiler::codegen::cuda::Dtype;
+use camc_compiler::dims::Dims;
+use camc_compiler::dtype::Dtype;
 use camc_compiler::opt::Level;
+use camc_runtime::batch::{Batch, Data};
 use camc_runtime::exec::cpu::CpuExecutor;
-use camc_runtime::exec::cuda::cache::KernelCache;
+use camc_runtime::exec::cuda::ptx_store::PtxStore;
 use camc_runtime::exec::cuda::{gpu_present, CudaExecutor};
-use camc_runtime::exec::{Batch, Data, Executor};
-use camc_runtime::Dims;
+use camc_runtime::exec::{Executor, Outputs};
 use half::f16;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,27 +103,33 @@ fn main() {
 
             // First use: NVRTC; then a new cache on the same folder: the disk, no NVRTC.
             let _ = std::fs::remove_dir_all(&cache_dir);
-            let fresh = Arc::new(KernelCache::new(Some(cache_dir.clone())));
-            let mut gpu = CudaExecutor::new(&kernel, DIMS)
+            let fresh = Arc::new(PtxStore::new(Some(cache_dir.clone())));
+            let mut gpu = CudaExecutor::new(&kernel, DIMS, Outputs::untouched())
                 .expect("opens the GPU")
-                .with_cache(fresh);
+                .with_ptx_store(fresh);
             let start = Instant::now();
             let origin = gpu.prepare(&dtypes).expect("compiles");
             let compile = start.elapsed();
-            let on_disk = Arc::new(KernelCache::new(Some(cache_dir.clone())));
-            let mut repeat = CudaExecutor::new(&kernel, DIMS)
+            let on_disk = Arc::new(PtxStore::new(Some(cache_dir.clone())));
+            let mut repeat = CudaExecutor::new(&kernel, DIMS, Outputs::untouched())
                 .expect("opens the GPU")
-                .with_cache(on_disk);
+                .with_ptx_store(on_disk);
             let start = Instant::now();
             let repeat_origin = repeat.prepare(&dtypes).expect("loads");
             let cached = start.elapsed();
 
             let timing = gpu.profile(&batch, 20).expect("profiles");
             let mut out = vec![0.0f32; n * DIMS.h * DIMS.w];
-            let end_to_end = best(5, || gpu.run(&batch, &mut out).expect("runs"));
-            let mut cpu = CpuExecutor::new(&kernel, DIMS).expect("JIT compiles");
+            let mut bad = vec![0; n];
+            let end_to_end = best(5, || {
+                gpu.run_into(&batch, &mut out, &mut [], &mut bad).expect("runs")
+            });
+            let mut cpu = CpuExecutor::new(&kernel, DIMS, Outputs::untouched()).expect("JIT compiles");
             let mut cpu_out = vec![0.0f32; out.len()];
-            let jit = best(3, || cpu.run(&batch, &mut cpu_out).expect("runs"));
+            let jit = best(3, || {
+                cpu.run_into(&batch, &mut cpu_out, &mut [], &mut bad)
+                    .expect("runs")
+            });
             let max_diff = out
                 .iter()
                 .zip(&cpu_out)

@@ -1,4 +1,4 @@
-"""camc vs pytorch-grad-cam on the same tensors (SPEC §7, CPU).
+"""camc vs pytorch-grad-cam on the same tensors (docs/benchmarks.md, CPU).
 
 Writes a ResNet-50-like cache (n=256, k=2048, 7x7, f32 random A >= 0 and signed G), then times:
   - pytorch-grad-cam's post-backward compute on the tensors already in memory: its

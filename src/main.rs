@@ -1,4 +1,4 @@
-//! `camc`: the command line (../shared/SPEC.md §4). Exit status: 0 success, 1 a diagnosed error
+//! `camc`: the command line (docs/cli.md). Exit status: 0 success, 1 a diagnosed error
 //! in a program or data, 2 a usage error (clap's own exit code for bad arguments).
 
 mod commands;

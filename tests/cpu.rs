@@ -6,13 +6,14 @@
 mod support;
 
 use camc_compiler::codegen::clif;
+use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;
+use camc_runtime::batch::{Batch, Data};
 use camc_runtime::exec::cpu::CpuExecutor;
 use camc_runtime::exec::interp::InterpExecutor;
-use camc_runtime::exec::{Batch, Data, ExecError, Executor};
-use camc_runtime::postprocess::Post;
-use camc_runtime::Dims;
+use camc_runtime::exec::{ExecError, Executor, Outputs};
+use camc_runtime::postprocess::host_maps;
 use proptest::prelude::*;
 use std::collections::HashMap;
 use support::{gen, kernel};
@@ -107,11 +108,11 @@ fn run(executor: &mut dyn Executor, kernel: &Kernel, dims: Dims, data: &[Vec<f32
         inputs: data.iter().map(|d| Data::F32(d)).collect(),
     };
     let mut out = vec![f32::NAN; n * dims.len(kernel.output_ty())];
-    executor.run(&batch, &mut out).expect("runs");
+    support::run_raw(executor, &batch, &mut out).expect("runs");
     out
 }
 
-/// SPEC §3: 1e-5 relative, 1e-6 absolute; NaN matches NaN, infinities match exactly.
+/// docs/run.md: 1e-5 relative, 1e-6 absolute; NaN matches NaN, infinities match exactly.
 fn close(a: f32, b: f32, relative: f32, absolute: f32) -> bool {
     (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= absolute.max(relative * a.abs().max(b.abs()))
 }
@@ -126,8 +127,14 @@ fn compare(
     tolerance: (f32, f32),
 ) -> Result<(), String> {
     let data = inputs(kernel, dims, n, seed, specials);
-    let expected = run(&mut InterpExecutor::new(kernel, dims), kernel, dims, &data, n);
-    let mut cpu = CpuExecutor::new(kernel, dims).map_err(|e| e.to_string())?;
+    let expected = run(
+        &mut InterpExecutor::new(kernel, dims, Outputs::untouched()).expect("valid outputs"),
+        kernel,
+        dims,
+        &data,
+        n,
+    );
+    let mut cpu = CpuExecutor::new(kernel, dims, Outputs::untouched()).map_err(|e| e.to_string())?;
     let actual = run(&mut cpu, kernel, dims, &data, n);
     match (0..expected.len()).find(|&i| !close(expected[i], actual[i], tolerance.0, tolerance.1)) {
         None => Ok(()),
@@ -138,7 +145,7 @@ fn compare(
     }
 }
 
-const SPEC: (f32, f32) = (1e-5, 1e-6);
+const TOLERANCE: (f32, f32) = (1e-5, 1e-6);
 
 /// Shapes with axes that are not multiples of 4, 1×1 maps, k = 1 and a ResNet-like layer.
 const SHAPES: [Dims; 7] = [
@@ -166,7 +173,7 @@ fn every_stdlib_method_agrees_with_the_interpreter() {
         let kernel = stdlib_kernel(name);
         for (i, dims) in SHAPES.iter().enumerate() {
             let n = if dims.k > 100 { 2 } else { 4 };
-            if let Err(e) = compare(&kernel, *dims, n, i as u64 + 7, false, SPEC) {
+            if let Err(e) = compare(&kernel, *dims, n, i as u64 + 7, false, TOLERANCE) {
                 failures.push(e);
             }
             checked += 1;
@@ -198,7 +205,7 @@ fn three_dimensional_layers_agree_with_the_interpreter() {
         let source = format!("cam c(A: [k,d,h,w], G: [k,d,h,w]) = {body}");
         let kernel = kernel(&source, Level::Exact);
         for (i, dims) in shapes.iter().enumerate() {
-            if let Err(e) = compare(&kernel, *dims, 3, i as u64, false, SPEC) {
+            if let Err(e) = compare(&kernel, *dims, 3, i as u64, false, TOLERANCE) {
                 failures.push(format!("{body}: {e}"));
             }
         }
@@ -220,7 +227,7 @@ fn half_precision_inputs_are_read_as_their_f32_values() {
         .iter()
         .map(|d| d.iter().map(|&x| half::bf16::from_f32(x)).collect())
         .collect();
-    let mut cpu = CpuExecutor::new(&kernel, dims).expect("compiles");
+    let mut cpu = CpuExecutor::new(&kernel, dims, Outputs::untouched()).expect("compiles");
     let out_len = n * dims.len(kernel.output_ty());
     for (label, batch) in [
         (
@@ -242,16 +249,16 @@ fn half_precision_inputs_are_read_as_their_f32_values() {
     ] {
         let widened: Vec<Vec<f32>> = batch.inputs.iter().map(|d| d.to_f32().into_owned()).collect();
         let expected = run(
-            &mut InterpExecutor::new(&kernel, dims),
+            &mut InterpExecutor::new(&kernel, dims, Outputs::untouched()).expect("valid outputs"),
             &kernel,
             dims,
             &widened,
             n,
         );
         let mut actual = vec![0.0; out_len];
-        cpu.run(&batch, &mut actual).expect("runs");
+        support::run_raw(&mut cpu, &batch, &mut actual).expect("runs");
         for (e, a) in expected.iter().zip(&actual) {
-            assert!(close(*e, *a, SPEC.0, SPEC.1), "{label}: {e} vs {a}");
+            assert!(close(*e, *a, TOLERANCE.0, TOLERANCE.1), "{label}: {e} vs {a}");
         }
     }
 }
@@ -260,7 +267,7 @@ fn half_precision_inputs_are_read_as_their_f32_values() {
 fn bad_batches_and_empty_axes_are_errors_not_crashes() {
     let kernel = stdlib_kernel("gradcam");
     let dims = Dims::new(2, 1, 2, 2);
-    let mut cpu = CpuExecutor::new(&kernel, dims).expect("compiles");
+    let mut cpu = CpuExecutor::new(&kernel, dims, Outputs::untouched()).expect("compiles");
     let a = vec![1.0f32; 8];
     let mut out = vec![0.0; 4];
     let short = Batch {
@@ -269,7 +276,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
         inputs: vec![Data::F32(&a[..7]), Data::F32(&a)],
     };
     assert!(matches!(
-        cpu.run(&short, &mut out),
+        support::run_raw(&mut cpu, &short, &mut out),
         Err(ExecError::InputLength { .. })
     ));
     let missing = Batch {
@@ -278,7 +285,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
         inputs: vec![Data::F32(&a)],
     };
     assert!(matches!(
-        cpu.run(&missing, &mut out),
+        support::run_raw(&mut cpu, &missing, &mut out),
         Err(ExecError::InputCount { .. })
     ));
     let good = Batch {
@@ -287,18 +294,18 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
         inputs: vec![Data::F32(&a), Data::F32(&a)],
     };
     assert!(matches!(
-        cpu.run(&good, &mut out[..3]),
+        support::run_raw(&mut cpu, &good, &mut out[..3]),
         Err(ExecError::InputLength { .. })
     ));
-    cpu.run(&good, &mut out).expect("runs");
+    support::run_raw(&mut cpu, &good, &mut out).expect("runs");
     assert_eq!(out, [2.0; 4], "mean(G)=1 per channel, two channels of ones");
     let empty = Batch {
         files: Vec::new(),
         n: 0,
         inputs: vec![Data::F32(&[]), Data::F32(&[])],
     };
-    cpu.run(&empty, &mut []).expect("an empty batch is fine");
-    match CpuExecutor::new(&kernel, Dims::new(0, 1, 7, 7)) {
+    support::run_raw(&mut cpu, &empty, &mut []).expect("an empty batch is fine");
+    match CpuExecutor::new(&kernel, Dims::new(0, 1, 7, 7), Outputs::untouched()) {
         Err(ExecError::Backend {
             backend: "cpu",
             message,
@@ -309,7 +316,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
 
 #[test]
 fn clif_snapshots_of_every_stdlib_method() {
-    let sizes = clif::Sizes([2048, 1, 7, 7]);
+    let sizes = Dims::new(2048, 1, 7, 7);
     let mut failures = Vec::new();
     for name in camc_compiler::stdlib::names() {
         let kernel = stdlib_kernel(name);
@@ -326,7 +333,7 @@ fn clif_snapshots_of_every_stdlib_method() {
 
 /// Loops over the channels in a kernel's CLIF: loop back-edges compare with the bound `k`.
 fn channel_loops(name: &str, k: usize) -> usize {
-    let sizes = clif::Sizes([k, 1, 7, 7]);
+    let sizes = Dims::new(k, 1, 7, 7);
     let kernel = stdlib_kernel(name);
     let lowered = clif::lower(&kernel, sizes, clif::default_target()).expect("lowers");
     let text = clif::text(&kernel, &lowered, sizes);
@@ -393,19 +400,20 @@ fn emit_clif_with_a_size_prints_the_post_processing_snapshot() {
 #[test]
 fn post_processing_needs_a_two_dimensional_result() {
     let gradcam = stdlib_kernel("gradcam");
-    let sizes = clif::Sizes([8, 1, 7, 7]);
-    assert!(clif::lower_scaled(&gradcam, sizes, [224, 224], clif::default_target()).is_ok());
+    let sizes = Dims::new(8, 1, 7, 7);
+    assert!(clif::lower_scaled(&gradcam, sizes, [224, 224], false, clif::default_target()).is_ok());
     let volume = kernel("cam volume(A: [k,d,h,w]) { sum[k](A) }", Level::Exact);
     match clif::lower_scaled(
         &volume,
-        clif::Sizes([8, 3, 7, 7]),
+        Dims::new(8, 3, 7, 7),
         [224, 224],
+        false,
         clif::default_target(),
     ) {
         Err(clif::ClifError::NotAMap(_)) => {}
         other => panic!("expected NotAMap, got {:?}", other.err()),
     }
-    match clif::lower_scaled(&gradcam, sizes, [1 << 20, 1 << 20], clif::default_target()) {
+    match clif::lower_scaled(&gradcam, sizes, [1 << 20, 1 << 20], false, clif::default_target()) {
         Err(clif::ClifError::TooLarge(_)) => {}
         other => panic!("expected TooLarge, got {:?}", other.err()),
     }
@@ -425,7 +433,7 @@ proptest! {
     fn random_programs_agree_with_the_interpreter(program in gen::program(3), k in 1usize..6, h in 1usize..6, w in 1usize..10, seed in any::<u64>()) {
         let kernel = kernel(&program, Level::Exact);
         let dims = Dims::new(k, 1, h, w);
-        if let Err(e) = compare(&kernel, dims, 2, seed, false, SPEC) {
+        if let Err(e) = compare(&kernel, dims, 2, seed, false, TOLERANCE) {
             prop_assert!(false, "{}\n{}", program, e);
         }
     }
@@ -434,15 +442,17 @@ proptest! {
     fn random_programs_on_nan_and_infinities_agree(program in gen::program(3), k in 1usize..4, h in 1usize..4, w in 1usize..7, seed in any::<u64>()) {
         let kernel = kernel(&program, Level::Exact);
         let dims = Dims::new(k, 1, h, w);
-        if let Err(e) = compare(&kernel, dims, 2, seed, true, SPEC) {
+        if let Err(e) = compare(&kernel, dims, 2, seed, true, TOLERANCE) {
             prop_assert!(false, "{}\n{}", program, e);
         }
     }
 }
 
-/// `run_scaled` (post-processing per image right after the kernel, taps computed once) gives
-/// the same bits and non-finite counts as `run` followed by `Post::apply`, for every stdlib
-/// method, up- and down-sizing, same-size axes, 1×1 maps and inputs with NaN and infinities.
+/// The post-processing compiled into the function (per image right after the kernel, taps
+/// computed once) gives the same bits and non-finite counts as the raw kernel followed by the
+/// host's post-processing, for every stdlib method, up- and down-sizing, same-size axes, 1×1
+/// maps and inputs with NaN and infinities; asked for both maps, the function's raw map is the
+/// sanitized raw map, bit for bit.
 #[test]
 fn post_processing_per_image_equals_the_host_pass() {
     let mut failures = Vec::new();
@@ -456,23 +466,41 @@ fn post_processing_per_image_equals_the_host_pass() {
         ] {
             let n = 3;
             let data = inputs(&kernel, dims, n, 7, specials);
-            let mut cpu = CpuExecutor::new(&kernel, dims).expect("compiles");
+            let mut cpu = CpuExecutor::new(&kernel, dims, Outputs::untouched()).expect("compiles");
             let mut raw = run(&mut cpu, &kernel, dims, &data, n);
-            let post = Post::Scale { size: size.to_vec() };
+            let host = Outputs::both(size.to_vec());
             let map_len = size[0] * size[1];
-            let mut want = vec![0.0; n * map_len];
-            let want_bad: Vec<usize> = raw
-                .chunks_mut(dims.h * dims.w)
-                .zip(want.chunks_mut(map_len))
-                .map(|(raw, out)| post.apply(raw, &[dims.h, dims.w], out))
-                .collect();
+            let mut want = Vec::with_capacity(n * map_len);
+            let mut want_bad = Vec::new();
+            let mut processed = Vec::new();
+            for image in raw.chunks_mut(dims.h * dims.w) {
+                let maps = host_maps(image, &[dims.h, dims.w], &host, &mut processed);
+                want_bad.push(maps.nonfinite);
+                want.extend_from_slice(maps.processed);
+            }
             let batch = Batch {
                 files: Vec::new(),
                 n,
                 inputs: data.iter().map(|d| Data::F32(d)).collect(),
             };
+            let mut fused =
+                CpuExecutor::new(&kernel, dims, Outputs::processed(size.to_vec())).expect("compiles");
             let (mut got, mut bad) = (vec![f32::NAN; n * map_len], vec![usize::MAX; n]);
-            assert!(cpu.run_scaled(&batch, &size, &mut got, &mut bad).expect("runs"));
+            fused.run_into(&batch, &mut [], &mut got, &mut bad).expect("runs");
+            let mut both = CpuExecutor::new(&kernel, dims, host.clone()).expect("compiles");
+            let (mut both_raw, mut both_got, mut both_bad) = (
+                vec![f32::NAN; raw.len()],
+                vec![f32::NAN; n * map_len],
+                vec![usize::MAX; n],
+            );
+            both.run_into(&batch, &mut both_raw, &mut both_got, &mut both_bad)
+                .expect("runs");
+            let bits = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            if !bits(&raw, &both_raw) || !bits(&want, &both_got) || both_bad != want_bad {
+                failures.push(format!(
+                    "{name} {dims:?} -> {size:?}: both maps differ from the host's"
+                ));
+            }
             let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
             if !same || bad != want_bad {
                 failures.push(format!(

@@ -7,14 +7,15 @@
 mod emu;
 mod support;
 
-use camc_compiler::codegen::cuda::{self, Dtype, Error};
+use camc_compiler::codegen::cuda::{self, Error};
+use camc_compiler::dims::Dims;
+use camc_compiler::dtype::Dtype;
 use camc_compiler::ir::{Kernel, Op};
 use camc_compiler::opt::Level;
+use camc_runtime::batch::{Batch, Data};
 use camc_runtime::exec::cuda::{gpu_present, nvrtc, CudaExecutor};
 use camc_runtime::exec::interp::InterpExecutor;
-use camc_runtime::exec::{Batch, Data, ExecError, Executor};
-use camc_runtime::postprocess::Post;
-use camc_runtime::Dims;
+use camc_runtime::exec::{ExecError, Executor, Outputs};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRng, TestRunner};
 use std::collections::HashMap;
@@ -204,7 +205,7 @@ fn the_executor_without_a_gpu_is_an_error_not_a_panic() {
         return;
     }
     let kernel = support::kernel("cam g(A: [k,h,w]) = sum[k](A)", Level::Exact);
-    let err = CudaExecutor::new(&kernel, Dims::new(2, 1, 2, 2))
+    let err = CudaExecutor::new(&kernel, Dims::new(2, 1, 2, 2), Outputs::untouched())
         .err()
         .expect("no GPU here");
     let ExecError::Backend { backend, message } = &err else {
@@ -231,7 +232,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// SPEC §3 for the stdlib (1e-5 relative, 1e-6 absolute); random programs, whose `exp`, `pow`
+/// the backends tolerance (docs/run.md) for the stdlib (1e-5 relative, 1e-6 absolute); random programs, whose `exp`, `pow`
 /// and comparisons amplify an ulp of libm difference, get the optimizer tests' 1e-4.
 fn close(a: f32, b: f32, loose: bool) -> bool {
     let (abs, rel) = if loose { (1e-4, 1e-4) } else { (1e-6, 1e-5) };
@@ -266,22 +267,25 @@ fn compare(
         Dtype::F32 => data.iter().map(|d| Data::F32(d)).collect(),
         Dtype::F16 => halves.iter().map(|d| Data::F16(d)).collect(),
         Dtype::Bf16 => brains.iter().map(|d| Data::Bf16(d)).collect(),
+        other => panic!("{other:?} is not a kernel input type"),
     };
     let cpu_inputs: Vec<Data> = data.iter().map(|d| Data::F32(d)).collect();
     let len = n * dims.len(kernel.output_ty());
     let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
-    InterpExecutor::new(kernel, dims)
-        .run(
-            &Batch {
-                files: Vec::new(),
-                n,
-                inputs: cpu_inputs,
-            },
-            &mut want,
-        )
-        .map_err(|e| format!("{name}: interp: {e}"))?;
-    let mut gpu = CudaExecutor::new(kernel, dims).map_err(|e| format!("{name}: {e}"))?;
-    gpu.run(
+    support::run_raw(
+        &mut InterpExecutor::new(kernel, dims, Outputs::untouched()).expect("valid outputs"),
+        &Batch {
+            files: Vec::new(),
+            n,
+            inputs: cpu_inputs,
+        },
+        &mut want,
+    )
+    .map_err(|e| format!("{name}: interp: {e}"))?;
+    let mut gpu =
+        CudaExecutor::new(kernel, dims, Outputs::untouched()).map_err(|e| format!("{name}: {e}"))?;
+    support::run_raw(
+        &mut gpu,
         &Batch {
             files: Vec::new(),
             n,
@@ -373,7 +377,8 @@ fn compare_emulated(
         let (name, kernel) = &kernels[case.which];
         let data: Vec<Data> = case.inputs.iter().map(|d| Data::F32(d)).collect();
         let mut want = vec![0.0; got.len()];
-        if let Err(e) = InterpExecutor::new(kernel, case.dims).run(
+        if let Err(e) = support::run_raw(
+            &mut InterpExecutor::new(kernel, case.dims, Outputs::untouched()).expect("valid outputs"),
             &Batch {
                 files: Vec::new(),
                 n: case.n,
@@ -567,7 +572,7 @@ fn on_a_gpu_batches_are_split_into_launches_and_buffers_reused() {
         Level::Exact,
     );
     let dims = Dims::new(32, 1, 7, 7);
-    let mut gpu = CudaExecutor::new(&kernel, dims).expect("opens the GPU");
+    let mut gpu = CudaExecutor::new(&kernel, dims, Outputs::untouched()).expect("opens the GPU");
     gpu.set_max_images_per_launch(3);
     for n in [7, 2, 9] {
         let inputs: Vec<Vec<f32>> = (0..2).map(|i| values(n * 32 * 49, n as u64 * 10 + i)).collect();
@@ -577,10 +582,13 @@ fn on_a_gpu_batches_are_split_into_launches_and_buffers_reused() {
             inputs: inputs.iter().map(|d| Data::F32(d)).collect(),
         };
         let (mut want, mut got) = (vec![0.0; n * 49], vec![0.0; n * 49]);
-        InterpExecutor::new(&kernel, dims)
-            .run(&batch(), &mut want)
-            .expect("interp");
-        gpu.run(&batch(), &mut got).expect("cuda");
+        support::run_raw(
+            &mut InterpExecutor::new(&kernel, dims, Outputs::untouched()).expect("valid outputs"),
+            &batch(),
+            &mut want,
+        )
+        .expect("interp");
+        support::run_raw(&mut gpu, &batch(), &mut got).expect("cuda");
         let bad = (0..want.len()).find(|&i| !close(want[i], got[i], false));
         assert!(bad.is_none(), "n = {n}: {bad:?}: {want:?} vs {got:?}");
     }
@@ -612,7 +620,7 @@ fn emulated_on_the_cpu_pc1_over_2048_channels_matches_the_interpreter() {
 }
 
 /// The kernel's own post-processing (`out_h > 0`) against the interpreter's raw maps put through
-/// the host's `Post::apply` (SPEC §3): up- and down-sizing, one image with a NaN input whose
+/// the host's post-processing: up- and down-sizing, one image with a NaN input whose
 /// non-finite values must be counted and zeroed alike.
 #[test]
 fn emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host() {
@@ -658,20 +666,18 @@ fn emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host() {
         let raw_len = case.dims.len(kernel.output_ty());
         let mut raw = vec![0.0; case.n * raw_len];
         let data: Vec<Data> = case.inputs.iter().map(|d| Data::F32(d)).collect();
-        InterpExecutor::new(kernel, case.dims)
-            .run(
-                &Batch {
-                    files: Vec::new(),
-                    n: case.n,
-                    inputs: data,
-                },
-                &mut raw,
-            )
-            .expect("interp");
-        let post = Post::Scale { size: vec![oh, ow] };
+        support::run_raw(
+            &mut InterpExecutor::new(kernel, case.dims, Outputs::untouched()).expect("valid outputs"),
+            &Batch {
+                files: Vec::new(),
+                n: case.n,
+                inputs: data,
+            },
+            &mut raw,
+        )
+        .expect("interp");
         for (i, map) in raw.chunks_mut(raw_len).enumerate() {
-            let mut want = vec![0.0; oh * ow];
-            let bad = post.apply(map, &[case.dims.h, case.dims.w], &mut want);
+            let (want, bad) = support::host_processed(map, &[case.dims.h, case.dims.w], &[oh, ow]);
             let image = &got[i * oh * ow..(i + 1) * oh * ow];
             let counted = got[case.n * oh * ow + i];
             if counted != bad as f32 {
@@ -691,8 +697,8 @@ fn emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host() {
     support::report(failures);
 }
 
-/// On a GPU, `run_scaled` (post-processing in the kernel) against the interpreter's raw maps
-/// put through the host's `Post::apply`, at ResNet-50's size to 224×224, with a NaN image.
+/// On a GPU, the post-processing in the kernel against the interpreter's raw maps
+/// put through the host's post-processing, at ResNet-50's size to 224×224, with a NaN image.
 #[test]
 fn on_a_gpu_post_processing_in_the_kernel_matches_the_host() {
     if !gpu_present() {
@@ -717,22 +723,21 @@ fn on_a_gpu_post_processing_in_the_kernel_matches_the_host() {
             };
             let raw_len = dims.len(kernel.output_ty());
             let mut raw = vec![0.0; n * raw_len];
-            InterpExecutor::new(&kernel, dims)
-                .run(&data(), &mut raw)
-                .expect("interp");
+            support::run_raw(
+                &mut InterpExecutor::new(&kernel, dims, Outputs::untouched()).expect("valid outputs"),
+                &data(),
+                &mut raw,
+            )
+            .expect("interp");
             let (mut got, mut counts) = (vec![0.0; n * oh * ow], vec![0; n]);
-            let mut gpu = CudaExecutor::new(&kernel, dims).expect("opens the GPU");
-            match gpu.run_scaled(&data(), &[oh, ow], &mut got, &mut counts) {
-                Ok(true) => {}
-                other => {
-                    failures.push(format!("{name}: run_scaled gave {other:?}"));
-                    continue;
-                }
+            let mut gpu =
+                CudaExecutor::new(&kernel, dims, Outputs::processed(vec![oh, ow])).expect("opens the GPU");
+            if let Err(e) = gpu.run_into(&data(), &mut [], &mut got, &mut counts) {
+                failures.push(format!("{name}: the post-processing in the kernel gave {e}"));
+                continue;
             }
-            let post = Post::Scale { size: vec![oh, ow] };
             for (i, map) in raw.chunks_mut(raw_len).enumerate() {
-                let mut want = vec![0.0; oh * ow];
-                let bad = post.apply(map, &[dims.h, dims.w], &mut want);
+                let (want, bad) = support::host_processed(map, &[dims.h, dims.w], &[oh, ow]);
                 if counts[i] != bad {
                     failures.push(format!(
                         "{name} {dims:?} image {i}: {} non-finite, host {bad}",

@@ -3,10 +3,10 @@
 
 mod support;
 
+use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;
 use camc_runtime::interp::{eval, InterpError};
-use camc_runtime::Dims;
 use proptest::prelude::*;
 use support::{gen, kernel};
 

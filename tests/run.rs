@@ -4,7 +4,8 @@
 mod support;
 
 use camc_runtime::cache::{Binding, Cache};
-use camc_runtime::postprocess::{minmax, resize, Post};
+use camc_runtime::exec::Outputs;
+use camc_runtime::postprocess::{host_maps, minmax, resize};
 use std::path::Path;
 use std::process::{Command, Output};
 use support::caches::*;
@@ -54,16 +55,16 @@ fn minmax_and_the_full_post_processing() {
         "a constant map becomes 0, like pytorch-grad-cam"
     );
     // [0, 2] → min-max [0, 1] → resize to 4 [0, .25, .75, 1] → min-max again.
-    let post = Post::Scale { size: vec![1, 4] };
     let mut raw = [10.0, 12.0];
-    let mut out = [0.0; 4];
-    assert_eq!(post.apply(&mut raw, &[1, 2], &mut out), 0);
+    let (out, bad) = support::host_processed(&mut raw, &[1, 2], &[1, 4]);
+    assert_eq!(bad, 0);
     assert_close(&out, &[0.0, 0.25, 0.75, 1.0], 1e-6);
     // Non-finite values become 0 and are counted.
     let mut raw = [f32::NAN, 1.0, f32::INFINITY];
-    let mut out = [0.0; 3];
-    assert_eq!(Post::Raw.apply(&mut raw, &[1, 3], &mut out), 2);
-    assert_eq!(out, [0.0, 1.0, 0.0]);
+    let mut processed = Vec::new();
+    let maps = host_maps(&mut raw, &[1, 3], &Outputs::raw(), &mut processed);
+    assert_eq!(maps.nonfinite, 2);
+    assert_eq!(maps.raw, [0.0, 1.0, 0.0]);
 }
 
 const N: usize = 3;
@@ -288,7 +289,7 @@ fn f16_bf16_npy_and_shards_read_the_same_data() {
 }
 
 /// The interpreter (the reference: exact agreement) and the CPU JIT, which reads each image
-/// from the cache file with positional reads (SPEC §3's tolerance).
+/// from the cache file with positional reads (the backends tolerance, docs/run.md).
 const BACKENDS: [(&str, f32); 2] = [("interp", 0.0), ("cpu", 1e-5)];
 
 #[test]
@@ -314,18 +315,18 @@ fn a_cache_cut_short_while_a_cpu_backend_reads_it_is_an_error() {
             .and_then(|f| f.set_len(len - 8))
             .expect("truncated");
         let mut executor: Box<dyn Executor> = match backend {
-            "cpu" => Box::new(CpuExecutor::new(&gradcam, binding.dims).expect("compiles")),
-            _ => Box::new(InterpExecutor::new(&gradcam, binding.dims)),
+            "cpu" => Box::new(CpuExecutor::new(&gradcam, binding.dims, Outputs::raw()).expect("compiles")),
+            _ => {
+                Box::new(InterpExecutor::new(&gradcam, binding.dims, Outputs::raw()).expect("valid outputs"))
+            }
         };
         let job = Run {
-            kernel: &gradcam,
             binding: &binding,
-            post: Post::Raw,
             batch: N,
             strict: false,
         };
         let err = job
-            .execute(executor.as_mut(), |_, _| Ok(()), |_| {})
+            .execute(executor.as_mut(), &|_, _| Ok(()), |_| {})
             .expect_err("the last image cannot be read");
         assert!(err.to_string().contains("reading input"), "{backend}: {err}");
     }
@@ -662,15 +663,16 @@ mod hostile {
         let Ok(binding) = Binding::new(&cache, &kernel) else {
             return;
         };
-        let mut executor = InterpExecutor::new(&kernel, binding.dims);
+        let Ok(mut executor) = InterpExecutor::new(&kernel, binding.dims, Outputs::processed(vec![4, 4]))
+        else {
+            return;
+        };
         let run = Run {
-            kernel: &kernel,
             binding: &binding,
-            post: Post::Scale { size: vec![4, 4] },
             batch: 2,
             strict: false,
         };
-        let _ = run.execute(&mut executor as &mut dyn Executor, |_, _| Ok(()), |_| {});
+        let _ = run.execute(&mut executor as &mut dyn Executor, &|_, _| Ok(()), |_| {});
     }
 
     fn good_bytes() -> Vec<u8> {

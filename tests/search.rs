@@ -71,13 +71,13 @@ fn finds_gradcam_when_the_metric_is_agreement_with_it() {
 
 #[test]
 fn gradcam_and_xgradcam_are_reachable_in_the_default_space() {
+    use camc_analysis::search::enumerate::Enumerator;
+    use camc_analysis::search::probe_set::probes;
+    use camc_analysis::search::space::SpaceFile;
+    use camc_analysis::search::term::{k, khw, Term, TermOp};
     use camc_compiler::axes::AxisSet;
     use camc_compiler::ops::{BinaryOp, ReduceOp};
     use camc_runtime::cache::Cache;
-    use camc_runtime::search::enumerate::Enumerator;
-    use camc_runtime::search::probe_set::probes;
-    use camc_runtime::search::space::SpaceFile;
-    use camc_runtime::search::term::{k, khw, Term, TermOp};
     let cache = Cache::open(path_str(&golden_cache())).expect("golden cache");
     let space = SpaceFile::default().resolve().expect("default space");
     let (small, full) = probes(&cache, &space.terminals, &[0, 1, 3], 16).expect("probes");

@@ -1,4 +1,4 @@
-//! Named axes and sets of them: the types of the language (SPEC §1.1).
+//! Named axes and sets of them: the types of the language (docs/language.md).
 
 use std::fmt;
 

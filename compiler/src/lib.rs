@@ -4,6 +4,8 @@
 pub mod axes;
 pub mod codegen;
 pub mod diag;
+pub mod dims;
+pub mod dtype;
 pub mod ir;
 pub mod ops;
 pub mod opt;

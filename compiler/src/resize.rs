@@ -1,4 +1,4 @@
-//! The bilinear taps of the post-processing resize (SPEC §3): which two source positions each
+//! The bilinear taps of the post-processing resize (docs/run.md): which two source positions each
 //! output position reads, and with what weight. The runtime's host resize and the CPU backend's
 //! fused epilogue both read them from here, so the two compute the same values.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a camc cache (SPEC section 2) from a PyTorch model.
+"""Export a camc cache (docs/cache.md) from a PyTorch model.
 
     python examples/pytorch/export_cache.py \
         --model torchvision.models:resnet18 --weights resnet18.pth --layer layer4 \

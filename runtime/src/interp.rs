@@ -2,9 +2,9 @@
 //! over its whole type. It is the oracle every backend is tested against, so it favours
 //! clarity over speed, and accumulates reductions in f64.
 
-use crate::dims::{offset, Dims};
 use crate::pc1::pc1;
 use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::dims::{offset, Dims};
 use camc_compiler::ir::{Kernel, Op};
 use camc_compiler::ops::{ReduceOp, NORMALIZE_EPS};
 
@@ -144,7 +144,9 @@ pub(crate) fn reduce(dims: Dims, ty: AxisSet, axes: AxisSet, x: &[f32], f: Reduc
         .collect()
 }
 
-fn reduce_group(g: &[f64], f: ReduceOp) -> f32 {
+/// One group's reduction, accumulated in f64: the one definition of the language's reductions
+/// on the host (the interpreter, and the search's probe images).
+pub fn reduce_group(g: &[f64], f: ReduceOp) -> f32 {
     let n = g.len() as f64;
     let sum: f64 = g.iter().sum();
     let value = match f {

@@ -1,18 +1,12 @@
-//! camc runtime: caches, executors, post-processing, metrics and search. It depends on the
-//! compiler, never the reverse.
+//! camc runtime, the execution engine: cache readers, batches, executors (interpreter, Cranelift
+//! JIT, CUDA), post-processing and the kernel store. It depends on the compiler, never the
+//! reverse; evaluation, metrics and search live above it in `camc-analysis`.
 
+pub mod batch;
 pub mod cache;
-pub mod dims;
-pub mod evaluate;
 pub mod exec;
 pub mod heatmap_file;
 pub mod interp;
-pub mod metrics;
-pub mod overlay;
 mod pc1;
 pub mod postprocess;
-pub mod report;
 pub mod run;
-pub mod search;
-
-pub use dims::Dims;

@@ -1,4 +1,4 @@
-//! The projection of a matrix on its first principal direction (SPEC §1.3 `pc1`, Eigen-CAM):
+//! The projection of a matrix on its first principal direction (`pc1`, docs/language.md, Eigen-CAM):
 //! the columns (features) are centred over the rows (positions), the centred matrix `M` is
 //! projected on its first right singular vector `v1` (`M v1`, as pytorch-grad-cam's
 //! `get_2d_projection` does with an SVD), and the sign is fixed so that the projection correlates

@@ -1,7 +1,8 @@
-//! Post-processing of a program's result (SPEC §3), as pytorch-grad-cam produces its output for
+//! Post-processing of a program's result, as pytorch-grad-cam produces its output for
 //! one target layer: min-max, bilinear resize with half-pixel centres (OpenCV `INTER_LINEAR`,
 //! torch `align_corners=False`), min-max again.
 
+use crate::exec::{Maps, Outputs};
 use camc_compiler::ops::NORMALIZE_EPS;
 use camc_compiler::resize::{taps, Tap};
 
@@ -66,37 +67,38 @@ pub fn resize(src: &[f32], shape: &[usize], size: &[usize]) -> Vec<f32> {
     current
 }
 
-/// What happens to each image's result.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Post {
-    /// The program's output untouched (`--raw`), at feature resolution.
-    Raw,
-    /// Min-max, resize to this shape, min-max (SPEC §3).
-    Scale { size: Vec<usize> },
+/// `map` (of `shape`) post-processed into `out` (of `size`, as many axes): min-max, bilinear
+/// resize, min-max, like pytorch-grad-cam's output for one target layer.
+pub fn scale_into(map: &[f32], shape: &[usize], size: &[usize], out: &mut [f32]) {
+    let mut normalized = map.to_vec();
+    minmax(&mut normalized);
+    out.copy_from_slice(&resize(&normalized, shape, size));
+    minmax(out);
 }
 
-impl Post {
-    /// The shape of one processed image given the raw result's shape.
-    pub fn shape(&self, raw: &[usize]) -> Vec<usize> {
-        match self {
-            Post::Raw => raw.to_vec(),
-            Post::Scale { size } => size.clone(),
-        }
+/// The post-processing of a backend that computes raw maps only (the interpreter, and results
+/// the compiled post-processing does not cover): `raw` (one image, of `shape`) is sanitized in
+/// place (unless `outputs` keep non-finite values), the processed map computed into
+/// `processed` when `outputs` ask for it, and both returned as the image's [`Maps`].
+pub fn host_maps<'a>(
+    raw: &'a mut [f32],
+    shape: &[usize],
+    outputs: &Outputs,
+    processed: &'a mut Vec<f32>,
+) -> Maps<'a> {
+    let nonfinite = if outputs.keep_nonfinite {
+        raw.iter().filter(|v| !v.is_finite()).count()
+    } else {
+        sanitize(raw)
+    };
+    processed.clear();
+    if let Some(size) = &outputs.processed {
+        processed.resize(size.iter().product(), 0.0);
+        scale_into(raw, shape, size, processed);
     }
-
-    /// Processes one image's raw result (`raw` is sanitized in place); returns the number of
-    /// non-finite values that were set to 0.
-    pub fn apply(&self, raw: &mut [f32], shape: &[usize], out: &mut [f32]) -> usize {
-        let bad = sanitize(raw);
-        match self {
-            Post::Raw => out.copy_from_slice(raw),
-            Post::Scale { size } => {
-                minmax(raw);
-                let resized = resize(raw, shape, size);
-                out.copy_from_slice(&resized);
-                minmax(out);
-            }
-        }
-        bad
+    Maps {
+        raw: if outputs.raw { raw } else { &[] },
+        processed,
+        nonfinite,
     }
 }

@@ -1,12 +1,10 @@
-//! Running a compiled kernel over a whole cache: batch by batch through an executor, each
-//! image's result post-processed and handed to a sink in dataset order.
+//! Running a compiled program over a whole cache: batch by batch through its executor, each
+//! image's maps handed to a sink, and non-finite results counted (or, strictly, refused).
 
+use crate::batch::Batch;
 use crate::cache::{Binding, CacheError};
-use crate::exec::{Batch, ExecError, Executor, ImageSink};
-use crate::postprocess::Post;
-use camc_compiler::axes::Axis;
-use camc_compiler::ir::Kernel;
-use rayon::prelude::*;
+use crate::exec::{ExecError, Executor, Maps, Sink};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -35,16 +33,6 @@ pub struct RunStats {
     pub nonfinite_image_count: usize,
 }
 
-/// The shape of one raw result: the output type's axes in canonical order.
-pub fn raw_shape(kernel: &Kernel, binding: &Binding) -> Vec<usize> {
-    let ty = kernel.output_ty();
-    Axis::ALL
-        .into_iter()
-        .filter(|a| ty.contains(*a))
-        .map(|a| binding.dims.size(a))
-        .collect()
-}
-
 /// The processed shape for an output size given as `H,W` (or `D,H,W`): a 3-D result resized
 /// with a 2-value size keeps its depth.
 pub fn scaled_shape(raw: &[usize], size: &[usize]) -> Option<Vec<usize>> {
@@ -55,151 +43,88 @@ pub fn scaled_shape(raw: &[usize], size: &[usize]) -> Option<Vec<usize>> {
     }
 }
 
+/// A compiled program run over every image of a cache, batch by batch.
 pub struct Run<'a> {
-    pub kernel: &'a Kernel,
     pub binding: &'a Binding<'a>,
-    pub post: Post,
+    /// Images per batch.
     pub batch: usize,
+    /// Non-finite values in a result are an error instead of a warning.
     pub strict: bool,
 }
 
 impl Run<'_> {
-    /// Runs every batch; `sink(first_image, images)` receives processed images in order, and
-    /// `progress(n)` is told as each batch of `n` images completes. Where the executor can
-    /// post-process itself ([`Executor::run_scaled`]), it does.
+    /// Runs `executor` over the dataset: each image's maps go to `sink(image, maps)`, `image`
+    /// counted in the dataset, as soon as they are computed (from any thread, in any order of
+    /// images); `progress(n)` is told as each batch of `n` images completes.
     pub fn execute(
         &self,
         executor: &mut dyn Executor,
-        mut sink: impl FnMut(usize, &[f32]) -> Result<(), String>,
+        sink: &Sink<'_>,
         progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
         self.batches(
             executor,
-            true,
-            Destination::Buffer,
-            |first, _, processed| sink(first, processed),
+            |executor, batch, first, counts| {
+                let counted = |i: usize, maps: Maps<'_>| {
+                    counts[i].store(maps.nonfinite, Ordering::Relaxed);
+                    sink(first + i, maps)
+                };
+                Ok(executor.run(batch, &counted)?)
+            },
             progress,
         )
     }
 
-    /// Like [`Run::execute`], every image's processed result written straight into `out`
-    /// (image-major, `images × image size` values), the sink seeing each batch's part of it.
-    pub fn execute_into(
+    /// Like [`Run::execute`], each batch's maps gathered in image order
+    /// ([`Executor::run_into`]) and handed to `consume(first, raw, processed)`: image-major,
+    /// each empty where the executor's [`crate::exec::Outputs`] do not ask for it. For
+    /// consumers that read images in order.
+    pub fn execute_in_order(
         &self,
         executor: &mut dyn Executor,
-        out: &mut [f32],
-        mut sink: impl FnMut(usize, &[f32]) -> Result<(), String>,
+        mut consume: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
         progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
-        let per_image: usize = self
-            .post
-            .shape(&raw_shape(self.kernel, self.binding))
-            .iter()
-            .product();
-        let expected = self.binding.images * per_image;
-        if out.len() != expected {
-            return Err(RunError::Sink(format!(
-                "the output holds {} values, {expected} expected",
-                out.len()
-            )));
-        }
+        let (raw_len, processed_len) = executor.map_lens();
+        let mut raw = Vec::new();
+        let mut processed = Vec::new();
+        let mut nonfinite = Vec::new();
         self.batches(
             executor,
-            true,
-            Destination::Slice(out),
-            |first, _, processed| sink(first, processed),
+            |executor, batch, first, counts| {
+                raw.resize(batch.n * raw_len, 0.0);
+                processed.resize(batch.n * processed_len, 0.0);
+                nonfinite.resize(batch.n, 0);
+                executor.run_into(batch, &mut raw, &mut processed, &mut nonfinite)?;
+                for (count, &found) in counts.iter().zip(&nonfinite) {
+                    count.store(found, Ordering::Relaxed);
+                }
+                consume(first, &raw, &processed).map_err(RunError::Sink)
+            },
             progress,
         )
     }
 
-    /// Like [`Run::execute`], each image's processed result handed to `write(image, map)` as
-    /// soon as it is computed, from the thread that computed it, in any order of images
-    /// ([`Executor::run_scaled_each`]).
-    pub fn execute_each(
-        &self,
-        executor: &mut dyn Executor,
-        write: &ImageSink<'_>,
-        progress: impl FnMut(usize),
-    ) -> Result<RunStats, RunError> {
-        self.batches(
-            executor,
-            true,
-            Destination::Each(write),
-            |_, _, _| Ok(()),
-            progress,
-        )
-    }
-
-    /// Like [`Run::execute`], the sink also receiving the raw results (non-finite values
-    /// already set to 0): `sink(first_image, raw, processed)`.
-    pub fn execute_with_raw(
-        &self,
-        executor: &mut dyn Executor,
-        sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
-        progress: impl FnMut(usize),
-    ) -> Result<RunStats, RunError> {
-        self.batches(executor, false, Destination::Buffer, sink, progress)
-    }
-
-    /// The loop over batches; with `in_backend`, post-processing is left to the executor where
-    /// it can (the sink then receives no raw results). The processed results go to
-    /// `destination`, then to the sink batch by batch.
+    /// The loop over batches: `run_batch(executor, batch, first image, non-finite counts)` fills
+    /// each image's count; a batch's non-finite values are then warned about or, with
+    /// `strict`, an error.
     fn batches(
         &self,
         executor: &mut dyn Executor,
-        in_backend: bool,
-        mut destination: Destination<'_, '_>,
-        mut sink: impl FnMut(usize, &[f32], &[f32]) -> Result<(), String>,
+        mut run_batch: impl FnMut(&mut dyn Executor, &Batch<'_>, usize, &[AtomicUsize]) -> Result<(), RunError>,
         mut progress: impl FnMut(usize),
     ) -> Result<RunStats, RunError> {
-        let raw_shape = raw_shape(self.kernel, self.binding);
-        let raw_len: usize = raw_shape.iter().product();
-        let out_len: usize = self.post.shape(&raw_shape).iter().product();
         let mut stats = RunStats::default();
-        let mut raw = Vec::new();
-        let mut buffer = Vec::new();
-        let mut bad = Vec::new();
-        let each = match &destination {
-            Destination::Each(write) => Some(*write),
-            _ => None,
-        };
         for (shard, rows) in self.binding.batches(self.batch) {
             let bound = self.binding.load(shard, rows)?;
             let batch = bound.batch();
-            let first = bound.first;
-            bad.clear();
-            bad.resize(batch.n, 0);
-            let handed_on = match (&self.post, each) {
-                (Post::Scale { size }, Some(write)) if in_backend => {
-                    raw.clear();
-                    executor.run_scaled_each(&batch, size, &mut bad, &|i, map| write(first + i, map))?
+            let counts: Vec<AtomicUsize> = (0..batch.n).map(|_| AtomicUsize::new(0)).collect();
+            run_batch(executor, &batch, bound.first, &counts)?;
+            for (i, count) in counts.iter().map(|c| c.load(Ordering::Relaxed)).enumerate() {
+                if count == 0 {
+                    continue;
                 }
-                _ => false,
-            };
-            let processed: &[f32] = if handed_on {
-                &[]
-            } else {
-                let processed: &mut [f32] = match &mut destination {
-                    Destination::Slice(all) => &mut all[first * out_len..][..batch.n * out_len],
-                    Destination::Buffer | Destination::Each(_) => {
-                        buffer.resize(batch.n * out_len, 0.0);
-                        &mut buffer
-                    }
-                };
-                self.compute(
-                    executor, &batch, in_backend, &raw_shape, raw_len, &mut raw, processed, &mut bad,
-                )?;
-                if let Some(write) = each {
-                    processed
-                        .par_chunks(out_len.max(1))
-                        .enumerate()
-                        .try_for_each(|(i, map)| write(first + i, map))
-                        .map_err(RunError::Sink)?;
-                }
-                processed
-            };
-            for (i, &count) in bad.iter().enumerate().filter(|(_, &c)| c > 0) {
-                let image = first + i;
+                let image = bound.first + i;
                 let culprit = describe_inputs(&bound, i, self.binding);
                 if self.strict {
                     return Err(RunError::NonFinite {
@@ -214,52 +139,11 @@ impl Run<'_> {
                     stats.nonfinite_images.push((image, count, culprit));
                 }
             }
-            sink(first, &raw, processed).map_err(RunError::Sink)?;
             stats.images += batch.n;
             progress(batch.n);
         }
         Ok(stats)
     }
-
-    /// One batch's processed maps into `processed`: post-processed by the executor where
-    /// `in_backend` and it can, else its raw results (kept in `raw`) post-processed here.
-    #[allow(clippy::too_many_arguments)]
-    fn compute(
-        &self,
-        executor: &mut dyn Executor,
-        batch: &Batch<'_>,
-        in_backend: bool,
-        raw_shape: &[usize],
-        raw_len: usize,
-        raw: &mut Vec<f32>,
-        processed: &mut [f32],
-        bad: &mut [usize],
-    ) -> Result<(), RunError> {
-        if let (Post::Scale { size }, true) = (&self.post, in_backend) {
-            raw.clear();
-            if executor.run_scaled(batch, size, processed, bad)? {
-                return Ok(());
-            }
-        }
-        let out_len = processed.len() / batch.n.max(1);
-        raw.resize(batch.n * raw_len, 0.0);
-        executor.run(batch, raw)?;
-        raw.par_chunks_mut(raw_len)
-            .zip(processed.par_chunks_mut(out_len))
-            .zip(bad.par_iter_mut())
-            .for_each(|((raw, out), bad)| *bad = self.post.apply(raw, raw_shape, out));
-        Ok(())
-    }
-}
-
-/// Where [`Run::batches`] puts the processed maps.
-enum Destination<'a, 'b> {
-    /// A buffer of one batch.
-    Buffer,
-    /// The batch's part of every image's maps, image-major.
-    Slice(&'a mut [f32]),
-    /// Each map handed on as computed: `write(image in the dataset, map)`.
-    Each(&'a ImageSink<'b>),
 }
 
 /// Which inputs of image `i` of a batch hold non-finite values, to explain a bad result.

@@ -83,11 +83,12 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Target::Ir => camc_compiler::ir::print(&kernel),
         Target::Clif => {
             use camc_compiler::codegen::clif;
-            let sizes = clif::Sizes(args.dims);
+            let [k, d, h, w] = args.dims;
+            let sizes = camc_compiler::dims::Dims::new(k, d, h, w);
             let target = clif::default_target();
             let lowered = match args.size {
                 None => clif::lower(&kernel, sizes, target),
-                Some(size) => clif::lower_scaled(&kernel, sizes, size, target),
+                Some(size) => clif::lower_scaled(&kernel, sizes, size, false, target),
             }
             .map_err(|e| {
                 output::error(&e.to_string());

@@ -7,11 +7,13 @@ use super::{overlays, program};
 use crate::output;
 use crate::progress;
 use crate::Reported;
+use camc_analysis::evaluate::{values, Evaluation, MetricData};
+use camc_analysis::metrics::{metrics_by_names, MetricValue};
+use camc_analysis::report::{write_report, GridRow, MetricRow, Report};
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{Binding, Cache};
-use camc_runtime::evaluate::{values, Evaluation, MetricData};
-use camc_runtime::metrics::{metrics_by_names, MetricValue};
-use camc_runtime::report::{write_report, GridRow, MetricRow, Report};
+use camc_runtime::exec::Outputs;
+use camc_runtime::run::Run;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -102,8 +104,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
             batch: args.batch as usize,
             perturbed: perturbed_maps.as_deref(),
         };
-        let mut executor = backend::executor(args.backend, &kernel, binding.dims)?;
         let mut groups = vec![metrics_by_names(&args.metric).map_err(fail)?];
+        let outputs = evaluation.outputs(&groups);
+        let mut executor = backend::executor(args.backend, &kernel, binding.dims, outputs)?;
         let name = kernel.name.clone();
         let png_dir = args.png.as_ref().map(|d| d.join(&name));
         let report_dir = args.report.as_ref().map(|d| d.join(&name));
@@ -192,17 +195,24 @@ pub(super) fn maps_of(
     batch: usize,
 ) -> Result<Vec<f32>, Reported> {
     let binding = Binding::new(cache, kernel).map_err(fail)?;
-    let mut executor = backend::executor(backend, kernel, binding.dims)?;
-    let job = camc_runtime::run::Run {
-        kernel,
+    let outputs = Outputs::processed(size.to_vec());
+    let mut executor = backend::executor(backend, kernel, binding.dims, outputs)?;
+    let job = Run {
         binding: &binding,
-        post: camc_runtime::postprocess::Post::Scale { size: size.to_vec() },
         batch,
         strict: false,
     };
-    let mut maps = vec![0.0; binding.images * size.iter().product::<usize>()];
-    job.execute_into(executor.as_mut(), &mut maps, |_, _| Ok(()), |_| {})
-        .map_err(fail)?;
+    let map_len: usize = size.iter().product();
+    let mut maps = vec![0.0; binding.images * map_len];
+    job.execute_in_order(
+        executor.as_mut(),
+        |first, _, processed| {
+            maps[first * map_len..][..processed.len()].copy_from_slice(processed);
+            Ok(())
+        },
+        |_| {},
+    )
+    .map_err(fail)?;
     Ok(maps)
 }
 

@@ -1,8 +1,8 @@
 //! `--png DIR`: one overlay PNG per image (the heatmap in a perceptual colormap over `image`
 //! when the cache has it, with the ground-truth boxes).
 
-use camc_runtime::evaluate::MetricData;
-use camc_runtime::overlay::{overlay_file_name, write_overlay, OverlayInput, OverlayStyle};
+use camc_analysis::evaluate::MetricData;
+use camc_analysis::overlay::{overlay_file_name, write_overlay, OverlayInput, OverlayStyle};
 use std::path::{Path, PathBuf};
 
 /// Writes image `index`'s overlay into `dir`; returns its path.

@@ -1,4 +1,4 @@
-//! The PROGRAM argument of `run`, `emit` and `eval` (SPEC §4): `path.cam` (a file with one
+//! The PROGRAM argument of `run`, `emit` and `eval` (docs/cli.md): `path.cam` (a file with one
 //! `cam`), `path.cam:name`, or the name of a stdlib method.
 
 use super::source;

@@ -6,12 +6,12 @@ use super::{overlays, program};
 use crate::output;
 use crate::progress;
 use crate::Reported;
+use camc_analysis::evaluate::MetricData;
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{parse_size, Binding, Cache};
-use camc_runtime::evaluate::MetricData;
+use camc_runtime::exec::{Maps, Outputs};
 use camc_runtime::heatmap_file::{Format, HeatmapWriter};
-use camc_runtime::postprocess::Post;
-use camc_runtime::run::{raw_shape, scaled_shape, Run, RunStats};
+use camc_runtime::run::{scaled_shape, Run, RunStats};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -78,9 +78,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let kernel = program::compile(&resolved, &knobs, level)?;
     let cache = Cache::open(&args.cache).map_err(fail)?;
     let binding = Binding::new(&cache, &kernel).map_err(fail)?;
-    let raw = raw_shape(&kernel, &binding);
-    let post = if args.raw {
-        Post::Raw
+    let raw = Outputs::raw_shape(&kernel, binding.dims);
+    let outputs = if args.raw {
+        Outputs::raw()
     } else {
         let size = match &args.size {
             Some(size) => size.0.clone(),
@@ -91,35 +91,35 @@ pub fn run(args: Args) -> Result<(), Reported> {
                 "output size {size:?} does not fit the result's shape {raw:?}"
             ))
         })?;
-        Post::Scale { size }
+        Outputs::processed(size)
     };
+    let map_shape = outputs.processed.clone().unwrap_or_else(|| raw.clone());
     let mut shape = vec![binding.images];
-    shape.extend(post.shape(&raw));
+    shape.extend(&map_shape);
     let metadata = [("program", kernel.name.clone()), ("cache", args.cache.clone())];
     let writer = HeatmapWriter::create(&args.output, &shape, &metadata).map_err(fail)?;
-    let mut executor = backend::executor(args.backend, &kernel, binding.dims)?;
+    let overlay_data = match (&args.png, &outputs.processed) {
+        (Some(_), Some(size)) if size.len() == 2 => {
+            Some(MetricData::load(&cache, &[], size.clone(), false).map_err(fail)?)
+        }
+        (Some(_), _) => return Err(fail("--png needs a 2-D post-processed map (not --raw, not 3-D)")),
+        (None, _) => None,
+    };
+    let mut executor = backend::executor(args.backend, &kernel, binding.dims, outputs)?;
     let bytes_per_image: usize = kernel.inputs.iter().map(|i| binding.dims.len(i.ty) * 4).sum();
     let batch = args
         .batch
         .map(|b| b as usize)
         .unwrap_or_else(|| ((64 << 20) / bytes_per_image.max(1)).clamp(1, 4096));
     let job = Run {
-        kernel: &kernel,
         binding: &binding,
-        post,
         batch,
         strict: args.strict,
     };
-    let overlay_data = match (&args.png, &job.post) {
-        (Some(_), Post::Scale { size }) if size.len() == 2 => {
-            Some(MetricData::load(&cache, &[], size.clone(), false).map_err(fail)?)
-        }
-        (Some(_), _) => return Err(fail("--png needs a 2-D post-processed map (not --raw, not 3-D)")),
-        (None, _) => None,
-    };
-    let map_len: usize = job.post.shape(&raw).iter().product();
+    let map_len: usize = map_shape.iter().product();
     let bar = progress::bar(binding.images as u64, "images");
-    let write = |image: usize, map: &[f32]| -> Result<(), String> {
+    let write = |image: usize, maps: Maps<'_>| -> Result<(), String> {
+        let map = if args.raw { maps.raw } else { maps.processed };
         writer.write_at(image * map_len, map).map_err(|e| e.to_string())?;
         if let (Some(dir), Some(data)) = (&args.png, &overlay_data) {
             overlays::write(dir, image, map, data)?;
@@ -127,7 +127,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Ok(())
     };
     let stats = job
-        .execute_each(executor.as_mut(), &write, |n| bar.inc(n as u64))
+        .execute(executor.as_mut(), &write, |n| bar.inc(n as u64))
         .map_err(fail)?;
     bar.finish_and_clear();
     writer.finish().map_err(fail)?;

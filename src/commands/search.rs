@@ -1,17 +1,17 @@
 //! `camc search --cache C --metric M --out DIR`: synthesize programs
-//! `relu(sum[k](WEIGHTS * A))` that score best on a metric (SPEC §6, docs/search.md).
+//! `relu(sum[k](WEIGHTS * A))` that score best on a metric (docs/search.md).
 
 use super::backend::{self, Backend};
 use super::program;
 use crate::output;
 use crate::progress;
 use crate::Reported;
+use camc_analysis::evaluate::MetricData;
+use camc_analysis::metrics::{metric_by_name, Better};
+use camc_analysis::search::driver::{split, ExecutorFactory, Outcome, Search};
+use camc_analysis::search::space::SpaceFile;
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{Binding, Cache};
-use camc_runtime::evaluate::MetricData;
-use camc_runtime::metrics::{metric_by_name, Better};
-use camc_runtime::search::driver::{split, ExecutorFactory, Outcome, Search};
-use camc_runtime::search::space::SpaceFile;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -94,8 +94,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
         None => None,
     };
     let backend_choice = args.backend;
-    let factory = move |kernel: &camc_compiler::ir::Kernel, dims| {
-        backend::executor(backend_choice, kernel, dims)
+    let factory = move |kernel: &camc_compiler::ir::Kernel, dims, outputs| {
+        backend::executor(backend_choice, kernel, dims, outputs)
             .map_err(|_| "cannot create the executor (see the error above)".to_string())
     };
     let search = Search {

@@ -2,9 +2,10 @@
 //! logic is tested against the interpreter on machines without a GPU. Several kernels share one
 //! g++ run: each `.cu` goes into its own namespace (with `extern "C"` dropped).
 
-use camc_compiler::codegen::cuda::{self, Dtype};
+use camc_compiler::codegen::cuda;
+use camc_compiler::dims::Dims;
+use camc_compiler::dtype::Dtype;
 use camc_compiler::ir::Kernel;
-use camc_runtime::Dims;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +31,7 @@ pub fn rounded(values: Vec<f32>, dtype: Dtype) -> Vec<f32> {
         Dtype::F32 => values,
         Dtype::F16 => values.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
         Dtype::Bf16 => values.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect(),
+        other => panic!("{other:?} is not a kernel input type"),
     }
 }
 
@@ -44,6 +46,7 @@ fn bytes(values: &[f32], dtype: Dtype) -> Vec<u8> {
             .iter()
             .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
             .collect(),
+        other => panic!("{other:?} is not a kernel input type"),
     }
 }
 
@@ -88,6 +91,7 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
                 Dtype::F32 => "float".to_string(),
                 Dtype::F16 => format!("k{i}::camc_f16"),
                 Dtype::Bf16 => format!("k{i}::camc_bf16"),
+                other => panic!("{other:?} is not a kernel input type"),
             };
             let args: String = (0..kernel.inputs.len())
                 .map(|j| format!("(const {ty}*)ins[{j}].data(), "))

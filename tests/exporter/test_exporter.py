@@ -300,7 +300,7 @@ def inplace_relu_after_the_layer_does_not_alias():
 
 
 def postprocess(cams: np.ndarray, size) -> np.ndarray:
-    """SPEC section 3 / pytorch-grad-cam: min-max, bilinear resize, min-max again."""
+    """docs/run.md, pytorch-grad-cam: min-max, bilinear resize, min-max again."""
     import cv2
 
     out = []

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Independent golden outputs for every stdlib CAM method.
 
-Builds small, deterministic caches (SPEC section 2) and, for each stdlib method, the expected
+Builds small, deterministic caches (docs/cache.md) and, for each stdlib method, the expected
 raw map (the formula's value at feature resolution, what `camc run --raw` returns) and the
-post-processed heatmap (SPEC section 3). The formulas below are written from the papers and from
+post-processed heatmap (docs/run.md). The formulas below are written from the papers and from
 pytorch-grad-cam's source (grad-cam 1.5.7), NOT translated from stdlib/*.cam; see README.md.
 
 Everything is computed in float64 from the float32 cache values and stored as float32.
@@ -27,7 +27,7 @@ SEED = 20250611
 NORM_EPS = 1e-7  # pytorch-grad-cam scale_cam_image: img / (1e-7 + max)
 
 # ---------------------------------------------------------------------------------------------
-# Post-processing (SPEC section 3 = pytorch-grad-cam scale_cam_image + aggregate_multi_layers)
+# Post-processing (docs/run.md: pytorch-grad-cam scale_cam_image + aggregate_multi_layers)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -139,7 +139,7 @@ def m_gradcam_elementwise(c):
 def first_pc_projection(X):
     """X: [k,h,w]. Projection of the (h*w) x k matrix, each channel centred over space, on its
     first principal direction; sign chosen so that the projection correlates non-negatively with
-    sum_k X (pc1[k] of SPEC 1.3). Computed from the eigen-decomposition of the k x k scatter
+    sum_k X (pc1[k] of docs/language.md). Computed from the eigen-decomposition of the k x k scatter
     matrix (the library uses an SVD of the centred matrix; same direction up to sign)."""
     k, h, w = X.shape
     M = X.reshape(k, h * w).T  # (h*w) x k

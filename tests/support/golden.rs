@@ -2,13 +2,12 @@
 //! against pytorch-grad-cam): every stdlib method, run on each golden cache by an executor,
 //! raw and post-processed, compared with the expected tensors.
 
+use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{Binding, Cache};
-use camc_runtime::exec::Executor;
-use camc_runtime::postprocess::Post;
-use camc_runtime::run::{raw_shape, Run};
-use camc_runtime::Dims;
+use camc_runtime::exec::{Executor, Outputs};
+use camc_runtime::run::Run;
 use std::collections::HashMap;
 
 pub const CASES: [(&str, &str); 3] = [
@@ -17,25 +16,25 @@ pub const CASES: [(&str, &str); 3] = [
     ("cache_hw1.safetensors", "expected_hw1.safetensors"),
 ];
 
-fn run_all(kernel: &Kernel, binding: &Binding, executor: &mut dyn Executor, post: Post) -> Vec<f32> {
-    let mut all = Vec::new();
+/// Every image's raw and processed maps (each empty where `executor` does not compute it).
+fn run_all(binding: &Binding, executor: &mut dyn Executor) -> (Vec<f32>, Vec<f32>) {
+    let (mut raw, mut processed) = (Vec::new(), Vec::new());
     let job = Run {
-        kernel,
         binding,
-        post,
         batch: 3,
         strict: false,
     };
-    job.execute(
+    job.execute_in_order(
         executor,
-        |_, v| {
-            all.extend_from_slice(v);
+        |_, r, p| {
+            raw.extend_from_slice(r);
+            processed.extend_from_slice(p);
             Ok(())
         },
         |_| {},
     )
     .expect("runs");
-    all
+    (raw, processed)
 }
 
 /// Largest |a - e| / (|e| + 1) over the values, and where; `(0, 0)` when equal.
@@ -52,7 +51,7 @@ fn worst(actual: &[f32], expected: &[f32]) -> (f32, usize) {
 /// failures (empty when all agree: raw within `raw_tol`, heatmaps within `heatmap_tol`,
 /// relative to |expected| + 1).
 pub fn check(
-    make: &dyn Fn(&Kernel, Dims) -> Box<dyn Executor>,
+    make: &dyn Fn(&Kernel, Dims, Outputs) -> Box<dyn Executor>,
     raw_tol: f32,
     heatmap_tol: f32,
 ) -> Vec<String> {
@@ -72,31 +71,42 @@ pub fn check(
             let kernel = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact)
                 .expect("compiles");
             let binding = Binding::new(&cache, &kernel).expect("golden cache has the method's inputs");
-            let shape = raw_shape(&kernel, &binding);
-            for (post, suffix, tol) in [
-                (Post::Raw, "raw", raw_tol),
-                (Post::Scale { size: size.clone() }, "heatmap", heatmap_tol),
+            let shape = Outputs::raw_shape(&kernel, binding.dims);
+            // Raw maps alone, processed maps alone, and both from one run.
+            for outputs in [
+                Outputs::raw(),
+                Outputs::processed(size.clone()),
+                Outputs::both(size.clone()),
             ] {
-                let mut executor = make(&kernel, binding.dims);
-                let actual = run_all(&kernel, &binding, executor.as_mut(), post);
-                let name = format!("{method}.{suffix}");
-                let (_, want) = expected.shards[0].f32(&name).expect("expected tensor");
-                if actual.len() != want.len() {
-                    failures.push(format!(
-                        "{cache_file} {name}: {} values, expected {} (raw shape {shape:?})",
-                        actual.len(),
-                        want.len()
-                    ));
-                    continue;
+                let mut executor = make(&kernel, binding.dims, outputs.clone());
+                let (raw, processed) = run_all(&binding, executor.as_mut());
+                let mut results = Vec::new();
+                if outputs.raw {
+                    results.push((raw, "raw", raw_tol));
                 }
-                let (error, at) = worst(&actual, &want);
-                if error > tol || actual.iter().any(|v| v.is_nan()) {
-                    failures.push(format!(
-                        "{cache_file} {name} ({}): error {error:e} at {at}: {} vs expected {}",
-                        executor.backend(),
-                        actual[at],
-                        want[at]
-                    ));
+                if outputs.processed.is_some() {
+                    results.push((processed, "heatmap", heatmap_tol));
+                }
+                for (actual, suffix, tol) in results {
+                    let name = format!("{method}.{suffix}");
+                    let (_, want) = expected.shards[0].f32(&name).expect("expected tensor");
+                    if actual.len() != want.len() {
+                        failures.push(format!(
+                            "{cache_file} {name} {outputs:?}: {} values, expected {} (raw shape {shape:?})",
+                            actual.len(),
+                            want.len()
+                        ));
+                        continue;
+                    }
+                    let (error, at) = worst(&actual, &want);
+                    if error > tol || actual.iter().any(|v| v.is_nan()) {
+                        failures.push(format!(
+                            "{cache_file} {name} {outputs:?} ({}): error {error:e} at {at}: {} vs expected {}",
+                            executor.backend(),
+                            actual[at],
+                            want[at]
+                        ));
+                    }
                 }
             }
         }

@@ -78,3 +78,22 @@ pub fn kernel(source: &str, level: Level) -> Kernel {
     let root = program.cams().last().expect("a cam");
     camc_compiler::compile_kernel(program, root, &HashMap::new(), level).expect("compiles")
 }
+
+/// Runs a batch through an executor built for [`camc_runtime::exec::Outputs::untouched`] (or
+/// `raw`) into `out`: every image's raw map, image-major.
+pub fn run_raw(
+    executor: &mut dyn camc_runtime::exec::Executor,
+    batch: &camc_runtime::batch::Batch<'_>,
+    out: &mut [f32],
+) -> Result<(), camc_runtime::exec::ExecError> {
+    executor.run_into(batch, out, &mut [], &mut vec![0; batch.n])
+}
+
+/// One image's raw map (sanitized in place) post-processed to `size` on the host: the map and
+/// the count of non-finite values.
+pub fn host_processed(raw: &mut [f32], shape: &[usize], size: &[usize]) -> (Vec<f32>, usize) {
+    let outputs = camc_runtime::exec::Outputs::processed(size.to_vec());
+    let mut processed = Vec::new();
+    let bad = camc_runtime::postprocess::host_maps(raw, shape, &outputs, &mut processed).nonfinite;
+    (processed, bad)
+}

@@ -36,7 +36,7 @@ pub enum Op {
     Softmax(AxisSet, NodeId),
     /// Min-max normalization over the axes, `(x - min) / (max - min + 1e-7)`.
     Normalize(AxisSet, NodeId),
-    /// Projection on the first principal direction over the axis (see SPEC §1.3, `pc1`).
+    /// Projection on the first principal direction over the axis (see `pc1` in docs/language.md).
     Pc1(Axis, NodeId),
 }
 

@@ -1,4 +1,4 @@
-//! Type checking over named axes (SPEC §1): resolves names, orders definitions callees-first,
+//! Type checking over named axes (docs/language.md): resolves names, orders definitions callees-first,
 //! rejects recursion and duplicates, and checks every body. All errors of a file are reported.
 
 mod body;

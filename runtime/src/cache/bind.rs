@@ -2,9 +2,9 @@
 //! `A`, and reading the bound tensors batch by batch.
 
 use super::{Cache, CacheError, Shard, Values};
-use crate::dims::Dims;
-use crate::exec::{Batch, FileSpan};
+use crate::batch::{Batch, FileSpan};
 use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
 use std::ops::Range;
 

@@ -1,4 +1,4 @@
-//! Caches of activations and gradients (SPEC §2): a safetensors file, a directory of `.npy`
+//! Caches of activations and gradients (docs/cache.md): a safetensors file, a directory of `.npy`
 //! files with `meta.json`, or several shards given as a glob, read as one dataset. Files are
 //! memory-mapped; nothing is read until a batch asks for it. Each file also stays open, so that a
 //! backend copying images anyway (the CPU JIT) can read them with positional reads instead of
@@ -10,9 +10,10 @@ mod npy;
 mod safetensors_file;
 
 pub use bind::{Binding, BoundBatch};
-pub use dtype::{DType, Values};
+pub use dtype::Values;
 
-use crate::exec::FileSpan;
+use crate::batch::FileSpan;
+use camc_compiler::dtype::Dtype;
 use memmap2::Mmap;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,14 +34,14 @@ pub enum CacheError {
 }
 
 impl CacheError {
-    pub(crate) fn file(path: &Path, message: impl Into<String>) -> CacheError {
+    pub fn file(path: &Path, message: impl Into<String>) -> CacheError {
         CacheError::File {
             path: path.to_path_buf(),
             message: message.into(),
         }
     }
 
-    pub(crate) fn tensor(path: &Path, tensor: &str, message: impl Into<String>) -> CacheError {
+    pub fn tensor(path: &Path, tensor: &str, message: impl Into<String>) -> CacheError {
         CacheError::Tensor {
             path: path.to_path_buf(),
             tensor: tensor.to_string(),
@@ -52,7 +53,7 @@ impl CacheError {
 /// One tensor of a shard: where its bytes are, and what they hold.
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
-    pub dtype: DType,
+    pub dtype: Dtype,
     pub shape: Vec<usize>,
     /// Which of the shard's mapped files holds it, and the byte range there.
     file: usize,
@@ -90,7 +91,7 @@ impl Shard {
     /// values of a batch hold them (f32, f16 or bf16).
     pub fn span(&self, name: &str, rows: &std::ops::Range<usize>) -> Option<FileSpan<'_>> {
         let info = self.tensors.get(name)?;
-        if !matches!(info.dtype, DType::F32 | DType::F16 | DType::Bf16) {
+        if !info.dtype.is_input() {
             return None;
         }
         let image_bytes = info.shape.iter().skip(1).product::<usize>() * info.dtype.size();

@@ -1,7 +1,8 @@
 //! A directory of `.npy` files (one per tensor, named like the tensor: `A.npy`,
 //! `head.weight.npy`) plus an optional `meta.json` of string metadata (`image_size`, ...).
 
-use super::{map, CacheError, DType, Shard, TensorInfo};
+use super::{map, CacheError, Shard, TensorInfo};
+use camc_compiler::dtype::Dtype;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -46,13 +47,13 @@ fn header(path: &Path, name: &str, bytes: &[u8], file: usize) -> Result<TensorIn
     }
     let descr = header.dtype().descr().trim_matches('\'').to_string();
     let dtype = match descr.as_str() {
-        "<f4" => DType::F32,
-        "<f2" => DType::F16,
-        "<f8" => DType::F64,
-        "<i8" => DType::I64,
-        "<i4" => DType::I32,
-        "|u1" => DType::U8,
-        "|b1" => DType::Bool,
+        "<f4" => Dtype::F32,
+        "<f2" => Dtype::F16,
+        "<f8" => Dtype::F64,
+        "<i8" => Dtype::I64,
+        "<i4" => Dtype::I32,
+        "|u1" => Dtype::U8,
+        "|b1" => Dtype::Bool,
         other => {
             return Err(bad(format!(
                 "has dtype `{other}`; camc reads <f4, <f2, <f8, <i8, <i4, |u1"

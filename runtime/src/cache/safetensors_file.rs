@@ -1,8 +1,9 @@
 //! A safetensors shard, memory-mapped. The `safetensors` crate validates the header; when it
 //! refuses a file, the header is read again here to name the tensor at fault.
 
-use super::{map, CacheError, DType, Shard, TensorInfo};
-use safetensors::tensor::{Dtype, SafeTensorError};
+use super::{map, CacheError, Shard, TensorInfo};
+use camc_compiler::dtype::Dtype;
+use safetensors::tensor::SafeTensorError;
 use safetensors::SafeTensors;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,16 +47,16 @@ pub fn open(path: &Path) -> Result<Shard, CacheError> {
     })
 }
 
-fn dtype(d: Dtype) -> Option<DType> {
+fn dtype(d: safetensors::Dtype) -> Option<Dtype> {
     Some(match d {
-        Dtype::F32 => DType::F32,
-        Dtype::F16 => DType::F16,
-        Dtype::BF16 => DType::Bf16,
-        Dtype::F64 => DType::F64,
-        Dtype::I64 => DType::I64,
-        Dtype::I32 => DType::I32,
-        Dtype::U8 => DType::U8,
-        Dtype::BOOL => DType::Bool,
+        safetensors::Dtype::F32 => Dtype::F32,
+        safetensors::Dtype::F16 => Dtype::F16,
+        safetensors::Dtype::BF16 => Dtype::Bf16,
+        safetensors::Dtype::F64 => Dtype::F64,
+        safetensors::Dtype::I64 => Dtype::I64,
+        safetensors::Dtype::I32 => Dtype::I32,
+        safetensors::Dtype::U8 => Dtype::U8,
+        safetensors::Dtype::BOOL => Dtype::Bool,
         _ => return None,
     })
 }

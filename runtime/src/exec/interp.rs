@@ -1,20 +1,21 @@
-//! The reference interpreter as an executor: image after image, through [`crate::interp::eval`].
+//! The reference interpreter as an executor: image after image through [`crate::interp::eval`],
+//! the post-processing on the host ([`crate::postprocess::host_maps`]).
 
-use super::{check_batch, Batch, ExecError, Executor};
-use crate::dims::Dims;
+use super::{ExecError, Executor, Outputs, Sink, Spec};
+use crate::batch::Batch;
+use crate::postprocess::host_maps;
+use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
 
 pub struct InterpExecutor {
-    kernel: Kernel,
-    dims: Dims,
+    spec: Spec,
 }
 
 impl InterpExecutor {
-    pub fn new(kernel: &Kernel, dims: Dims) -> InterpExecutor {
-        InterpExecutor {
-            kernel: kernel.clone(),
-            dims,
-        }
+    pub fn new(kernel: &Kernel, dims: Dims, outputs: Outputs) -> Result<InterpExecutor, ExecError> {
+        Ok(InterpExecutor {
+            spec: Spec::new(kernel, dims, outputs)?,
+        })
     }
 }
 
@@ -23,10 +24,14 @@ impl Executor for InterpExecutor {
         "interp"
     }
 
-    fn run(&mut self, batch: &Batch<'_>, out: &mut [f32]) -> Result<(), ExecError> {
-        check_batch(&self.kernel, self.dims, batch, out)?;
-        let sizes: Vec<usize> = self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect();
-        let out_len = self.dims.len(self.kernel.output_ty());
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn run(&mut self, batch: &Batch<'_>, sink: &Sink<'_>) -> Result<(), ExecError> {
+        self.spec.check(batch)?;
+        let sizes: Vec<usize> = self.spec.input_lens();
+        let shape = self.spec.raw_shape();
         let backend = |message: String| ExecError::Backend {
             backend: "interp",
             message,
@@ -35,6 +40,7 @@ impl Executor for InterpExecutor {
         // a file cut short while camc reads it is an error, not a fault on its map).
         let mut inputs = vec![Vec::new(); sizes.len()];
         let mut halves = Vec::new();
+        let mut processed = Vec::new();
         for image in 0..batch.n {
             for (j, (values, &len)) in inputs.iter_mut().zip(&sizes).enumerate() {
                 batch
@@ -42,9 +48,10 @@ impl Executor for InterpExecutor {
                     .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
             }
             let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-            let result =
-                crate::interp::eval(&self.kernel, self.dims, &slices).map_err(|e| backend(e.to_string()))?;
-            out[image * out_len..(image + 1) * out_len].copy_from_slice(&result);
+            let mut raw = crate::interp::eval(&self.spec.kernel, self.spec.dims, &slices)
+                .map_err(|e| backend(e.to_string()))?;
+            let maps = host_maps(&mut raw, &shape, &self.spec.outputs, &mut processed);
+            sink(image, maps).map_err(ExecError::Sink)?;
         }
         Ok(())
     }

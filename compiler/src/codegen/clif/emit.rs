@@ -4,8 +4,9 @@
 use super::nest::{Env, Mode, Nest};
 use super::plan::{HelperOp, Place, Plan};
 use super::postprocess::{Buffers, Scale};
-use super::{axis_bits, DataObject, Import, Sizes, HELPER};
+use super::{axis_bits, DataObject, Import, HELPER};
 use crate::axes::AxisSet;
+use crate::dims::Dims;
 use crate::ir::{Kernel, NodeId, Op};
 use cranelift_codegen::ir::{
     immediates::Imm64, types, AbiParam, ExtFuncData, ExternalName, FuncRef, Function, GlobalValueData,
@@ -20,7 +21,7 @@ pub(super) struct Cx<'f, 'k> {
     pub b: FunctionBuilder<'f>,
     pub kernel: &'k Kernel,
     pub plan: &'k Plan,
-    pub sizes: Sizes,
+    pub sizes: Dims,
     /// Base pointer of each input of the image.
     inputs: Vec<Value>,
     out: Value,
@@ -42,7 +43,7 @@ pub(super) fn build(
     function: &mut Function,
     kernel: &Kernel,
     plan: &Plan,
-    sizes: Sizes,
+    sizes: Dims,
     scale: Option<Scale>,
     target: TargetFrontendConfig,
 ) -> Linked {
@@ -87,6 +88,7 @@ pub(super) fn build(
                 map,
                 rows,
                 out: params[1],
+                raw: scale.keep_raw.then(|| params[3]),
                 taps,
             },
         )
@@ -192,7 +194,7 @@ impl Cx<'_, '_> {
         let x_ty = self.kernel.node(x).ty;
         let mut args = vec![src, dst];
         let numbers = [op as i64, axis_bits(x_ty) as i64, axis_bits(axes) as i64];
-        let sizes = self.sizes.0.map(|s| s as i64);
+        let sizes = self.sizes.array().map(|s| s as i64);
         for v in numbers.into_iter().chain(sizes) {
             args.push(self.b.ins().iconst(types::I64, v));
         }

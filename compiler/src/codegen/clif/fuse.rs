@@ -132,7 +132,7 @@ impl Cx<'_, '_> {
         for stage in group {
             self.prologue(stage);
         }
-        let channels = self.sizes.of(Axis::K);
+        let channels = self.sizes.size(Axis::K);
         self.counted(0, channels, 1, Vec::new(), |cx, k, carried| {
             for stage in group {
                 let Some(nest) = stage.nest() else { continue };

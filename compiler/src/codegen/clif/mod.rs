@@ -9,7 +9,7 @@
 //! link: `expf`, `logf`, `powf`, `tanhf` (f32 → f32, with Rust's `f32` semantics) and
 //! `camc_helper` (see [`HELPER`]).
 //!
-//! [`lower_scaled`] adds the post-processing (SPEC §3) to the function: it then returns the
+//! [`lower_scaled`] adds the post-processing (docs/run.md) to the function: it then returns the
 //! number of non-finite values of the map as an `i64`, writes the resized map to `out`, and
 //! reads its resize taps from a data object the caller must define ([`Lowered::data`]).
 
@@ -25,6 +25,7 @@ pub use plan::{HelperOp, Place};
 pub use postprocess::Scale;
 
 use crate::axes::{Axis, AxisSet};
+use crate::dims::Dims;
 use crate::ir::Kernel;
 use cranelift_codegen::ir::types;
 use cranelift_codegen::ir::{AbiParam, Function, Signature, UserExternalNameRef, UserFuncName};
@@ -37,28 +38,6 @@ pub const HELPER: &str = "camc_helper";
 
 /// The scalar libm functions the code may call, each `f32 -> f32` except `powf` (two f32).
 pub const LIBM: [&str; 4] = ["expf", "logf", "powf", "tanhf"];
-
-/// Sizes of the axes, in `Axis::ALL` order (k, d, h, w).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Sizes(pub [usize; 4]);
-
-impl Sizes {
-    pub fn of(&self, axis: Axis) -> usize {
-        self.0[axis as usize]
-    }
-
-    pub fn len(&self, ty: AxisSet) -> usize {
-        ty.iter().map(|a| self.of(a)).product()
-    }
-
-    /// The stride of `axis` in a tensor of type `ty` (elements); 0 when `ty` lacks the axis.
-    pub fn stride(&self, ty: AxisSet, axis: Axis) -> usize {
-        if !ty.contains(axis) {
-            return 0;
-        }
-        ty.iter().filter(|&a| a > axis).map(|a| self.of(a)).product()
-    }
-}
 
 /// Bits of an axis set as the helper reads them: bit `i` is `Axis::ALL[i]`.
 pub fn axis_bits(ty: AxisSet) -> u8 {
@@ -115,14 +94,16 @@ pub enum ClifError {
     Verify(String),
 }
 
-/// The signature of a kernel function under `call_conv`; with the post-processing, it returns
-/// the number of non-finite values.
-pub fn signature(call_conv: CallConv, scaled: bool) -> Signature {
+/// The signature of a kernel function under `call_conv`: `(inputs, out, scratch)`. With the
+/// post-processing it returns the number of non-finite values, and when it keeps the raw map
+/// too, a fourth pointer says where that goes.
+pub fn signature(call_conv: CallConv, scale: Option<Scale>) -> Signature {
     let mut sig = Signature::new(call_conv);
-    for _ in 0..3 {
+    let pointers = if scale.is_some_and(|s| s.keep_raw) { 4 } else { 3 };
+    for _ in 0..pointers {
         sig.params.push(AbiParam::new(types::I64));
     }
-    if scaled {
+    if scale.is_some() {
         sig.returns.push(AbiParam::new(types::I64));
     }
     sig
@@ -138,15 +119,17 @@ pub fn default_target() -> TargetFrontendConfig {
 }
 
 /// Lowers `kernel` for `sizes`; the result is verified.
-pub fn lower(kernel: &Kernel, sizes: Sizes, target: TargetFrontendConfig) -> Result<Lowered, ClifError> {
+pub fn lower(kernel: &Kernel, sizes: Dims, target: TargetFrontendConfig) -> Result<Lowered, ClifError> {
     lower_with(kernel, sizes, None, target)
 }
 
-/// Lowers `kernel`, an `[h,w]` program, for `sizes` with the post-processing to `size` fused in.
+/// Lowers `kernel`, an `[h,w]` program, for `sizes` with the post-processing to `size` fused in;
+/// with `keep_raw`, the function also writes the sanitized map at feature resolution.
 pub fn lower_scaled(
     kernel: &Kernel,
-    sizes: Sizes,
+    sizes: Dims,
     size: [usize; 2],
+    keep_raw: bool,
     target: TargetFrontendConfig,
 ) -> Result<Lowered, ClifError> {
     let ty = kernel.output_ty();
@@ -154,22 +137,26 @@ pub fn lower_scaled(
         return Err(ClifError::NotAMap(ty));
     }
     let scale = Scale {
-        from: [sizes.of(Axis::H), sizes.of(Axis::W)],
+        from: [sizes.size(Axis::H), sizes.size(Axis::W)],
         to: size,
+        keep_raw,
     };
     lower_with(kernel, sizes, Some(scale), target)
 }
 
 fn lower_with(
     kernel: &Kernel,
-    sizes: Sizes,
+    sizes: Dims,
     scale: Option<Scale>,
     target: TargetFrontendConfig,
 ) -> Result<Lowered, ClifError> {
-    if sizes.0.contains(&0) {
-        return Err(ClifError::EmptyAxis(sizes.0));
+    if sizes.array().contains(&0) {
+        return Err(ClifError::EmptyAxis(sizes.array()));
     }
-    let total = sizes.0.iter().try_fold(1usize, |acc, &s| acc.checked_mul(s));
+    let total = sizes
+        .array()
+        .iter()
+        .try_fold(1usize, |acc, &s| acc.checked_mul(s));
     match total {
         Some(n) if n <= i32::MAX as usize / 8 => {}
         _ => return Err(ClifError::TooLarge(total.unwrap_or(usize::MAX))),
@@ -177,6 +164,7 @@ fn lower_with(
     if let Some(Scale {
         from: [h, _],
         to: [oh, ow],
+        ..
     }) = scale
     {
         if oh == 0 || ow == 0 {
@@ -191,7 +179,7 @@ fn lower_with(
     let plan = plan::plan(kernel, sizes);
     let mut function = Function::with_name_signature(
         UserFuncName::user(0, 0),
-        signature(target.default_call_conv, scale.is_some()),
+        signature(target.default_call_conv, scale),
     );
     let linked = emit::build(&mut function, kernel, &plan, sizes, scale, target);
     let flags = cranelift_codegen::settings::Flags::new(cranelift_codegen::settings::builder());
@@ -205,8 +193,8 @@ fn lower_with(
 }
 
 /// The function as Cranelift's text format, with a header naming the sizes.
-pub fn text(kernel: &Kernel, lowered: &Lowered, sizes: Sizes) -> String {
-    let [k, d, h, w] = sizes.0;
+pub fn text(kernel: &Kernel, lowered: &Lowered, sizes: Dims) -> String {
+    let [k, d, h, w] = sizes.array();
     let mut out = format!(
         "; camc kernel `{}` for k={k}, d={d}, h={h}, w={w}; scratch {} bytes\n",
         kernel.name, lowered.scratch_bytes

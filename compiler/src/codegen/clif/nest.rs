@@ -8,8 +8,8 @@
 
 use super::emit::Cx;
 use super::plan::{fused, loop_axes, Plan};
-use super::Sizes;
 use crate::axes::AxisSet;
+use crate::dims::Dims;
 use crate::ir::{Kernel, NodeId, Op};
 use cranelift_codegen::ir::{condcodes::IntCC, types, BlockArg, ConstantData, InstBuilder, Type, Value};
 use std::collections::HashMap;
@@ -86,7 +86,7 @@ impl Nest {
     pub fn new(
         kernel: &Kernel,
         plan: &Plan,
-        sizes: Sizes,
+        sizes: Dims,
         root: NodeId,
         ty: AxisSet,
         extra: &[AxisSet],
@@ -103,11 +103,11 @@ impl Nest {
             let one = AxisSet::SCALAR.with(axis);
             match dims.last_mut() {
                 Some(last) if mergeable(&types, last.axes, axis) => {
-                    last.size *= sizes.of(axis);
+                    last.size *= sizes.size(axis);
                     last.axes = last.axes.with(axis);
                 }
                 _ => dims.push(Dim {
-                    size: sizes.of(axis),
+                    size: sizes.size(axis),
                     axes: one,
                 }),
             }

@@ -8,8 +8,8 @@
 //! operations done by runtime helpers (`std`, `softmax`, `normalize`, `pc1`), which read a
 //! whole tensor.
 
-use super::Sizes;
 use crate::axes::{Axis, AxisSet};
+use crate::dims::Dims;
 use crate::ir::{Kernel, NodeId, Op};
 use crate::ops::ReduceOp;
 
@@ -78,14 +78,14 @@ fn live(kernel: &Kernel) -> Vec<bool> {
 }
 
 /// The axes of `ty` whose size is not 1, in canonical order: the loops a nest over `ty` needs.
-pub fn loop_axes(ty: AxisSet, sizes: Sizes) -> Vec<Axis> {
-    ty.iter().filter(|&a| sizes.of(a) != 1).collect()
+pub fn loop_axes(ty: AxisSet, sizes: Dims) -> Vec<Axis> {
+    ty.iter().filter(|&a| sizes.size(a) != 1).collect()
 }
 
 /// Whether a reduction of a `ty` value over `axes` needs an accumulator buffer: when the
 /// innermost loop is kept (partial sums per output element), or when a reduced loop is outside
 /// a kept one (a result is only final after the outer loops finish).
-pub fn needs_accumulator(ty: AxisSet, axes: AxisSet, sizes: Sizes) -> bool {
+pub fn needs_accumulator(ty: AxisSet, axes: AxisSet, sizes: Dims) -> bool {
     let order = loop_axes(ty, sizes);
     let register = order.last().is_some_and(|a| axes.contains(*a));
     let first_reduced = order.iter().position(|a| axes.contains(*a));
@@ -97,7 +97,7 @@ fn round16(bytes: usize) -> usize {
     bytes.div_ceil(16) * 16
 }
 
-pub fn plan(kernel: &Kernel, sizes: Sizes) -> Plan {
+pub fn plan(kernel: &Kernel, sizes: Dims) -> Plan {
     let live = live(kernel);
     let mut materialized: Vec<bool> = kernel
         .nodes

@@ -1,4 +1,4 @@
-//! The post-processing of a function lowered with an output size (SPEC §3): the
+//! The post-processing of a function lowered with an output size (docs/run.md): the
 //! program's `[h,w]` map, which the stages wrote to scratch, is sanitized (non-finite values set
 //! to 0 and counted), min-maxed, resized bilinearly along w and then along h, and min-maxed again
 //! into `out`. The values are those of the runtime's `Post::apply`: the same f32 operations on
@@ -23,6 +23,9 @@ const TAP_BYTES: usize = 16;
 pub struct Scale {
     pub from: [usize; 2],
     pub to: [usize; 2],
+    /// Whether the function also writes the sanitized map at feature resolution (a second
+    /// output, the fourth parameter).
+    pub keep_raw: bool,
 }
 
 impl Scale {
@@ -59,6 +62,8 @@ pub(super) struct Buffers {
     /// `h·ow` values: the map resized along w.
     pub rows: Value,
     pub out: Value,
+    /// Where the sanitized map is copied before the min-max, when the function keeps it.
+    pub raw: Option<Value>,
     pub taps: Value,
 }
 
@@ -67,6 +72,9 @@ impl Cx<'_, '_> {
     pub(super) fn post_process(&mut self, scale: Scale, at: Buffers) -> Value {
         let ([h, w], [oh, ow]) = (scale.from, scale.to);
         let (extremes, bad) = self.sanitize(at.map, h * w);
+        if let Some(raw) = at.raw {
+            self.copy(at.map, raw, h * w);
+        }
         // After sanitizing, the minimum is finite: no check needed.
         self.normalize(at.map, h * w, extremes);
         let rows = if w == ow {

@@ -8,7 +8,7 @@
 //!     float* scratch,                     // gridDim.x * scratch_floats(k,d,h,w) floats
 //!     int* bad,                           // n counts of non-finite values (out_h > 0), or NULL
 //!     int n, int k, int d, int h, int w,  // d = 1 for 2-D layers
-//!     int out_h, int out_w);              // 0, 0: the raw map; else SPEC §3's post-processing
+//!     int out_h, int out_w);              // 0, 0: the raw map; else post-processed (docs/run.md)
 //! ```
 //! Launch with `blockDim.x = 512` and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
 //! every `gridDim.x`-th image after it. All of one image's work is done by one block: each
@@ -23,36 +23,21 @@ mod prelude;
 mod stage;
 
 use crate::axes::{Axis, AxisSet};
+use crate::dtype::Dtype;
 use crate::ir::{Kernel, NodeId, Op};
 use std::fmt::Write;
 
 /// Threads per block every entry point must be launched with.
 pub const THREADS: u32 = 512;
 
-/// How a kernel input is stored: computation is f32 whatever the storage.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Dtype {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl Dtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::F32 => "f32",
-            Dtype::F16 => "f16",
-            Dtype::Bf16 => "bf16",
-        }
-    }
-
-    /// The element type of the input pointer in the generated C (16-bit types are read as bits).
-    fn c_type(self) -> &'static str {
-        match self {
-            Dtype::F32 => "float",
-            Dtype::F16 => "camc_f16",
-            Dtype::Bf16 => "camc_bf16",
-        }
+/// The element type of an input pointer in the generated C (16-bit types are read as bits);
+/// `None` for types a kernel does not read as stored.
+fn c_type(dtype: Dtype) -> Option<&'static str> {
+    match dtype {
+        Dtype::F32 => Some("float"),
+        Dtype::F16 => Some("camc_f16"),
+        Dtype::Bf16 => Some("camc_bf16"),
+        _ => None,
     }
 }
 
@@ -60,6 +45,8 @@ impl Dtype {
 pub enum Error {
     #[error("variant {got:?} has {} dtypes for a kernel of {expected} inputs", got.len())]
     VariantArity { expected: usize, got: Vec<Dtype> },
+    #[error("variant {got:?}: kernel inputs are f32, f16 or bf16")]
+    VariantDtype { got: Vec<Dtype> },
 }
 
 /// A written `.cu` file.
@@ -150,6 +137,9 @@ pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> 
                 expected: kernel.inputs.len(),
                 got: variant.clone(),
             });
+        }
+        if !variant.iter().all(|d| d.is_input()) {
+            return Err(Error::VariantDtype { got: variant.clone() });
         }
     }
     let expanded = expand::expand(kernel)?;
@@ -282,10 +272,10 @@ fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
     let params: Vec<String> = dtypes
         .iter()
         .enumerate()
-        .map(|(i, d)| format!("const {}* in{i}", d.c_type()))
+        .map(|(i, &d)| format!("const {}* in{i}", c_type(d).unwrap_or("float")))
         .collect();
     let args: Vec<String> = (0..dtypes.len()).map(|i| format!("in{i}")).collect();
-    let types: Vec<&str> = dtypes.iter().map(|d| d.c_type()).collect();
+    let types: Vec<&str> = dtypes.iter().map(|&d| c_type(d).unwrap_or("float")).collect();
     let _ = writeln!(
         out,
         "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}(\n    {}float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {{",

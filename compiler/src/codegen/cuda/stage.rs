@@ -170,7 +170,7 @@ impl Stages<'_> {
 
     /// The output stage: every element of the output type, grid-strided over the block. When
     /// `scaled`, a call with `out_h > 0` writes the map to scratch and post-processes it into
-    /// `out` (SPEC §3).
+    /// `out` (docs/run.md).
     fn output(&self, out: &mut String, scaled: bool) {
         let ty = self.kernel.output_ty();
         let _ = writeln!(out, "        {{ // output {ty}");

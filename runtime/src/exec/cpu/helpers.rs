@@ -3,10 +3,10 @@
 //! `camc_helper`, which computes `std`, `softmax`, `normalize` and `pc1` with the interpreter's
 //! own code (in f64), on a tensor the kernel has materialized.
 
-use crate::dims::Dims;
 use crate::interp;
 use camc_compiler::axes::AxisSet;
 use camc_compiler::codegen::clif::{axes_from_bits, HelperOp, HELPER, LIBM};
+use camc_compiler::dims::Dims;
 use camc_compiler::ops::ReduceOp;
 
 extern "C" fn expf(x: f32) -> f32 {

@@ -4,10 +4,12 @@
 
 mod helpers;
 
-use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor, ImageSink};
-use crate::dims::Dims;
+use super::{ExecError, Executor, Maps, Outputs, Sink, Spec};
+use crate::batch::{Batch, Data};
+use crate::postprocess::host_maps;
 use camc_compiler::axes::{Axis, AxisSet};
-use camc_compiler::codegen::clif::{self, Sizes};
+use camc_compiler::codegen::clif;
+use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
 use cranelift_codegen::ir::{UserExternalName, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
@@ -20,31 +22,42 @@ use std::sync::{Mutex, TryLockError};
 type KernelFn = unsafe extern "C" fn(*const *const f32, *mut f32, *mut u8);
 /// The same with the post-processing: returns the map's number of non-finite values.
 type ScaledFn = unsafe extern "C" fn(*const *const f32, *mut f32, *mut u8) -> i64;
+/// The same, also writing the sanitized raw map through the fourth pointer.
+type ScaledRawFn = unsafe extern "C" fn(*const *const f32, *mut f32, *mut u8, *mut f32) -> i64;
 
 pub struct CpuExecutor {
-    kernel: Kernel,
-    dims: Dims,
-    raw: Compiled<KernelFn>,
-    /// The function with the post-processing to the size last asked for, compiled on demand.
-    scaled: Option<([usize; 2], Compiled<ScaledFn>)>,
+    spec: Spec,
+    compiled: Compiled,
     /// One set of buffers per rayon thread, kept from image to image and batch to batch: a
     /// worker's buffers are allocated (and their pages faulted in) once.
     workers: Vec<Mutex<Worker>>,
 }
 
+/// The entry point compiled for the executor's [`Outputs`].
+#[derive(Copy, Clone)]
+enum Entry {
+    /// The raw map; the post-processing, where asked for, on the host (results that are not
+    /// 2-D maps).
+    Raw(KernelFn),
+    /// The post-processed map, computed in the function.
+    Scaled(ScaledFn),
+    /// Both maps, computed in the function.
+    ScaledKeepingRaw(ScaledRawFn),
+}
+
 /// A compiled function and the JIT module owning its machine code.
-struct Compiled<F> {
-    function: F,
+struct Compiled {
+    entry: Entry,
     scratch_bytes: usize,
     /// Freed on drop.
     module: Option<JITModule>,
 }
 
-impl<F> Drop for Compiled<F> {
+impl Drop for Compiled {
     fn drop(&mut self) {
         if let Some(module) = self.module.take() {
-            // SAFETY: callers of `function` borrow the executor, which owns `self`, so no call
-            // is in flight, and the pointer is dropped with `self`.
+            // SAFETY: callers of `entry` borrow the executor, which owns `self`, so no call is
+            // in flight, and the pointer is dropped with `self`.
             unsafe { module.free_memory() };
         }
     }
@@ -57,12 +70,13 @@ fn backend(message: impl ToString) -> ExecError {
     }
 }
 
-/// The JIT module holding the compiled kernel (with the post-processing to `size` if given),
-/// the kernel's address and its scratch size.
+/// The JIT module holding the compiled kernel (with the post-processing to `size` if given,
+/// keeping the raw map too with `keep_raw`), the kernel's address and its scratch size.
 fn compile(
     kernel: &Kernel,
     dims: Dims,
     size: Option<[usize; 2]>,
+    keep_raw: bool,
 ) -> Result<(JITModule, *const u8, usize), ExecError> {
     let mut flags = settings::builder();
     for (name, value) in [
@@ -81,11 +95,10 @@ fn compile(
         builder.symbol(name, address);
     }
     let mut module = JITModule::new(builder);
-    let sizes = Sizes([dims.k, dims.d, dims.h, dims.w]);
     let target = module.target_config();
     let lowered = match size {
-        None => clif::lower(kernel, sizes, target),
-        Some(size) => clif::lower_scaled(kernel, sizes, size, target),
+        None => clif::lower(kernel, dims, target),
+        Some(size) => clif::lower_scaled(kernel, dims, size, keep_raw, target),
     }
     .map_err(backend)?;
     let mut function = lowered.function;
@@ -120,66 +133,55 @@ fn compile(
 }
 
 impl CpuExecutor {
-    pub fn new(kernel: &Kernel, dims: Dims) -> Result<CpuExecutor, ExecError> {
-        let (module, address, scratch_bytes) = compile(kernel, dims, None)?;
-        // SAFETY: the function was defined with `clif::signature(_, false)` under the target's
-        // default calling convention, which is `extern "C"`'s on this machine.
-        let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(address) };
+    /// Compiles `kernel` for `dims` and `outputs`: a 2-D map post-processed to `H,W` gets the
+    /// post-processing compiled into the function (each image goes from the inputs to its
+    /// resized map in one call, on one thread); any other result is computed raw and
+    /// post-processed on the host.
+    pub fn new(kernel: &Kernel, dims: Dims, outputs: Outputs) -> Result<CpuExecutor, ExecError> {
+        let spec = Spec::new(kernel, dims, outputs)?;
+        let outputs = &spec.outputs;
+        let map = AxisSet::SCALAR.with(Axis::H).with(Axis::W);
+        let fused = match outputs.processed.as_deref() {
+            Some(&[height, width]) if kernel.output_ty() == map => Some([height, width]),
+            _ => None,
+        };
+        let keep_raw = fused.is_some() && outputs.raw;
+        let (module, address, scratch_bytes) = compile(kernel, dims, fused, keep_raw)?;
+        // SAFETY: the function was defined with `clif::signature` for these outputs under the
+        // target's default calling convention, which is `extern "C"`'s on this machine.
+        let entry = unsafe {
+            match (fused, keep_raw) {
+                (None, _) => Entry::Raw(std::mem::transmute::<*const u8, KernelFn>(address)),
+                (Some(_), false) => Entry::Scaled(std::mem::transmute::<*const u8, ScaledFn>(address)),
+                (Some(_), true) => {
+                    Entry::ScaledKeepingRaw(std::mem::transmute::<*const u8, ScaledRawFn>(address))
+                }
+            }
+        };
         Ok(CpuExecutor {
-            kernel: kernel.clone(),
-            dims,
-            raw: Compiled {
-                function,
+            spec,
+            compiled: Compiled {
+                entry,
                 scratch_bytes,
                 module: Some(module),
             },
-            scaled: None,
             workers: (0..rayon::current_num_threads().max(1))
                 .map(|_| Mutex::default())
                 .collect(),
         })
     }
-
-    /// The function post-processing to `size`, compiled on first use.
-    fn scaled(&mut self, size: [usize; 2]) -> Result<&Compiled<ScaledFn>, ExecError> {
-        if self
-            .scaled
-            .as_ref()
-            .is_none_or(|(compiled_for, _)| *compiled_for != size)
-        {
-            let (module, address, scratch_bytes) = compile(&self.kernel, self.dims, Some(size))?;
-            // SAFETY: defined with `clif::signature(_, true)`, as in `new`.
-            let function = unsafe { std::mem::transmute::<*const u8, ScaledFn>(address) };
-            let compiled = Compiled {
-                function,
-                scratch_bytes,
-                module: Some(module),
-            };
-            self.scaled = Some((size, compiled));
-        }
-        Ok(&self.scaled.as_ref().expect("compiled above").1)
-    }
-}
-
-/// What [`CpuExecutor::scaling`] found.
-enum Scaling<'a> {
-    /// The result is not a 2-D map or `size` not `H,W`: nothing touched.
-    Unsupported,
-    /// No image or an empty size: nothing to compute.
-    Empty,
-    /// The call, and the values of one map.
-    Ready(Call<'a, ScaledFn>, usize),
 }
 
 /// One worker's buffers: the kernel's scratch memory, each input's image as f32 where it is
-/// read from its file or converted from f16/bf16, halves read from a file, and a map for
-/// [`Executor::run_scaled_each`].
+/// read from its file or converted from f16/bf16, halves read from a file, and one image's
+/// raw and processed maps.
 #[derive(Default)]
 struct Worker {
     scratch: Vec<u128>,
     converted: Vec<Vec<f32>>,
     halves: Vec<u16>,
-    map: Vec<f32>,
+    raw: Vec<f32>,
+    processed: Vec<f32>,
 }
 
 impl Executor for CpuExecutor {
@@ -187,148 +189,44 @@ impl Executor for CpuExecutor {
         "cpu"
     }
 
-    fn run(&mut self, batch: &Batch<'_>, out: &mut [f32]) -> Result<(), ExecError> {
-        check_batch(&self.kernel, self.dims, batch, out)?;
-        let out_len = self.dims.len(self.kernel.output_ty());
-        if batch.n == 0 || out_len == 0 {
-            return Ok(());
-        }
-        let call = self.call();
-        out.par_chunks_mut(out_len)
-            .enumerate()
-            .try_for_each(|(image, result)| call.image(batch, image, result).map(drop))
+    fn spec(&self) -> &Spec {
+        &self.spec
     }
 
-    /// The post-processing compiled into the kernel (`clif::lower_scaled`): each image goes
-    /// from the inputs to its resized map in one call, on one thread, with no batch-wide raw
-    /// buffer and no second pass.
-    fn run_scaled(
-        &mut self,
-        batch: &Batch<'_>,
-        size: &[usize],
-        out: &mut [f32],
-        bad: &mut [usize],
-    ) -> Result<bool, ExecError> {
-        let (call, per_image) = match self.scaling(batch, size, out.len(), bad)? {
-            Scaling::Unsupported => return Ok(false),
-            Scaling::Empty => return Ok(true),
-            Scaling::Ready(call, per_image) => (call, per_image),
-        };
-        out.par_chunks_mut(per_image)
-            .zip(bad.par_iter_mut())
-            .enumerate()
-            .try_for_each(|(image, (result, bad))| {
-                *bad = call.image(batch, image, result)? as usize;
-                Ok::<_, ExecError>(())
-            })?;
-        Ok(true)
-    }
-
-    /// As [`CpuExecutor::run_scaled`], each map computed into its worker's buffer of one image
-    /// and handed to `sink` from there, while it is still in the worker's cache.
-    fn run_scaled_each(
-        &mut self,
-        batch: &Batch<'_>,
-        size: &[usize],
-        bad: &mut [usize],
-        sink: &ImageSink<'_>,
-    ) -> Result<bool, ExecError> {
-        let out_len = batch.n * size.iter().product::<usize>();
-        let (call, per_image) = match self.scaling(batch, size, out_len, bad)? {
-            Scaling::Unsupported => return Ok(false),
-            Scaling::Empty => return Ok(true),
-            Scaling::Ready(call, per_image) => (call, per_image),
-        };
-        bad.par_iter_mut().enumerate().try_for_each(|(image, bad)| {
-            *bad = call.image_to(batch, image, per_image, sink)? as usize;
-            Ok::<_, ExecError>(())
-        })?;
-        Ok(true)
-    }
-}
-
-impl CpuExecutor {
-    /// What the compiled post-processing does with a batch scaled to `size` (`out_len` output
-    /// values in all), the batch checked against it where it applies; compiles the function on
-    /// first use.
-    fn scaling(
-        &mut self,
-        batch: &Batch<'_>,
-        size: &[usize],
-        out_len: usize,
-        bad: &[usize],
-    ) -> Result<Scaling<'_>, ExecError> {
-        let hw = AxisSet::SCALAR.with(Axis::H).with(Axis::W);
-        let (&[height, width], true) = (size, self.kernel.output_ty() == hw) else {
-            return Ok(Scaling::Unsupported);
-        };
-        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out_len, bad)?;
-        if batch.n == 0 || height * width == 0 {
-            return Ok(Scaling::Empty);
-        }
-        let lens = self.lens();
-        self.scaled([height, width])?;
-        let compiled = &self.scaled.as_ref().expect("compiled above").1;
+    /// Images in parallel; each image's maps are computed into its worker's buffers and handed
+    /// to `sink` from there, while they are still in the worker's cache.
+    fn run(&mut self, batch: &Batch<'_>, sink: &Sink<'_>) -> Result<(), ExecError> {
+        self.spec.check(batch)?;
         let call = Call {
-            function: compiled.function,
-            lens,
-            scratch_bytes: compiled.scratch_bytes,
+            entry: self.compiled.entry,
+            lens: self.spec.input_lens(),
+            scratch_bytes: self.compiled.scratch_bytes,
             workers: &self.workers,
+            outputs: &self.spec.outputs,
+            raw_shape: self.spec.raw_shape(),
+            raw_len: self.spec.dims.len(self.spec.kernel.output_ty()),
         };
-        Ok(Scaling::Ready(call, height * width))
-    }
-
-    /// Values per image of each input.
-    fn lens(&self) -> Vec<usize> {
-        self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect()
-    }
-
-    fn call(&self) -> Call<'_, KernelFn> {
-        Call {
-            function: self.raw.function,
-            lens: self.lens(),
-            scratch_bytes: self.raw.scratch_bytes,
-            workers: &self.workers,
-        }
-    }
-}
-
-/// A compiled entry point as the workers call it.
-trait Entry: Copy + Send + Sync {
-    /// Calls the function; returns the number of non-finite values it reports (0 for a raw
-    /// kernel).
-    ///
-    /// # Safety
-    /// The pointers must be valid for the sizes the function was compiled for.
-    unsafe fn call(self, inputs: *const *const f32, out: *mut f32, scratch: *mut u8) -> i64;
-}
-
-impl Entry for KernelFn {
-    unsafe fn call(self, inputs: *const *const f32, out: *mut f32, scratch: *mut u8) -> i64 {
-        // SAFETY: as the caller promised.
-        unsafe { self(inputs, out, scratch) };
-        0
-    }
-}
-
-impl Entry for ScaledFn {
-    unsafe fn call(self, inputs: *const *const f32, out: *mut f32, scratch: *mut u8) -> i64 {
-        // SAFETY: as the caller promised.
-        unsafe { self(inputs, out, scratch) }
+        (0..batch.n)
+            .into_par_iter()
+            .try_for_each(|image| call.image(batch, image, sink))
     }
 }
 
 /// What the worker threads need to call the kernel (the executor itself, owning the JIT module,
 /// is not shared between threads).
-struct Call<'a, F> {
-    function: F,
+struct Call<'a> {
+    entry: Entry,
     /// Values per image of each input.
     lens: Vec<usize>,
     scratch_bytes: usize,
     workers: &'a [Mutex<Worker>],
+    outputs: &'a Outputs,
+    raw_shape: Vec<usize>,
+    /// Values of one raw map.
+    raw_len: usize,
 }
 
-impl<F: Entry> Call<'_, F> {
+impl Call<'_> {
     /// Calls `f` with the calling thread's buffers (rayon's threads each have their own); a
     /// thread finding its slot taken (a thread of another pool, or `f` re-entered through the
     /// sink) gets fresh buffers rather than waiting for them.
@@ -341,41 +239,22 @@ impl<F: Entry> Call<'_, F> {
         }
     }
 
-    /// Runs the kernel on image `image` of the (checked) batch into `result`; returns what the
-    /// function returns ([`Entry::call`]).
-    fn image(&self, batch: &Batch<'_>, image: usize, result: &mut [f32]) -> Result<i64, ExecError> {
-        self.with_worker(|worker| self.compute(worker, batch, image, result))
-    }
-
-    /// [`Call::image`] into the worker's buffer of one map (`per_image` values), handed to
-    /// `sink` from there.
-    fn image_to(
-        &self,
-        batch: &Batch<'_>,
-        image: usize,
-        per_image: usize,
-        sink: &ImageSink<'_>,
-    ) -> Result<i64, ExecError> {
+    /// Runs the kernel on image `image` of the (checked) batch and hands its maps to `sink`.
+    fn image(&self, batch: &Batch<'_>, image: usize, sink: &Sink<'_>) -> Result<(), ExecError> {
         self.with_worker(|worker| {
-            let mut map = std::mem::take(&mut worker.map);
-            map.resize(per_image, 0.0);
-            let bad = self.compute(worker, batch, image, &mut map);
-            let sunk = bad.is_ok().then(|| sink(image, &map).map_err(ExecError::Sink));
-            worker.map = map;
-            sunk.transpose()?;
-            bad
+            let maps = self.compute(worker, batch, image)?;
+            sink(image, maps).map_err(ExecError::Sink)
         })
     }
 
-    /// [`Call::image`] with the worker's buffers. An input that lies in a file is read from
-    /// there into the worker's buffer (positional reads: no page faults, nothing mapped to undo).
-    fn compute(
+    /// One image's maps in the worker's buffers. An input that lies in a file is read from there
+    /// into the worker's buffer (positional reads: no page faults, nothing mapped to undo).
+    fn compute<'w>(
         &self,
-        worker: &mut Worker,
+        worker: &'w mut Worker,
         batch: &Batch<'_>,
         image: usize,
-        result: &mut [f32],
-    ) -> Result<i64, ExecError> {
+    ) -> Result<Maps<'w>, ExecError> {
         let inputs = batch.inputs.len();
         worker.converted.resize_with(inputs, Vec::new);
         let scratch = self.scratch_bytes.div_ceil(16);
@@ -395,15 +274,48 @@ impl<F: Entry> Call<'_, F> {
                 .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
             pointers.push(converted.as_ptr());
         }
-        // SAFETY: `check_batch` (or `check_scaled_batch`) checked that every input holds `n`
-        // images of its type and `result` one image's output (a file's image was read whole);
+        let processed_len = self.outputs.processed.as_ref().map_or(0, |s| s.iter().product());
+        let (inputs, scratch) = (pointers.as_ptr(), worker.scratch.as_mut_ptr().cast());
+        // SAFETY: `Spec::check` checked that every input holds `n` images of its type (a file's
+        // image was read whole); the output buffers are sized for the function's outputs and
         // scratch has at least the size the lowering asked for.
-        Ok(unsafe {
-            self.function.call(
-                pointers.as_ptr(),
-                result.as_mut_ptr(),
-                worker.scratch.as_mut_ptr().cast(),
-            )
-        })
+        match self.entry {
+            Entry::Raw(function) => {
+                worker.raw.resize(self.raw_len, 0.0);
+                unsafe { function(inputs, worker.raw.as_mut_ptr(), scratch) };
+                Ok(host_maps(
+                    &mut worker.raw,
+                    &self.raw_shape,
+                    self.outputs,
+                    &mut worker.processed,
+                ))
+            }
+            Entry::Scaled(function) => {
+                worker.processed.resize(processed_len, 0.0);
+                let bad = unsafe { function(inputs, worker.processed.as_mut_ptr(), scratch) };
+                Ok(Maps {
+                    raw: &[],
+                    processed: &worker.processed,
+                    nonfinite: bad.max(0) as usize,
+                })
+            }
+            Entry::ScaledKeepingRaw(function) => {
+                worker.processed.resize(processed_len, 0.0);
+                worker.raw.resize(self.raw_len, 0.0);
+                let bad = unsafe {
+                    function(
+                        inputs,
+                        worker.processed.as_mut_ptr(),
+                        scratch,
+                        worker.raw.as_mut_ptr(),
+                    )
+                };
+                Ok(Maps {
+                    raw: &worker.raw,
+                    processed: &worker.processed,
+                    nonfinite: bad.max(0) as usize,
+                })
+            }
+        }
     }
 }

@@ -1,23 +1,27 @@
 //! The CUDA executor: the kernel's CUDA C (`camc_compiler::codegen::cuda`) compiled by NVRTC,
-//! cached ([`cache`]), loaded on GPU 0 and launched batch after batch. A batch larger than the
+//! kept in the PTX store ([`ptx_store`]), loaded on GPU 0 and launched batch after batch. A batch larger than the
 //! device's free memory allows is split into chunks. Missing CUDA libraries or GPU, an NVRTC
 //! error or a driver error are all [`ExecError::Backend`], never a panic.
 
-pub mod cache;
 mod device;
 mod lane;
 pub mod nvrtc;
+pub mod ptx_store;
 
 pub use device::{gpu_present, Timing};
 
-use super::{check_batch, check_scaled_batch, Batch, Data, ExecError, Executor};
-use crate::dims::Dims;
-use cache::{KernelCache, Origin};
-use camc_compiler::codegen::cuda::{self, Dtype};
+use super::{ExecError, Executor, Maps, Outputs, Sink, Spec};
+use crate::batch::{Batch, Data};
+use crate::postprocess::host_maps;
+use camc_compiler::codegen::cuda;
+use camc_compiler::dims::Dims;
+use camc_compiler::dtype::Dtype;
 use camc_compiler::ir::Kernel;
 use cudarc::driver::CudaFunction;
 use device::{Buffers, Device, Launch};
 use lane::Lane;
+use ptx_store::{Origin, PtxStore};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,25 +32,27 @@ fn backend(message: impl Into<String>) -> ExecError {
     }
 }
 
-/// PTX for the kernel's entry point for `dtypes`, through `cache`. Returns the PTX, the entry
+/// PTX for the kernel's entry point for `dtypes`, through `store`. Returns the PTX, the entry
 /// point's name and where the PTX came from. Needs only NVRTC.
 pub fn ptx_for(
     kernel: &Kernel,
     dtypes: &[Dtype],
     arch: &str,
-    cache: &KernelCache,
+    store: &PtxStore,
 ) -> Result<(Arc<str>, String, Origin), String> {
     let source = cuda::write(kernel, &[dtypes.to_vec()]).map_err(|e| e.to_string())?;
     let version = nvrtc::version()?;
-    let key = cache::key(&source.text, version, arch);
+    let key = ptx_store::key(&source.text, version, arch);
     let name = format!("{}.cu", kernel.name);
-    let (ptx, origin) = cache.get_or_compile(&key, || nvrtc::compile_ptx(&source.text, &name, arch))?;
+    let (ptx, origin) = store.get_or_compile(&key, || nvrtc::compile_ptx(&source.text, &name, arch))?;
     Ok((ptx, source.entries[0].clone(), origin))
 }
 
 pub struct CudaExecutor {
-    kernel: Kernel,
-    dims: Dims,
+    spec: Spec,
+    /// The output size the kernel post-processes to (`[0, 0]`: it writes raw maps, and the
+    /// post-processing, where asked for, is done on the host).
+    out_size: [i32; 2],
     device: Device,
     functions: HashMap<Vec<Dtype>, CudaFunction>,
     /// For [`CudaExecutor::profile`]; runs go through `lanes`.
@@ -54,13 +60,27 @@ pub struct CudaExecutor {
     lanes: Vec<Lane>,
     scratch_floats: usize,
     max_images: usize,
-    cache: Option<Arc<KernelCache>>,
+    store: Option<Arc<PtxStore>>,
 }
 
 impl CudaExecutor {
     /// Opens GPU 0 and checks that the kernel can be written for it; compiling waits for the
-    /// first batch, whose dtypes pick the entry point.
-    pub fn new(kernel: &Kernel, dims: Dims) -> Result<CudaExecutor, ExecError> {
+    /// first batch, whose dtypes pick the entry point. A 2-D map post-processed to `H,W` (and
+    /// not asked for raw as well) is post-processed in the kernel; anything else is computed
+    /// raw and post-processed on the host.
+    pub fn new(kernel: &Kernel, dims: Dims, outputs: Outputs) -> Result<CudaExecutor, ExecError> {
+        let spec = Spec::new(kernel, dims, outputs)?;
+        let outputs = &spec.outputs;
+        let out_size = match outputs.processed.as_deref() {
+            Some(&[height, width]) if cuda::scalable(kernel) && !outputs.raw => {
+                size_i32(height * width, "output values per image")?;
+                [
+                    size_i32(height, "output height")?,
+                    size_i32(width, "output width")?,
+                ]
+            }
+            _ => [0, 0],
+        };
         let source = cuda::write(kernel, &[]).map_err(|e| backend(e.to_string()))?;
         // The kernel indexes within one image in 32-bit integers (64-bit only across images).
         let largest = kernel
@@ -75,21 +95,21 @@ impl CudaExecutor {
         nvrtc::available().map_err(backend)?;
         let device = Device::open().map_err(backend)?;
         Ok(CudaExecutor {
-            kernel: kernel.clone(),
-            dims,
+            spec,
+            out_size,
             device,
             functions: HashMap::new(),
             buffers: Buffers::default(),
             lanes: Vec::new(),
             scratch_floats: source.scratch_floats(|a| dims.size(a)),
             max_images: 65536,
-            cache: None,
+            store: None,
         })
     }
 
-    /// Uses `cache` for compiled kernels instead of the process-wide one.
-    pub fn with_cache(mut self, cache: Arc<KernelCache>) -> CudaExecutor {
-        self.cache = Some(cache);
+    /// Uses `store` for compiled kernels instead of the process-wide one.
+    pub fn with_ptx_store(mut self, store: Arc<PtxStore>) -> CudaExecutor {
+        self.store = Some(store);
         self
     }
 
@@ -98,15 +118,15 @@ impl CudaExecutor {
         self.max_images = images.max(1);
     }
 
-    /// Compiles (or finds in a cache) and loads the entry point for inputs of `dtypes`; says
+    /// Compiles (or finds in the PTX store) and loads the entry point for inputs of `dtypes`; says
     /// where it came from. A run does this itself on its first batch of these dtypes.
     pub fn prepare(&mut self, dtypes: &[Dtype]) -> Result<Origin, ExecError> {
         if self.functions.contains_key(dtypes) {
             return Ok(Origin::Memory);
         }
-        let cache = self.cache.as_deref().unwrap_or_else(|| KernelCache::global());
+        let store = self.store.as_deref().unwrap_or_else(|| PtxStore::global());
         let (ptx, entry, origin) =
-            ptx_for(&self.kernel, dtypes, &self.device.arch, cache).map_err(backend)?;
+            ptx_for(&self.spec.kernel, dtypes, &self.device.arch, store).map_err(backend)?;
         let f = self.device.load(&ptx, &entry).map_err(backend)?;
         self.functions.insert(dtypes.to_vec(), f);
         Ok(origin)
@@ -123,9 +143,8 @@ impl CudaExecutor {
     /// For benchmarks: the best GPU time of `repeats` launches over the whole batch at once
     /// (inputs uploaded beforehand), and of a device-to-device copy of the same input bytes.
     pub fn profile(&mut self, batch: &Batch<'_>, repeats: usize) -> Result<Timing, ExecError> {
-        let out_len = self.dims.len(self.kernel.output_ty());
-        check_batch(&self.kernel, self.dims, batch, &vec![0.0; batch.n * out_len])?;
-        let dtypes: Vec<Dtype> = batch.inputs.iter().map(dtype).collect();
+        self.spec.check(batch)?;
+        let dtypes: Vec<Dtype> = batch.inputs.iter().map(Data::dtype).collect();
         let function = self.function(&dtypes)?;
         let inputs: Vec<&[u8]> = batch.inputs.iter().map(bytes).collect();
         let launch = self.launch(inputs, batch.n, [0, 0])?;
@@ -142,10 +161,10 @@ impl CudaExecutor {
         count: usize,
         out_size: [i32; 2],
     ) -> Result<Launch<'a>, ExecError> {
-        let dims = self.dims;
+        let dims = self.spec.dims;
         let grid = count.min(8 * self.device.multiprocessors).max(1);
         let per_image = match out_size {
-            [0, 0] => dims.len(self.kernel.output_ty()),
+            [0, 0] => dims.len(self.spec.kernel.output_ty()),
             [h, w] => h as usize * w as usize,
         };
         Ok(Launch {
@@ -193,14 +212,6 @@ fn bytes<'a>(data: &Data<'a>) -> &'a [u8] {
     }
 }
 
-fn dtype(data: &Data<'_>) -> Dtype {
-    match data {
-        Data::F32(_) => Dtype::F32,
-        Data::F16(_) => Dtype::F16,
-        Data::Bf16(_) => Dtype::Bf16,
-    }
-}
-
 fn size_i32(value: usize, what: &str) -> Result<i32, ExecError> {
     i32::try_from(value).map_err(|_| backend(format!("{what} = {value} is too large for the CUDA kernel")))
 }
@@ -210,36 +221,43 @@ impl Executor for CudaExecutor {
         "cuda"
     }
 
-    fn run(&mut self, batch: &Batch<'_>, out: &mut [f32]) -> Result<(), ExecError> {
-        check_batch(&self.kernel, self.dims, batch, out)?;
-        self.launches(batch, out, [0, 0], &mut [])
+    fn spec(&self) -> &Spec {
+        &self.spec
     }
 
-    fn run_scaled(
-        &mut self,
-        batch: &Batch<'_>,
-        size: &[usize],
-        out: &mut [f32],
-        bad: &mut [usize],
-    ) -> Result<bool, ExecError> {
-        let &[height, width] = size else {
-            return Ok(false);
+    /// The batch's maps computed on the device into one host buffer (in launches that fit the
+    /// device's memory), then handed to `sink` image by image.
+    fn run(&mut self, batch: &Batch<'_>, sink: &Sink<'_>) -> Result<(), ExecError> {
+        self.spec.check(batch)?;
+        let per_image = match self.out_size {
+            [0, 0] => self.spec.dims.len(self.spec.kernel.output_ty()),
+            [h, w] => h as usize * w as usize,
         };
-        if !cuda::scalable(&self.kernel) || height == 0 || width == 0 {
-            return Ok(false);
+        let mut out = vec![0.0; batch.n * per_image];
+        if self.out_size != [0, 0] {
+            let mut counts = vec![0i32; batch.n];
+            self.launches(batch, &mut out, self.out_size, &mut counts)?;
+            return out
+                .par_chunks(per_image.max(1))
+                .zip(counts)
+                .enumerate()
+                .try_for_each(|(image, (processed, bad))| {
+                    let maps = Maps {
+                        raw: &[],
+                        processed,
+                        nonfinite: bad.max(0) as usize,
+                    };
+                    sink(image, maps).map_err(ExecError::Sink)
+                });
         }
-        check_scaled_batch(&self.kernel, self.dims, batch, [height, width], out.len(), bad)?;
-        size_i32(height * width, "output values per image")?;
-        let out_size = [
-            size_i32(height, "output height")?,
-            size_i32(width, "output width")?,
-        ];
-        let mut counts = vec![0i32; batch.n];
-        self.launches(batch, out, out_size, &mut counts)?;
-        for (b, c) in bad.iter_mut().zip(counts) {
-            *b = c.max(0) as usize;
-        }
-        Ok(true)
+        self.launches(batch, &mut out, [0, 0], &mut [])?;
+        let shape = self.spec.raw_shape();
+        let outputs = &self.spec.outputs;
+        out.par_chunks_mut(per_image.max(1))
+            .enumerate()
+            .try_for_each_init(Vec::new, |processed, (image, raw)| {
+                sink(image, host_maps(raw, &shape, outputs, processed)).map_err(ExecError::Sink)
+            })
     }
 }
 
@@ -256,7 +274,7 @@ impl CudaExecutor {
         if batch.n == 0 {
             return Ok(());
         }
-        let dtypes: Vec<Dtype> = batch.inputs.iter().map(dtype).collect();
+        let dtypes: Vec<Dtype> = batch.inputs.iter().map(Data::dtype).collect();
         let function = self.function(&dtypes)?;
         let out_per_image = out.len() / batch.n;
         let all: Vec<&[u8]> = batch.inputs.iter().map(bytes).collect();

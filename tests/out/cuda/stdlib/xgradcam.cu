@@ -117,7 +117,7 @@ __device__ __forceinline__ void camc_tap(int dst, int from, int to, int* low, in
     *low = l; *high = l + 1; *t = position - below;
 }
 
-// SPEC §3's post-processing of one h x w map by the whole block, as pytorch-grad-cam's
+// The post-processing of one h x w map by the whole block (docs/run.md), as pytorch-grad-cam's
 // scale_cam_image does it: non-finite values set to 0 (counted into *bad), min-max, bilinear
 // resize to oh x ow (along w first, then h), min-max again, written to y.
 __device__ void camc_scale_image(float* raw, float* y, int* bad, int h, int w, int oh, int ow,

@@ -1,5 +1,6 @@
-//! The kernel cache: PTX kept in memory for the process and on disk across runs, keyed by a hash
-//! of the CUDA source, the NVRTC version and the GPU architecture, so a repeat run skips NVRTC.
+//! The PTX store: compiled kernels kept in memory for the process and on disk across runs, keyed
+//! by a hash of the CUDA source, the NVRTC version and the GPU architecture, so a repeat run
+//! skips NVRTC.
 //! The folder is `$CAMC_CACHE_DIR`, else `$XDG_CACHE_HOME/camc/cuda`, else `~/.cache/camc/cuda`.
 //! The disk is best effort: a folder that cannot be read or written only means compiling again.
 
@@ -15,12 +16,12 @@ pub enum Origin {
     Compiled,
 }
 
-pub struct KernelCache {
+pub struct PtxStore {
     dir: Option<PathBuf>,
     memory: Mutex<HashMap<String, Arc<str>>>,
 }
 
-/// The cache key: 32 hex digits over the source, NVRTC's version and the architecture.
+/// The store key: 32 hex digits over the source, NVRTC's version and the architecture.
 pub fn key(source: &str, nvrtc: (i32, i32), arch: &str) -> String {
     let text = format!("camc-ptx-v1\0{}.{}\0{arch}\0{source}", nvrtc.0, nvrtc.1);
     let a = fnv1a(text.as_bytes(), 0xcbf2_9ce4_8422_2325);
@@ -46,19 +47,19 @@ pub fn default_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|d| d.join(".cache/camc/cuda")))
 }
 
-impl KernelCache {
-    /// A cache on `dir` (memory only when `None`).
-    pub fn new(dir: Option<PathBuf>) -> KernelCache {
-        KernelCache {
+impl PtxStore {
+    /// A store on `dir` (memory only when `None`).
+    pub fn new(dir: Option<PathBuf>) -> PtxStore {
+        PtxStore {
             dir,
             memory: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The process-wide cache on [`default_dir`].
-    pub fn global() -> &'static KernelCache {
-        static CACHE: OnceLock<KernelCache> = OnceLock::new();
-        CACHE.get_or_init(|| KernelCache::new(default_dir()))
+    /// The process-wide store on [`default_dir`].
+    pub fn global() -> &'static PtxStore {
+        static CACHE: OnceLock<PtxStore> = OnceLock::new();
+        CACHE.get_or_init(|| PtxStore::new(default_dir()))
     }
 
     fn path(dir: &Path, key: &str) -> PathBuf {
@@ -129,21 +130,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("camc-cache-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ptx = "// ptx\n.entry camc_k_f32()\n";
-        let first = KernelCache::new(Some(dir.clone()));
+        let first = PtxStore::new(Some(dir.clone()));
         let (got, origin) = first.get_or_compile("abc", || Ok(ptx.into())).expect("compiles");
         assert_eq!((&*got, origin), (ptx, Origin::Compiled));
         let (_, origin) = first
             .get_or_compile("abc", || Err("no".into()))
             .expect("in memory");
         assert_eq!(origin, Origin::Memory);
-        let second = KernelCache::new(Some(dir.clone()));
+        let second = PtxStore::new(Some(dir.clone()));
         let (got, origin) = second
             .get_or_compile("abc", || Err("must not compile".into()))
             .expect("on disk");
         assert_eq!((&*got, origin), (ptx, Origin::Disk));
         // A damaged file is compiled again, and a failed compile is an error, not a panic.
         std::fs::write(dir.join("abc.ptx"), "garbage").expect("write");
-        let third = KernelCache::new(Some(dir.clone()));
+        let third = PtxStore::new(Some(dir.clone()));
         assert_eq!(
             third
                 .get_or_compile("abc", || Err("nvrtc says no".into()))
@@ -155,7 +156,7 @@ mod tests {
 
     #[test]
     fn a_cache_without_a_folder_keeps_kernels_in_memory() {
-        let cache = KernelCache::new(None);
+        let cache = PtxStore::new(None);
         let (_, origin) = cache
             .get_or_compile("k", || Ok(".entry x".into()))
             .expect("compiles");

@@ -4,8 +4,8 @@
 
 use super::probe::Probe;
 use super::term::{k, khw};
-use crate::cache::{Cache, CacheError};
 use camc_compiler::axes::AxisSet;
+use camc_runtime::cache::{Cache, CacheError};
 
 /// Terminal `name`'s type from its cache shape, given `A`'s `[n,k,h,w]`.
 fn terminal_type(cache: &Cache, name: &str, a_shape: &[usize]) -> Result<AxisSet, CacheError> {

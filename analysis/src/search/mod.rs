@@ -1,4 +1,4 @@
-//! The search engine (SPEC §6): enumerate programs `relu(sum[k](WEIGHTS * A))` by size, prune
+//! The search engine (docs/search.md): enumerate programs `relu(sum[k](WEIGHTS * A))` by size, prune
 //! equivalent ones on a probe set, evaluate the rest on a metric, keep the best.
 
 pub mod driver;

@@ -1,7 +1,7 @@
 //! Overlays: written as PNG, read back, checked pixel by pixel.
 
-use camc_runtime::metrics::BBox;
-use camc_runtime::overlay::*;
+use camc_analysis::metrics::BBox;
+use camc_analysis::overlay::*;
 
 const H: usize = 6;
 const W: usize = 8;

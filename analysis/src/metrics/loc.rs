@@ -1,4 +1,4 @@
-//! `loc`: Grad-CAM weakly-supervised localization (SPEC §5).
+//! `loc`: Grad-CAM weakly-supervised localization (docs/metrics.md).
 
 use super::boxes::{clipped, PixelRange};
 use super::{need_boxes, Better, ImageInput, Map, Mean, Metric, MetricError, MetricValue, Need};

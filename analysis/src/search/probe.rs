@@ -1,11 +1,13 @@
 //! Values of terms on a probe set of images: how the enumerator tells equivalent terms apart
 //! without compiling them. A term of type `[]`, `[k]` or `[k,h,w]` holds, per probe image,
-//! 1, `channels` or `channels·spatial` values. Reductions follow the interpreter (f64
-//! accumulation, NaN-propagating max/min, population std).
+//! 1, `channels` or `channels·spatial` values. Reductions are the interpreter's
+//! ([`reduce_group`]: f64 accumulation, NaN-propagating max/min, population std).
 
 use super::term::{Term, TermId, TermOp, SAFE_DIV_EPS};
 use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::dims::{offset, Dims};
 use camc_compiler::ops::{BinaryOp, ReduceOp};
+use camc_runtime::interp::reduce_group;
 
 /// Terminal tensors on some images and channels.
 pub struct Probe {
@@ -17,29 +19,20 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The probe's sizes: its channels, and its positions as one `w` axis (`h` = 1).
+    fn dims(&self) -> Dims {
+        Dims::new(self.channels, 1, 1, self.spatial)
+    }
+
     /// Values per image of a term of type `ty`.
     pub fn len(&self, ty: AxisSet) -> usize {
-        let mut len = 1;
-        if ty.contains(Axis::K) {
-            len *= self.channels;
-        }
-        if ty.contains(Axis::H) {
-            len *= self.spatial;
-        }
-        len
+        self.dims().len(ty)
     }
 
     /// Index into a value of type `ty` for image `p`, channel `c`, position `s`.
     fn at(&self, ty: AxisSet, p: usize, c: usize, s: usize) -> usize {
-        let per_image = self.len(ty);
-        let mut i = p * per_image;
-        if ty.contains(Axis::K) {
-            i += c * if ty.contains(Axis::H) { self.spatial } else { 1 };
-        }
-        if ty.contains(Axis::H) {
-            i += s;
-        }
-        i
+        let dims = self.dims();
+        p * dims.len(ty) + offset(&dims.strides(ty), &[c, 0, 0, s])
     }
 
     pub fn binary(&self, op: BinaryOp, ta: AxisSet, a: &[f32], tb: AxisSet, b: &[f32]) -> Vec<f32> {
@@ -59,7 +52,14 @@ impl Probe {
 
     /// A `[k,h,w]` value reduced over `[h,w]`.
     pub fn reduce(&self, op: ReduceOp, x: &[f32]) -> Vec<f32> {
-        x.chunks(self.spatial).map(|group| reduce(op, group)).collect()
+        let mut widened = Vec::with_capacity(self.spatial);
+        x.chunks(self.spatial)
+            .map(|group| {
+                widened.clear();
+                widened.extend(group.iter().map(|&v| v as f64));
+                reduce_group(&widened, op)
+            })
+            .collect()
     }
 
     /// A term's values, computed from its operands' (`values` holds them by id).
@@ -101,30 +101,6 @@ impl Probe {
         }
         out.into_iter().map(|v| (v as f32).max(0.0)).collect()
     }
-}
-
-fn reduce(op: ReduceOp, group: &[f32]) -> f32 {
-    let n = group.len() as f64;
-    let sum: f64 = group.iter().map(|&v| v as f64).sum();
-    let extreme = |pick: fn(f64, f64) -> f64| {
-        if group.iter().any(|v| v.is_nan()) {
-            f64::NAN
-        } else {
-            group.iter().map(|&v| v as f64).reduce(pick).unwrap_or(f64::NAN)
-        }
-    };
-    let value = match op {
-        ReduceOp::Sum => sum,
-        ReduceOp::Mean => sum / n,
-        ReduceOp::Max => extreme(f64::max),
-        ReduceOp::Min => extreme(f64::min),
-        ReduceOp::Norm => group.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt(),
-        ReduceOp::Std => {
-            let mean = sum / n;
-            (group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
-        }
-    };
-    value as f32
 }
 
 /// A fingerprint of values that ignores differences below ~1e-4 relative: terms with the same

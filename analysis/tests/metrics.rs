@@ -1,6 +1,6 @@
 //! Metrics against hand-computed values on tiny inputs (docs/metrics.md).
 
-use camc_runtime::metrics::*;
+use camc_analysis::metrics::*;
 
 fn map(h: usize, w: usize, data: &[f32]) -> Map<'_> {
     Map::new(data, h, w).unwrap()

@@ -1,7 +1,7 @@
 //! Sizes of the named axes for a dataset, and the layout of per-image tensors: canonical axis
 //! order (k, d, h, w), row-major, absent axes omitted.
 
-use camc_compiler::axes::{Axis, AxisSet};
+use crate::axes::{Axis, AxisSet};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Dims {
@@ -26,6 +26,11 @@ impl Dims {
         }
     }
 
+    /// The sizes in `Axis::ALL` order.
+    pub const fn array(&self) -> [usize; 4] {
+        [self.k, self.d, self.h, self.w]
+    }
+
     /// Number of elements of a per-image tensor of type `ty`.
     pub fn len(&self, ty: AxisSet) -> usize {
         ty.iter().map(|a| self.size(a)).product()
@@ -43,6 +48,11 @@ impl Dims {
             }
         }
         strides
+    }
+
+    /// The stride of `axis` in a tensor of type `ty` (elements); 0 when `ty` lacks the axis.
+    pub fn stride(&self, ty: AxisSet, axis: Axis) -> usize {
+        self.strides(ty)[axis as usize]
     }
 
     /// Every multi-index (k, d, h, w) of a tensor of type `ty`, in layout order; absent axes

@@ -1,4 +1,4 @@
-//! Pixel-level box metrics: `iou`, `pointing`, `energy` (SPEC §5).
+//! Pixel-level box metrics: `iou`, `pointing`, `energy` (docs/metrics.md).
 
 use super::boxes::{clipped, PixelRange};
 use super::{need_boxes, Better, ImageInput, Map, Mean, Metric, MetricError, MetricValue, Need};

@@ -1,16 +1,16 @@
-//! Scoring a program on a cache: run it, post-process, and feed each image's maps to metric
-//! accumulators together with what the metrics need from the cache (boxes, the head, `A`,
+//! Scoring a program on a cache: run it (post-processed by its executor), and feed each image's
+//! maps to metric accumulators together with what the metrics need from the cache (boxes, the head, `A`,
 //! the perturbed maps). Shared by `camc eval`, `camc run --png` and `camc search`.
 
-use crate::cache::{Binding, Cache, CacheError};
-use crate::exec::Executor;
 use crate::metrics::{
     boxes_per_image, check_needs, confidences, metric_by_name, BBox, FeatureInput, Head, ImageInput, Map,
     Metric, MetricError, MetricValue, Need,
 };
-use crate::postprocess::{minmax, Post};
-use crate::run::{Run, RunError, RunStats};
 use camc_compiler::ir::Kernel;
+use camc_runtime::cache::{Binding, Cache, CacheError};
+use camc_runtime::exec::{ExecError, Executor, Outputs};
+use camc_runtime::postprocess::minmax;
+use camc_runtime::run::{Run, RunError, RunStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -152,8 +152,25 @@ pub struct Evaluation<'a> {
 pub type Grouping<'g> = &'g dyn Fn(usize) -> Option<usize>;
 
 impl Evaluation<'_> {
+    /// The outputs an executor must compute for `groups`: the map post-processed to the
+    /// metrics' size, and the raw map too where a metric reads the activations (the
+    /// feature-level metrics mask `A` with the min-maxed raw map).
+    pub fn outputs(&self, groups: &[Vec<Box<dyn Metric>>]) -> Outputs {
+        let size = self.data.size.clone();
+        if groups
+            .iter()
+            .flatten()
+            .any(|m| m.needs().contains(&Need::Activations))
+        {
+            Outputs::both(size)
+        } else {
+            Outputs::processed(size)
+        }
+    }
+
     /// Runs the program and feeds every image to `groups[grouping(image)]`; `each(image, map)`
-    /// sees every post-processed map (overlays, keeping maps). Returns the run's statistics.
+    /// sees every post-processed map (overlays, keeping maps). `executor` must have been built
+    /// for [`Evaluation::outputs`]. Returns the run's statistics.
     pub fn score(
         &self,
         executor: &mut dyn Executor,
@@ -162,26 +179,27 @@ impl Evaluation<'_> {
         mut each: impl FnMut(usize, &[f32]) -> Result<(), String>,
         progress: impl FnMut(usize),
     ) -> Result<RunStats, EvalError> {
-        let size = self.data.size.clone();
-        let map_len: usize = size.iter().product();
+        let wanted = self.outputs(groups);
+        if executor.outputs() != &wanted {
+            return Err(EvalError::Run(RunError::Exec(ExecError::Outputs(format!(
+                "the executor computes {:?}, the metrics need {wanted:?}",
+                executor.outputs()
+            )))));
+        }
+        let map_len: usize = self.data.size.iter().product();
         let job = Run {
-            kernel: self.kernel,
             binding: self.binding,
-            post: Post::Scale { size: size.clone() },
             batch: self.batch,
             strict: false,
         };
         let raw_len = self.binding.dims.len(self.kernel.output_ty());
-        let needs_features = groups
-            .iter()
-            .flatten()
-            .any(|m| m.needs().contains(&Need::Activations));
+        let needs_features = wanted.raw;
         let head = match &self.data.head {
             Some((w, b)) => Some(Head::new(w, b, self.binding.dims.k)?),
             None => None,
         };
         let mut failure: Option<EvalError> = None;
-        let stats = job.execute_with_raw(
+        let stats = job.execute_in_order(
             executor,
             |first, raw, processed| {
                 let n = processed.len() / map_len.max(1);
@@ -195,8 +213,13 @@ impl Evaluation<'_> {
                     let map = &processed[i * map_len..(i + 1) * map_len];
                     each(image, map)?;
                     let Some(group) = grouping(image) else { continue };
-                    let mut saliency = raw[i * raw_len..(i + 1) * raw_len].to_vec();
-                    minmax(&mut saliency);
+                    let saliency = if needs_features {
+                        let mut saliency = raw[i * raw_len..(i + 1) * raw_len].to_vec();
+                        minmax(&mut saliency);
+                        saliency
+                    } else {
+                        Vec::new()
+                    };
                     let a = activations
                         .as_ref()
                         .map(|a| &a[i * self.binding.dims.k * raw_len..][..self.binding.dims.k * raw_len]);

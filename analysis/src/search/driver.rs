@@ -5,22 +5,23 @@ use super::enumerate::{Enumerator, PruneStats};
 use super::probe_set::probes;
 use super::space::Space;
 use super::term::{source, tensors_used, Term, TermId};
-use crate::cache::{Binding, Cache};
 use crate::evaluate::{fresh, values, Evaluation, MetricData};
-use crate::exec::Executor;
 use crate::metrics::{Better, Metric};
-use crate::Dims;
 use camc_compiler::axes::AxisSet;
+use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;
+use camc_runtime::cache::{Binding, Cache};
+use camc_runtime::exec::{Executor, Outputs};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Makes an executor for a kernel on the dataset's sizes (the CLI picks the backend).
-pub type ExecutorFactory<'f> = &'f dyn Fn(&Kernel, Dims) -> Result<Box<dyn Executor>, String>;
+/// Makes an executor for a kernel on the dataset's sizes with these outputs (the CLI picks the
+/// backend).
+pub type ExecutorFactory<'f> = &'f dyn Fn(&Kernel, Dims, Outputs) -> Result<Box<dyn Executor>, String>;
 
 /// One evaluated program: the unit of checkpoints and of the report.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -290,7 +291,6 @@ impl Search<'_> {
         factory: ExecutorFactory,
     ) -> Result<(Option<f64>, Option<f64>), String> {
         let binding = Binding::new(self.cache, kernel).map_err(|e| e.to_string())?;
-        let mut executor = factory(kernel, binding.dims)?;
         let evaluation = Evaluation {
             kernel,
             binding: &binding,
@@ -301,6 +301,7 @@ impl Search<'_> {
         };
         let names: Vec<&'static str> = self.objective.iter().map(|(n, _)| *n).collect();
         let mut groups: Vec<Vec<Box<dyn Metric>>> = vec![fresh(&names), fresh(&names)];
+        let mut executor = factory(kernel, binding.dims, evaluation.outputs(&groups))?;
         evaluation
             .score(
                 executor.as_mut(),

@@ -1,4 +1,4 @@
-//! The search space (SPEC §6): which terminals, constants and operators programs of the form
+//! The search space (docs/search.md): which terminals, constants and operators programs of the form
 //! `relu(sum[k](WEIGHTS * A))` may use, read from a TOML file; every field has a default.
 
 use camc_compiler::ops::{BinaryOp, ReduceOp, UnaryOp};

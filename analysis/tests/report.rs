@@ -1,7 +1,7 @@
 //! The HTML report holds the metric table and the overlay references.
 
-use camc_runtime::metrics::{Better, MetricValue};
-use camc_runtime::report::*;
+use camc_analysis::metrics::{Better, MetricValue};
+use camc_analysis::report::*;
 
 fn value(name: &'static str, value: Option<f64>, better: Better) -> MetricValue {
     MetricValue {

@@ -1,4 +1,4 @@
-//! Ground-truth boxes: `x0,y0,x1,y1` in input pixels, `x1`,`y1` exclusive (SPEC §2).
+//! Ground-truth boxes: `x0,y0,x1,y1` in input pixels, `x1`,`y1` exclusive (docs/cache.md).
 
 use super::MetricError;
 

@@ -1,4 +1,4 @@
-//! Evaluation metrics (SPEC §5) as streaming accumulators over per-image inputs.
+//! Evaluation metrics (docs/metrics.md) as streaming accumulators over per-image inputs.
 //!
 //! Every metric implements [`Metric`]: `add` one image at a time (so `eval` and `search` stream
 //! over batches), then `finish` for the values. The inputs are plain slices: the post-processed
@@ -150,7 +150,7 @@ impl<'a> Map<'a> {
 /// Everything a metric may read about one image. Fields a metric does not need may be `None`.
 #[derive(Copy, Clone, Debug)]
 pub struct ImageInput<'a> {
-    /// The post-processed heatmap at input size (SPEC §3), values in [0,1].
+    /// The post-processed heatmap at input size (docs/run.md), values in [0,1].
     pub map: Map<'a>,
     /// Ground-truth boxes of this image in input pixels: `None` when the cache has none,
     /// `Some(&[])` for an image without boxes (skipped and counted by box metrics).

@@ -11,6 +11,7 @@ use camc_runtime::cache::{Binding, Cache, CacheError};
 use camc_runtime::exec::{ExecError, Executor, Outputs};
 use camc_runtime::postprocess::minmax;
 use camc_runtime::run::{Run, RunError, RunStats};
+use rayon::prelude::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -148,8 +149,11 @@ pub struct Evaluation<'a> {
     pub perturbed: Option<&'a [f32]>,
 }
 
+/// One image's group of accumulators and a score for each of its metrics.
+type GroupScores = (usize, Vec<Option<f64>>);
+
 /// Per image: which group of accumulators it feeds (e.g. train 0 / holdout 1), or `None`.
-pub type Grouping<'g> = &'g dyn Fn(usize) -> Option<usize>;
+pub type Grouping<'g> = &'g (dyn Fn(usize) -> Option<usize> + Sync);
 
 impl Evaluation<'_> {
     /// The outputs an executor must compute for `groups`: the map post-processed to the
@@ -198,6 +202,7 @@ impl Evaluation<'_> {
             Some((w, b)) => Some(Head::new(w, b, self.binding.dims.k)?),
             None => None,
         };
+        let k = self.binding.dims.k;
         let mut failure: Option<EvalError> = None;
         let stats = job.execute_in_order(
             executor,
@@ -208,24 +213,49 @@ impl Evaluation<'_> {
                 } else {
                     None
                 };
+                let map = |i: usize| &processed[i * map_len..(i + 1) * map_len];
                 for i in 0..n {
-                    let image = first + i;
-                    let map = &processed[i * map_len..(i + 1) * map_len];
-                    each(image, map)?;
-                    let Some(group) = grouping(image) else { continue };
-                    let saliency = if needs_features {
-                        let mut saliency = raw[i * raw_len..(i + 1) * raw_len].to_vec();
-                        minmax(&mut saliency);
-                        saliency
-                    } else {
-                        Vec::new()
-                    };
-                    let a = activations
-                        .as_ref()
-                        .map(|a| &a[i * self.binding.dims.k * raw_len..][..self.binding.dims.k * raw_len]);
-                    if let Err(error) = self.feed(&mut groups[group], image, map, &saliency, a, head) {
-                        failure = Some(error);
-                        return Err(String::new());
+                    each(first + i, map(i))?;
+                }
+                // Each image is scored on its own thread; the scores are then accumulated in
+                // image order, so the values do not depend on the number of threads.
+                let metrics: &[Vec<Box<dyn Metric>>] = groups;
+                let scores: Vec<Result<Option<GroupScores>, EvalError>> = (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let image = first + i;
+                        let Some(group) = grouping(image) else {
+                            return Ok(None);
+                        };
+                        let saliency = if needs_features {
+                            let mut saliency = raw[i * raw_len..(i + 1) * raw_len].to_vec();
+                            minmax(&mut saliency);
+                            saliency
+                        } else {
+                            Vec::new()
+                        };
+                        let a = activations.as_ref().map(|a| &a[i * k * raw_len..][..k * raw_len]);
+                        let input = self.input(image, map(i), &saliency, a, head)?;
+                        let at = |error| EvalError::Image { image, error };
+                        let values = metrics[group]
+                            .iter()
+                            .map(|m| m.score(&input).map_err(at))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(Some((group, values)))
+                    })
+                    .collect();
+                for scored in scores {
+                    match scored {
+                        Ok(None) => {}
+                        Ok(Some((group, values))) => {
+                            for (metric, value) in groups[group].iter_mut().zip(values) {
+                                metric.add_score(value);
+                            }
+                        }
+                        Err(error) => {
+                            failure = Some(error);
+                            return Err(String::new());
+                        }
                     }
                 }
                 Ok(())
@@ -254,15 +284,15 @@ impl Evaluation<'_> {
         Ok(out)
     }
 
-    fn feed(
-        &self,
-        metrics: &mut [Box<dyn Metric>],
+    /// What the metrics read about one image.
+    fn input<'i>(
+        &'i self,
         image: usize,
-        map: &[f32],
-        saliency: &[f32],
-        activations: Option<&[f32]>,
-        head: Option<Head<'_>>,
-    ) -> Result<(), EvalError> {
+        map: &'i [f32],
+        saliency: &'i [f32],
+        activations: Option<&'i [f32]>,
+        head: Option<Head<'i>>,
+    ) -> Result<ImageInput<'i>, EvalError> {
         let at = |error| EvalError::Image { image, error };
         let (h, w) = (self.data.size[0], self.data.size[1]);
         let mut input = ImageInput::new(Map::new(map, h, w).map_err(at)?);
@@ -293,10 +323,7 @@ impl Evaluation<'_> {
             let other = perturbed.get(image * h * w..(image + 1) * h * w).unwrap_or(&[]);
             input.perturbed = Some(Map::new(other, h, w).map_err(at)?);
         }
-        for metric in metrics.iter_mut() {
-            metric.add(&input).map_err(at)?;
-        }
-        Ok(())
+        Ok(input)
     }
 }
 

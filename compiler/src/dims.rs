@@ -13,10 +13,12 @@ pub struct Dims {
 }
 
 impl Dims {
+    #[inline]
     pub const fn new(k: usize, d: usize, h: usize, w: usize) -> Dims {
         Dims { k, d, h, w }
     }
 
+    #[inline]
     pub fn size(&self, axis: Axis) -> usize {
         match axis {
             Axis::K => self.k,
@@ -27,17 +29,20 @@ impl Dims {
     }
 
     /// The sizes in `Axis::ALL` order.
+    #[inline]
     pub const fn array(&self) -> [usize; 4] {
         [self.k, self.d, self.h, self.w]
     }
 
     /// Number of elements of a per-image tensor of type `ty`.
+    #[inline]
     pub fn len(&self, ty: AxisSet) -> usize {
         ty.iter().map(|a| self.size(a)).product()
     }
 
     /// The stride of each axis (in `Axis::ALL` order) in a tensor of type `ty`; 0 for absent
     /// axes, which is how broadcasting reads a smaller operand.
+    #[inline]
     pub fn strides(&self, ty: AxisSet) -> [usize; 4] {
         let mut strides = [0; 4];
         let mut stride = 1;
@@ -51,12 +56,14 @@ impl Dims {
     }
 
     /// The stride of `axis` in a tensor of type `ty` (elements); 0 when `ty` lacks the axis.
+    #[inline]
     pub fn stride(&self, ty: AxisSet, axis: Axis) -> usize {
         self.strides(ty)[axis as usize]
     }
 
     /// Every multi-index (k, d, h, w) of a tensor of type `ty`, in layout order; absent axes
     /// stay 0.
+    #[inline]
     pub fn indices(&self, ty: AxisSet) -> impl Iterator<Item = [usize; 4]> + '_ {
         let extent: [usize; 4] = Axis::ALL.map(|a| if ty.contains(a) { self.size(a) } else { 1 });
         let total: usize = extent.iter().product();
@@ -72,6 +79,7 @@ impl Dims {
 }
 
 /// Offset of a multi-index in a tensor with these strides.
+#[inline]
 pub fn offset(strides: &[usize; 4], index: &[usize; 4]) -> usize {
     strides.iter().zip(index).map(|(s, i)| s * i).sum()
 }

@@ -190,7 +190,7 @@ impl Metric for Faithfulness {
         &[Need::Activations, Need::HeadWeight, Need::HeadBias, Need::Target]
     }
 
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError> {
         let c = match (&input.confidences, &input.feature) {
             (Some(c), _) => *c,
             (None, Some(feature)) => confidences(feature)?,
@@ -208,8 +208,11 @@ impl Metric for Faithfulness {
                 )));
             }
         }
-        self.mean.push(self.kind.term(&c));
-        Ok(())
+        Ok(Some(self.kind.term(&c)))
+    }
+
+    fn add_score(&mut self, score: Option<f64>) {
+        self.mean.add(score);
     }
 
     fn finish(&self) -> Vec<MetricValue> {

@@ -29,21 +29,23 @@ impl Metric for Loc {
         &[Need::Boxes]
     }
 
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+    /// The image's IoU; its accuracy follows from it.
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError> {
         let map = input.map;
         let gt = clipped(need_boxes("loc", input)?, map.h, map.w)?;
         if gt.is_empty() {
-            self.iou.skip();
-            self.acc.skip();
-            return Ok(());
+            return Ok(None);
         }
-        let iou = match largest_component_box(&map, LOC_THRESHOLD) {
+        Ok(Some(match largest_component_box(&map, LOC_THRESHOLD) {
             Some(pred) => gt.iter().map(|g| pred.iou(g)).fold(0.0, f64::max),
             None => 0.0,
-        };
-        self.iou.push(iou);
-        self.acc.push(if iou >= LOC_ACC_IOU { 1.0 } else { 0.0 });
-        Ok(())
+        }))
+    }
+
+    fn add_score(&mut self, score: Option<f64>) {
+        self.iou.add(score);
+        self.acc
+            .add(score.map(|iou| if iou >= LOC_ACC_IOU { 1.0 } else { 0.0 }));
     }
 
     fn finish(&self) -> Vec<MetricValue> {

@@ -194,16 +194,25 @@ pub struct FeatureInput<'a> {
 
 /// A streaming metric: `add` images one at a time, `finish` for the values (the first value
 /// is the metric's primary one, e.g. `loc` = mean IoU before `loc_acc`).
-pub trait Metric: Send {
+pub trait Metric: Send + Sync {
     /// The name accepted by [`metric_by_name`].
     fn name(&self) -> &'static str;
     /// The direction of the primary value.
     fn better(&self) -> Better;
     /// Inputs besides the heatmap that [`Metric::add`] reads.
     fn needs(&self) -> &'static [Need];
-    /// Scores one image. An image the metric cannot score by definition (no box) is counted
-    /// as skipped; malformed input is an error and leaves the accumulator unchanged.
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError>;
+    /// One image's score, computed without touching the accumulator (so that images can be
+    /// scored in parallel and accumulated in order): `None` for an image the metric cannot
+    /// score by definition (no box), which is counted as skipped; malformed input is an error.
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError>;
+    /// Accumulates one image's score, in image order.
+    fn add_score(&mut self, score: Option<f64>);
+    /// Scores one image and accumulates it; an error leaves the accumulator unchanged.
+    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+        let score = self.score(input)?;
+        self.add_score(score);
+        Ok(())
+    }
     /// The values so far (does not reset).
     fn finish(&self) -> Vec<MetricValue>;
 }
@@ -313,6 +322,14 @@ impl Mean {
 
     pub(crate) fn skip(&mut self) {
         self.skipped += 1;
+    }
+
+    /// Adds a score, or counts a skipped image.
+    pub(crate) fn add(&mut self, score: Option<f64>) {
+        match score {
+            Some(x) => self.push(x),
+            None => self.skip(),
+        }
     }
 
     /// The mean times `scale`.

@@ -40,10 +40,9 @@ impl Metric for Iou {
         &[Need::Boxes]
     }
 
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError> {
         let Some(mask) = box_mask("iou", input)? else {
-            self.0.skip();
-            return Ok(());
+            return Ok(None);
         };
         let (mut inter, mut union) = (0usize, 0usize);
         for (&v, &inside) in input.map.data.iter().zip(&mask) {
@@ -52,8 +51,11 @@ impl Metric for Iou {
             union += usize::from(pred || inside);
         }
         // `union` ≥ the boxes' area > 0.
-        self.0.push(inter as f64 / union as f64);
-        Ok(())
+        Ok(Some(inter as f64 / union as f64))
+    }
+
+    fn add_score(&mut self, score: Option<f64>) {
+        self.0.add(score);
     }
 
     fn finish(&self) -> Vec<MetricValue> {
@@ -91,14 +93,16 @@ impl Metric for Pointing {
         &[Need::Boxes]
     }
 
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError> {
         let Some(mask) = box_mask("pointing", input)? else {
-            self.0.skip();
-            return Ok(());
+            return Ok(None);
         };
         let hit = argmax(&input.map).is_some_and(|(y, x)| mask[y * input.map.w + x]);
-        self.0.push(if hit { 1.0 } else { 0.0 });
-        Ok(())
+        Ok(Some(if hit { 1.0 } else { 0.0 }))
+    }
+
+    fn add_score(&mut self, score: Option<f64>) {
+        self.0.add(score);
     }
 
     fn finish(&self) -> Vec<MetricValue> {
@@ -123,10 +127,9 @@ impl Metric for Energy {
         &[Need::Boxes]
     }
 
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError> {
         let Some(mask) = box_mask("energy", input)? else {
-            self.0.skip();
-            return Ok(());
+            return Ok(None);
         };
         let (mut inside, mut total) = (0f64, 0f64);
         for (&v, &m) in input.map.data.iter().zip(&mask) {
@@ -137,8 +140,11 @@ impl Metric for Energy {
                 inside += v;
             }
         }
-        self.0.push(if total > 0.0 { inside / total } else { 0.0 });
-        Ok(())
+        Ok(Some(if total > 0.0 { inside / total } else { 0.0 }))
+    }
+
+    fn add_score(&mut self, score: Option<f64>) {
+        self.0.add(score);
     }
 
     fn finish(&self) -> Vec<MetricValue> {

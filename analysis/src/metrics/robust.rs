@@ -52,7 +52,7 @@ impl Metric for Robust {
         &[Need::Perturbed]
     }
 
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError> {
         let other = input.perturbed.ok_or(MetricError::MissingInput {
             metric: "robust",
             input: "heatmap from the perturbed cache",
@@ -63,8 +63,11 @@ impl Metric for Robust {
                 other.h, other.w, input.map.h, input.map.w
             )));
         }
-        self.0.push(pearson(input.map.data, other.data));
-        Ok(())
+        Ok(Some(pearson(input.map.data, other.data)))
+    }
+
+    fn add_score(&mut self, score: Option<f64>) {
+        self.0.add(score);
     }
 
     fn finish(&self) -> Vec<MetricValue> {
@@ -90,11 +93,14 @@ impl Metric for Complexity {
         &[]
     }
 
-    fn add(&mut self, input: &ImageInput<'_>) -> Result<(), MetricError> {
+    fn score(&self, input: &ImageInput<'_>) -> Result<Option<f64>, MetricError> {
         let data = input.map.data;
         let sum: f64 = data.iter().map(|&v| f64::from(v)).sum();
-        self.0.push(sum / data.len() as f64);
-        Ok(())
+        Ok(Some(sum / data.len() as f64))
+    }
+
+    fn add_score(&mut self, score: Option<f64>) {
+        self.0.add(score);
     }
 
     fn finish(&self) -> Vec<MetricValue> {

@@ -29,10 +29,11 @@ impl Probe {
         self.dims().len(ty)
     }
 
-    /// Index into a value of type `ty` for image `p`, channel `c`, position `s`.
-    fn at(&self, ty: AxisSet, p: usize, c: usize, s: usize) -> usize {
+    /// Where image `p`, channel `c`, position `s` of a value of type `ty` lies: `at(p, c, s)`.
+    fn indexer(&self, ty: AxisSet) -> impl Fn(usize, usize, usize) -> usize {
         let dims = self.dims();
-        p * dims.len(ty) + offset(&dims.strides(ty), &[c, 0, 0, s])
+        let (per_image, strides) = (dims.len(ty), dims.strides(ty));
+        move |p, c, s| p * per_image + offset(&strides, &[c, 0, 0, s])
     }
 
     pub fn binary(&self, op: BinaryOp, ta: AxisSet, a: &[f32], tb: AxisSet, b: &[f32]) -> Vec<f32> {
@@ -40,10 +41,11 @@ impl Probe {
         let channels = if ty.contains(Axis::K) { self.channels } else { 1 };
         let spatial = if ty.contains(Axis::H) { self.spatial } else { 1 };
         let mut out = Vec::with_capacity(self.images * channels * spatial);
+        let (at_a, at_b) = (self.indexer(ta), self.indexer(tb));
         for p in 0..self.images {
             for c in 0..channels {
                 for s in 0..spatial {
-                    out.push(op.apply(a[self.at(ta, p, c, s)], b[self.at(tb, p, c, s)]));
+                    out.push(op.apply(a[at_a(p, c, s)], b[at_b(p, c, s)]));
                 }
             }
         }
@@ -90,12 +92,13 @@ impl Probe {
     /// candidate produces, `images × spatial` values.
     pub fn map(&self, weights_ty: AxisSet, weights: &[f32], a: usize) -> Vec<f32> {
         let (ta, values) = &self.terminals[a];
+        let (at_weights, at_a) = (self.indexer(weights_ty), self.indexer(*ta));
         let mut out = vec![0.0f64; self.images * self.spatial];
         for p in 0..self.images {
             for c in 0..self.channels {
                 for s in 0..self.spatial {
-                    let w = weights[self.at(weights_ty, p, c, s)] as f64;
-                    out[p * self.spatial + s] += w * values[self.at(*ta, p, c, s)] as f64;
+                    let w = weights[at_weights(p, c, s)] as f64;
+                    out[p * self.spatial + s] += w * values[at_a(p, c, s)] as f64;
                 }
             }
         }

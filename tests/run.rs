@@ -641,6 +641,58 @@ fn nonfinite_results_warn_or_fail_with_strict() {
     assert!(!out.exists(), "a failed run leaves no output");
 }
 
+#[test]
+fn errors_about_the_program_point_at_its_source() {
+    let dir = temp_dir();
+    let cache = dir.path().join("c.safetensors");
+    write_safetensors(&cache, &[("A", f32s(&[N, K, H, W], &activations()))], &[]);
+    let program = dir.path().join("p.cam");
+    std::fs::write(
+        &program,
+        "# two parameters; the cache has no S\ncam p(A: [k,h,w], S: [k]) = relu(sum[k](S * A))\n",
+    )
+    .expect("written");
+    let out = dir.path().join("o.npy");
+    let missing = camc(&[
+        "run",
+        path_str(&program),
+        "--cache",
+        path_str(&cache),
+        "-o",
+        path_str(&out),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    // The binding error is shown at the parameter's declaration, line 2 of the file.
+    assert_mentions(
+        &stderr(&missing),
+        &[
+            "tensor `S`",
+            "missing",
+            "p.cam:2:",
+            "S: [k]",
+            "the parameter bound to this tensor",
+        ],
+    );
+    // A result that is not finite, under --strict, is shown at the program's result.
+    std::fs::write(&program, "cam p(A: [k,h,w]) = sum[k](A) / 0\n").expect("written");
+    let strict = camc(&[
+        "run",
+        path_str(&program),
+        "--cache",
+        path_str(&cache),
+        "-o",
+        path_str(&out),
+        "--strict",
+        "--backend",
+        "interp",
+    ]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert_mentions(
+        &stderr(&strict),
+        &["non-finite", "p.cam:1:", "sum[k](A) / 0", "this result"],
+    );
+}
+
 mod hostile {
     use super::*;
     use camc_runtime::exec::{interp::InterpExecutor, Executor};

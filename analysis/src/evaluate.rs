@@ -25,6 +25,17 @@ pub enum EvalError {
     Image { image: usize, error: MetricError },
 }
 
+impl EvalError {
+    /// The program source the error is about, where there is one.
+    pub fn span(&self) -> Option<camc_compiler::span::Span> {
+        match self {
+            EvalError::Run(error) => error.span(),
+            EvalError::Cache(error) => error.span(),
+            _ => None,
+        }
+    }
+}
+
 /// What the metrics read from a cache, loaded once: small tensors only (`A` is read per batch).
 pub struct MetricData {
     pub boxes: Option<Vec<Vec<BBox>>>,

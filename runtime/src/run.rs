@@ -22,6 +22,16 @@ pub enum RunError {
     Sink(String),
 }
 
+impl RunError {
+    /// The program source the error is about, where there is one.
+    pub fn span(&self) -> Option<camc_compiler::span::Span> {
+        match self {
+            RunError::Cache(error) => error.span(),
+            _ => None,
+        }
+    }
+}
+
 /// What a run found besides its output.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RunStats {

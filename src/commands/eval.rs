@@ -91,7 +91,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
     for spec in &programs {
         let resolved = program::resolve(spec)?;
         let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
-        let binding = Binding::new(&cache, &kernel).map_err(fail)?;
+        let binding = Binding::new(&cache, &kernel)
+            .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?;
         let perturbed_maps = match &perturbed_cache {
             Some(other) => Some(maps_of(other, &kernel, args.backend, &size, args.batch as usize)?),
             None => None,
@@ -133,7 +134,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
                 },
                 |n| bar.inc(n as u64),
             )
-            .map_err(fail)?;
+            .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?;
         bar.finish_and_clear();
         for (row, cell) in grid.iter_mut().zip(cells) {
             row.cells.push(cell);

@@ -4,6 +4,8 @@
 use super::source;
 use crate::output;
 use crate::Reported;
+use camc_compiler::diag::Diagnostic;
+use camc_compiler::span::Span;
 use camc_compiler::typed::{FuncId, ItemKind, Program};
 use camc_compiler::{check_source, check_stdlib, stdlib, Checked};
 use std::path::Path;
@@ -88,6 +90,24 @@ pub fn resolve(spec: &str) -> Result<Resolved, Reported> {
         },
     };
     Ok(Resolved { checked, root })
+}
+
+impl Resolved {
+    /// Reports an error about running the program: rendered at the program's source where the
+    /// error has a place there (`span`, labelled `label`: a parameter whose cache tensor is
+    /// missing, the result that is not finite), plain otherwise.
+    pub fn fail(&self, message: impl std::fmt::Display, span: Option<Span>, label: &str) -> Reported {
+        match span {
+            Some(span) => eprint!(
+                "{}",
+                Diagnostic::error(span, message.to_string())
+                    .label(label)
+                    .render(&self.checked.sources, output::color_stderr())
+            ),
+            None => output::error(&message.to_string()),
+        }
+        Reported
+    }
 }
 
 /// The optimized kernel of a resolved program with `--set` values.

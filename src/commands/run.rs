@@ -11,7 +11,7 @@ use camc_compiler::opt::Level;
 use camc_runtime::cache::{parse_size, Binding, Cache};
 use camc_runtime::exec::{Maps, Outputs};
 use camc_runtime::heatmap_file::{Format, HeatmapWriter};
-use camc_runtime::run::{scaled_shape, Run, RunStats};
+use camc_runtime::run::{scaled_shape, Run, RunError, RunStats};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -77,7 +77,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let level = if args.fast_math { Level::Fast } else { Level::Exact };
     let kernel = program::compile(&resolved, &knobs, level)?;
     let cache = Cache::open(&args.cache).map_err(fail)?;
-    let binding = Binding::new(&cache, &kernel).map_err(fail)?;
+    let binding = Binding::new(&cache, &kernel)
+        .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?;
     let raw = Outputs::raw_shape(&kernel, binding.dims);
     let outputs = if args.raw {
         Outputs::raw()
@@ -126,9 +127,16 @@ pub fn run(args: Args) -> Result<(), Reported> {
         }
         Ok(())
     };
+    let result_span = kernel.node(kernel.output).span;
     let stats = job
         .execute(executor.as_mut(), &write, |n| bar.inc(n as u64))
-        .map_err(fail)?;
+        .map_err(|e| {
+            // A non-finite result is about what the program computes: shown at its result.
+            match e {
+                RunError::NonFinite { .. } => resolved.fail(&e, Some(result_span), "this result"),
+                _ => resolved.fail(&e, e.span(), "the parameter bound to this tensor"),
+            }
+        })?;
     bar.finish_and_clear();
     writer.finish().map_err(fail)?;
     warn_nonfinite(&stats);

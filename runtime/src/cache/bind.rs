@@ -92,20 +92,16 @@ impl<'c> Binding<'c> {
             .ok_or_else(|| CacheError::Other(format!("cache `{}` has no shard", cache.spec)))?;
         let dims = dims_of(first)?;
         let three_d = first.tensors["A"].shape.len() == 5;
-        if !three_d && kernel.inputs.iter().any(|i| i.ty.contains(Axis::D)) {
-            let input = kernel
-                .inputs
-                .iter()
-                .find(|i| i.ty.contains(Axis::D))
-                .expect("checked");
-            return Err(CacheError::tensor(
+        if let Some(input) = kernel.inputs.iter().find(|i| i.ty.contains(Axis::D) && !three_d) {
+            let error = CacheError::tensor(
                 &first.path,
                 &input.name,
                 format!(
                     "the program declares `{}: {}` but the cache is 2-D (A is [n,k,h,w])",
                     input.name, input.ty
                 ),
-            ));
+            );
+            return Err(error.at(input.span));
         }
         let mut images = 0;
         for shard in &cache.shards {
@@ -127,7 +123,8 @@ impl<'c> Binding<'c> {
                     &input.name,
                     expected_shape(n, dims, input.ty, three_d),
                     input.ty,
-                )?;
+                )
+                .map_err(|e| e.at(input.span))?;
             }
             images += n;
         }

@@ -14,6 +14,7 @@ pub use dtype::Values;
 
 use crate::batch::FileSpan;
 use camc_compiler::dtype::Dtype;
+use camc_compiler::span::Span;
 use memmap2::Mmap;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -31,9 +32,28 @@ pub enum CacheError {
     },
     #[error("{0}")]
     Other(String),
+    /// An error about the tensor a program input binds to, with that input's declaration.
+    #[error("{error}")]
+    Input { span: Span, error: Box<CacheError> },
 }
 
 impl CacheError {
+    /// This error, about the program input declared at `span`.
+    pub fn at(self, span: Span) -> CacheError {
+        CacheError::Input {
+            span,
+            error: Box::new(self),
+        }
+    }
+
+    /// The program source the error is about, where there is one.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            CacheError::Input { span, .. } => Some(*span),
+            _ => None,
+        }
+    }
+
     pub fn file(path: &Path, message: impl Into<String>) -> CacheError {
         CacheError::File {
             path: path.to_path_buf(),

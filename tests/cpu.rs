@@ -320,7 +320,8 @@ fn clif_snapshots_of_every_stdlib_method() {
     let mut failures = Vec::new();
     for name in camc_compiler::stdlib::names() {
         let kernel = stdlib_kernel(name);
-        let lowered = clif::lower(&kernel, sizes, clif::default_target()).expect("lowers");
+        let info = camc_compiler::ir::validate(&kernel).expect("valid");
+        let lowered = clif::lower(&kernel, &info, sizes, clif::default_target()).expect("lowers");
         if let Err(e) = support::snapshot(
             &format!("clif/stdlib/{name}.clif"),
             &clif::text(&kernel, &lowered, sizes),
@@ -335,7 +336,8 @@ fn clif_snapshots_of_every_stdlib_method() {
 fn channel_loops(name: &str, k: usize) -> usize {
     let sizes = Dims::new(k, 1, 7, 7);
     let kernel = stdlib_kernel(name);
-    let lowered = clif::lower(&kernel, sizes, clif::default_target()).expect("lowers");
+    let info = camc_compiler::ir::validate(&kernel).expect("valid");
+    let lowered = clif::lower(&kernel, &info, sizes, clif::default_target()).expect("lowers");
     let text = clif::text(&kernel, &lowered, sizes);
     let bound = format!(" = {k}");
     text.lines()
@@ -401,10 +403,13 @@ fn emit_clif_with_a_size_prints_the_post_processing_snapshot() {
 fn post_processing_needs_a_two_dimensional_result() {
     let gradcam = stdlib_kernel("gradcam");
     let sizes = Dims::new(8, 1, 7, 7);
-    assert!(clif::lower_scaled(&gradcam, sizes, [224, 224], false, clif::default_target()).is_ok());
+    let info = camc_compiler::ir::validate(&gradcam).expect("valid");
+    assert!(clif::lower_scaled(&gradcam, &info, sizes, [224, 224], false, clif::default_target()).is_ok());
     let volume = kernel("cam volume(A: [k,d,h,w]) { sum[k](A) }", Level::Exact);
+    let volume_info = camc_compiler::ir::validate(&volume).expect("valid");
     match clif::lower_scaled(
         &volume,
+        &volume_info,
         Dims::new(8, 3, 7, 7),
         [224, 224],
         false,
@@ -413,7 +418,14 @@ fn post_processing_needs_a_two_dimensional_result() {
         Err(clif::ClifError::NotAMap(_)) => {}
         other => panic!("expected NotAMap, got {:?}", other.err()),
     }
-    match clif::lower_scaled(&gradcam, sizes, [1 << 20, 1 << 20], false, clif::default_target()) {
+    match clif::lower_scaled(
+        &gradcam,
+        &info,
+        sizes,
+        [1 << 20, 1 << 20],
+        false,
+        clif::default_target(),
+    ) {
         Err(clif::ClifError::TooLarge(_)) => {}
         other => panic!("expected TooLarge, got {:?}", other.err()),
     }

@@ -143,6 +143,43 @@ fn hoisting_moves_per_channel_factors_out_of_spatial_reductions() {
 }
 
 #[test]
+fn the_validator_returns_uses_and_liveness() {
+    // %0 = A, %1 = 2, %2 = A * 2 (dead), %3 = A * A, %4 = sum[k](%3): built by hand.
+    use camc_compiler::axes::{Axis, AxisSet};
+    use camc_compiler::span::{SourceId, Span};
+    let span = Span::new(SourceId(0), 0..0);
+    let khw = AxisSet::of(&[Axis::K, Axis::H, Axis::W]);
+    let hw = AxisSet::of(&[Axis::H, Axis::W]);
+    let mut b = ir::Builder::default();
+    let a = b.push(Op::Input(0), khw, span);
+    let two = b.push(Op::Const(2.0), AxisSet::SCALAR, span);
+    b.push(Op::Binary(BinaryOp::Mul, a, two), khw, span);
+    let square = b.push(Op::Binary(BinaryOp::Mul, a, a), khw, span);
+    let output = b.push(
+        Op::Reduce(ReduceOp::Sum, AxisSet::of(&[Axis::K]), square),
+        hw,
+        span,
+    );
+    let kernel = Kernel {
+        name: "by_hand".into(),
+        inputs: vec![ir::Input {
+            name: "A".into(),
+            ty: khw,
+            span,
+        }],
+        nodes: b.nodes,
+        output,
+    };
+    let info = ir::validate(&kernel).expect("valid");
+    assert_eq!(
+        info.uses,
+        [3, 1, 0, 1, 1],
+        "A is used by both products and twice by A * A"
+    );
+    assert_eq!(info.live, [true, false, false, true, true]);
+}
+
+#[test]
 fn the_validator_rejects_broken_kernels() {
     let good = kernel(
         "cam g(A: [k,h,w], G: [k,h,w]) = relu(sum[k](mean[h,w](G) * A))",

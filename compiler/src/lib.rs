@@ -89,7 +89,6 @@ pub fn compile_kernel(
     level: opt::Level,
 ) -> Result<ir::Kernel, CompileError> {
     let mut kernel = ir::lower(program, root, knobs)?;
-    ir::validate(&kernel)?;
-    opt::optimize(&mut kernel, level);
+    opt::optimize(&mut kernel, level)?;
     Ok(kernel)
 }

@@ -86,9 +86,13 @@ pub fn run(args: Args) -> Result<(), Reported> {
             let [k, d, h, w] = args.dims;
             let sizes = camc_compiler::dims::Dims::new(k, d, h, w);
             let target = clif::default_target();
+            let info = camc_compiler::ir::validate(&kernel).map_err(|e| {
+                output::error(&e.to_string());
+                Reported
+            })?;
             let lowered = match args.size {
-                None => clif::lower(&kernel, sizes, target),
-                Some(size) => clif::lower_scaled(&kernel, sizes, size, false, target),
+                None => clif::lower(&kernel, &info, sizes, target),
+                Some(size) => clif::lower_scaled(&kernel, &info, sizes, size, false, target),
             }
             .map_err(|e| {
                 output::error(&e.to_string());

@@ -8,7 +8,7 @@ mod validate;
 
 pub use lower::{lower, LowerError};
 pub use print::print;
-pub use validate::{validate, Invalid};
+pub use validate::{validate, Info, Invalid};
 
 use crate::axes::{Axis, AxisSet};
 use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
@@ -112,18 +112,6 @@ impl Kernel {
 
     pub fn ids(&self) -> impl Iterator<Item = NodeId> {
         (0..self.nodes.len() as u32).map(NodeId)
-    }
-
-    /// How many nodes use each node as an operand (the output counts as one use).
-    pub fn use_counts(&self) -> Vec<u32> {
-        let mut uses = vec![0; self.nodes.len()];
-        for node in &self.nodes {
-            for operand in node.op.operands() {
-                uses[operand.index()] += 1;
-            }
-        }
-        uses[self.output.index()] += 1;
-        uses
     }
 }
 

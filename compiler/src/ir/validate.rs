@@ -12,9 +12,41 @@ pub struct Invalid {
     pub problem: String,
 }
 
+/// What the validator learned about a valid kernel: the side table the optimizer's passes and
+/// the backends read instead of walking the graph again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// How many nodes use each node as an operand (the output counts as one use).
+    pub uses: Vec<u32>,
+    /// Whether the output depends on each node.
+    pub live: Vec<bool>,
+}
+
+impl Info {
+    fn of(kernel: &Kernel) -> Info {
+        let mut uses = vec![0; kernel.nodes.len()];
+        for node in &kernel.nodes {
+            for operand in node.op.operands() {
+                uses[operand.index()] += 1;
+            }
+        }
+        uses[kernel.output.index()] += 1;
+        let mut live = vec![false; kernel.nodes.len()];
+        live[kernel.output.index()] = true;
+        for (i, node) in kernel.nodes.iter().enumerate().rev() {
+            if live[i] {
+                for operand in node.op.operands() {
+                    live[operand.index()] = true;
+                }
+            }
+        }
+        Info { uses, live }
+    }
+}
+
 /// Checks that operands precede their users, that each node's type follows from its operands',
-/// that inputs exist, and that the output is spatial.
-pub fn validate(kernel: &Kernel) -> Result<(), Invalid> {
+/// that inputs exist, and that the output is spatial; returns the kernel's [`Info`].
+pub fn validate(kernel: &Kernel) -> Result<Info, Invalid> {
     let fail = |node: usize, problem: String| Invalid {
         kernel: kernel.name.clone(),
         node: node as u32,
@@ -72,6 +104,6 @@ pub fn validate(kernel: &Kernel) -> Result<(), Invalid> {
             kernel.output.index(),
             format!("the output is {}, not spatial", node.ty),
         )),
-        Some(_) => Ok(()),
+        Some(_) => Ok(Info::of(kernel)),
     }
 }

@@ -3,10 +3,10 @@
 //! put in order first, so `a*b` and `b*a` meet.
 
 use super::rewrite::{rewrite, Rewrite};
-use crate::ir::{Kernel, NodeId, Op};
+use crate::ir::{Info, Kernel, NodeId, Op};
 use std::collections::HashMap;
 
-pub fn run(kernel: &mut Kernel) {
+pub fn run(kernel: &mut Kernel, _: &Info) {
     let mut seen: HashMap<Key, NodeId> = HashMap::new();
     rewrite(kernel, |b, node| {
         let key = key(&node.op);

@@ -1,18 +1,10 @@
 //! Dead-code elimination: drops nodes the output does not depend on, and inputs no node reads
 //! (so a program that ignores `G` does not require it in the cache).
 
-use crate::ir::{Kernel, Node, NodeId, Op};
+use crate::ir::{Info, Kernel, Node, NodeId, Op};
 
-pub fn run(kernel: &mut Kernel) {
-    let mut live = vec![false; kernel.nodes.len()];
-    live[kernel.output.index()] = true;
-    for i in (0..kernel.nodes.len()).rev() {
-        if live[i] {
-            for operand in kernel.nodes[i].op.operands() {
-                live[operand.index()] = true;
-            }
-        }
-    }
+pub fn run(kernel: &mut Kernel, info: &Info) {
+    let live = &info.live;
     let mut input_map: Vec<Option<u32>> = vec![None; kernel.inputs.len()];
     let mut inputs = Vec::new();
     for (i, node) in kernel.nodes.iter().enumerate() {

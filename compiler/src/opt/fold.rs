@@ -3,9 +3,9 @@
 //! branch when that branch already has the result's type.
 
 use super::rewrite::{constant, rewrite, Rewrite};
-use crate::ir::{Kernel, Op};
+use crate::ir::{Info, Kernel, Op};
 
-pub fn run(kernel: &mut Kernel) {
+pub fn run(kernel: &mut Kernel, _: &Info) {
     rewrite(kernel, |b, node| {
         let value = match node.op {
             Op::Unary(f, x) => constant(b, x).map(|x| f.apply(x)),

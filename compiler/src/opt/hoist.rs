@@ -7,13 +7,21 @@
 //! infinite factor), so the pass runs only at `Level::Fast`.
 
 use super::rewrite::{rewrite, Rewrite};
-use crate::ir::{Builder, Kernel, Node, NodeId, Op};
+use crate::ir::{validate, Builder, Info, Kernel, Node, NodeId, Op};
 use crate::ops::{BinaryOp, ReduceOp};
 
-pub fn run(kernel: &mut Kernel) {
+pub fn run(kernel: &mut Kernel, info: &Info) {
+    let mut uses = info.uses.clone();
     // Each application may expose another (`sum(a * (b * x))`); programs are small.
-    for _ in 0..8 {
-        let uses = kernel.use_counts();
+    for round in 0..8 {
+        if round > 0 {
+            // The kernel changed: the validator's table of the new one (a rewrite that broke
+            // the IR stops here, and `optimize` reports it).
+            match validate(kernel) {
+                Ok(info) => uses = info.uses,
+                Err(_) => return,
+            }
+        }
         // Per node of the current arena: is it a reduction of a value used only by it?
         let sole_user: Vec<bool> = kernel
             .nodes

@@ -1,8 +1,8 @@
 //! Optimizer: passes over the IR, one file each, run in the order of [`PASSES`]. The passes of
 //! [`Level::Exact`] keep every value the program computes, NaN and infinities included, up to
 //! float32 rounding; [`Level::Fast`] adds reassociation that can differ where a value is not
-//! finite (like a C compiler's fast-math). The validator re-checks the IR after each pass in
-//! debug builds.
+//! finite (like a C compiler's fast-math). The validator re-checks the IR after each pass and
+//! hands the next pass its side table ([`Info`]: uses, liveness).
 
 mod cse;
 mod dce;
@@ -11,9 +11,10 @@ mod hoist;
 mod rewrite;
 mod simplify;
 
-use crate::ir::{validate, Kernel};
+use crate::ir::{validate, Info, Invalid, Kernel};
 
-pub type Pass = fn(&mut Kernel);
+/// A pass rewrites the kernel, reading the validator's table of the kernel it is given.
+pub type Pass = fn(&mut Kernel, &Info);
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -36,18 +37,21 @@ pub const PASSES: &[(&str, Pass, Level)] = &[
     ("dce", dce::run, Level::Exact),
 ];
 
-pub fn optimize(kernel: &mut Kernel, level: Level) {
+/// Runs the passes of `level` over a valid kernel; returns the optimized kernel's [`Info`], or
+/// what a pass broke (a compiler bug, reported rather than run).
+pub fn optimize(kernel: &mut Kernel, level: Level) -> Result<Info, Invalid> {
+    let mut info = validate(kernel)?;
     for (name, pass, needs) in PASSES {
         if *needs > level {
             continue;
         }
-        pass(kernel);
-        if cfg!(debug_assertions) {
-            if let Err(e) = validate(kernel) {
-                panic!("optimizer pass `{name}` broke the IR: {e}");
-            }
-        }
+        pass(kernel, &info);
+        info = validate(kernel).map_err(|e| Invalid {
+            problem: format!("after optimizer pass `{name}`: {}", e.problem),
+            ..e
+        })?;
     }
+    Ok(info)
 }
 
 /// Runs one pass by name (for tests and `camc emit --pass`).

@@ -3,11 +3,11 @@
 //! collapse. A simplification applies only when it keeps the node's type (no lost broadcast).
 
 use super::rewrite::{constant, rewrite, Rewrite};
-use crate::ir::Kernel;
-use crate::ir::{Builder, Node, NodeId, Op};
+
+use crate::ir::{Builder, Info, Kernel, Node, NodeId, Op};
 use crate::ops::{BinaryOp, UnaryOp};
 
-pub fn run(kernel: &mut Kernel) {
+pub fn run(kernel: &mut Kernel, _: &Info) {
     rewrite(kernel, simplify);
 }
 

@@ -26,7 +26,7 @@ pub use postprocess::Scale;
 
 use crate::axes::{Axis, AxisSet};
 use crate::dims::Dims;
-use crate::ir::Kernel;
+use crate::ir::{Info, Kernel};
 use cranelift_codegen::ir::types;
 use cranelift_codegen::ir::{AbiParam, Function, Signature, UserExternalNameRef, UserFuncName};
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
@@ -118,15 +118,21 @@ pub fn default_target() -> TargetFrontendConfig {
     }
 }
 
-/// Lowers `kernel` for `sizes`; the result is verified.
-pub fn lower(kernel: &Kernel, sizes: Dims, target: TargetFrontendConfig) -> Result<Lowered, ClifError> {
-    lower_with(kernel, sizes, None, target)
+/// Lowers `kernel` (with its validator [`Info`]) for `sizes`; the result is verified.
+pub fn lower(
+    kernel: &Kernel,
+    info: &Info,
+    sizes: Dims,
+    target: TargetFrontendConfig,
+) -> Result<Lowered, ClifError> {
+    lower_with(kernel, info, sizes, None, target)
 }
 
 /// Lowers `kernel`, an `[h,w]` program, for `sizes` with the post-processing to `size` fused in;
 /// with `keep_raw`, the function also writes the sanitized map at feature resolution.
 pub fn lower_scaled(
     kernel: &Kernel,
+    info: &Info,
     sizes: Dims,
     size: [usize; 2],
     keep_raw: bool,
@@ -141,11 +147,12 @@ pub fn lower_scaled(
         to: size,
         keep_raw,
     };
-    lower_with(kernel, sizes, Some(scale), target)
+    lower_with(kernel, info, sizes, Some(scale), target)
 }
 
 fn lower_with(
     kernel: &Kernel,
+    info: &Info,
     sizes: Dims,
     scale: Option<Scale>,
     target: TargetFrontendConfig,
@@ -176,7 +183,7 @@ fn lower_with(
             largest => return Err(ClifError::TooLarge(largest.unwrap_or(usize::MAX))),
         }
     }
-    let plan = plan::plan(kernel, sizes);
+    let plan = plan::plan(kernel, info, sizes);
     let mut function = Function::with_name_signature(
         UserFuncName::user(0, 0),
         signature(target.default_call_conv, scale),

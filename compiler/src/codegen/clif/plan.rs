@@ -10,7 +10,7 @@
 
 use crate::axes::{Axis, AxisSet};
 use crate::dims::Dims;
-use crate::ir::{Kernel, NodeId, Op};
+use crate::ir::{Info, Kernel, NodeId, Op};
 use crate::ops::ReduceOp;
 
 /// Where a materialized value lives for one image.
@@ -63,20 +63,6 @@ fn helper_op(op: &Op) -> Option<HelperOp> {
     }
 }
 
-/// Nodes the output depends on.
-fn live(kernel: &Kernel) -> Vec<bool> {
-    let mut live = vec![false; kernel.nodes.len()];
-    live[kernel.output.index()] = true;
-    for id in kernel.ids().collect::<Vec<_>>().into_iter().rev() {
-        if live[id.index()] {
-            for operand in kernel.node(id).op.operands() {
-                live[operand.index()] = true;
-            }
-        }
-    }
-    live
-}
-
 /// The axes of `ty` whose size is not 1, in canonical order: the loops a nest over `ty` needs.
 pub fn loop_axes(ty: AxisSet, sizes: Dims) -> Vec<Axis> {
     ty.iter().filter(|&a| sizes.size(a) != 1).collect()
@@ -97,8 +83,8 @@ fn round16(bytes: usize) -> usize {
     bytes.div_ceil(16) * 16
 }
 
-pub fn plan(kernel: &Kernel, sizes: Dims) -> Plan {
-    let live = live(kernel);
+pub fn plan(kernel: &Kernel, info: &Info, sizes: Dims) -> Plan {
+    let live = &info.live;
     let mut materialized: Vec<bool> = kernel
         .nodes
         .iter()

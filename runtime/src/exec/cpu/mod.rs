@@ -96,9 +96,12 @@ fn compile(
     }
     let mut module = JITModule::new(builder);
     let target = module.target_config();
+    // The validator's table of the kernel (and a kernel built by hand that is not valid IR is
+    // an error here, not a wrong function).
+    let info = camc_compiler::ir::validate(kernel).map_err(backend)?;
     let lowered = match size {
-        None => clif::lower(kernel, dims, target),
-        Some(size) => clif::lower_scaled(kernel, dims, size, keep_raw, target),
+        None => clif::lower(kernel, &info, dims, target),
+        Some(size) => clif::lower_scaled(kernel, &info, dims, size, keep_raw, target),
     }
     .map_err(backend)?;
     let mut function = lowered.function;

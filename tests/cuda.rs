@@ -756,3 +756,95 @@ fn on_a_gpu_post_processing_in_the_kernel_matches_the_host() {
     }
     support::report(failures);
 }
+
+/// An input shared by all images (`W: [k]`, one tensor for the batch, read by every image's
+/// block) in the generated CUDA, f32, f16 and bf16, against the interpreter. The language cannot
+/// declare a shared parameter yet, so the input is marked in the IR.
+#[test]
+fn emulated_on_the_cpu_an_input_shared_by_all_images_matches_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_an_input_shared_by_all_images_matches_the_interpreter") {
+        return;
+    }
+    let mut kernel = support::kernel(
+        "cam shared(A: [k,h,w], W: [k]) = relu(sum[k](W * A))",
+        Level::Exact,
+    );
+    let w = kernel
+        .inputs
+        .iter()
+        .position(|i| i.name == "W")
+        .expect("W is read");
+    kernel.inputs[w].kind = camc_compiler::ir::InputKind::Shared;
+    let source = cuda::write(&kernel, &cuda::uniform_variants(&kernel)).expect("writes");
+    assert!(
+        source.text.contains(&format!("x{w} = in{w};")),
+        "W is not offset by the image"
+    );
+    let mut cases = Vec::new();
+    for (dims, n) in EMULATED_SIZES {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+            let inputs = kernel
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, input)| {
+                    let len = if i == w { dims.k } else { n * dims.len(input.ty) };
+                    emu::rounded(values(len, i as u64 + 1), dtype)
+                })
+                .collect();
+            cases.push(emu::Case {
+                which: 0,
+                n,
+                dims,
+                inputs,
+                dtype,
+                scaled: None,
+            });
+        }
+    }
+    support::report(compare_emulated(
+        "shared",
+        &[("shared".into(), kernel)],
+        cases,
+        false,
+    ));
+}
+
+/// Integer inputs (a class index per image) and shared inputs: the CUDA writer reads them, NVRTC
+/// compiles them, and inputs of other storage types are refused by the writer.
+#[test]
+fn integer_and_shared_inputs_compile_to_ptx() {
+    let mut kernel = support::kernel(
+        "cam p(A: [k,h,w], W: [k], t: []) = relu(sum[k](W * A)) * t",
+        Level::Exact,
+    );
+    let w = kernel
+        .inputs
+        .iter()
+        .position(|i| i.name == "W")
+        .expect("W is read");
+    kernel.inputs[w].kind = camc_compiler::ir::InputKind::Shared;
+    let mut variant = vec![Dtype::F32; kernel.inputs.len()];
+    let t = kernel
+        .inputs
+        .iter()
+        .position(|i| i.name == "t")
+        .expect("t is read");
+    variant[t] = Dtype::I64;
+    let source = cuda::write(&kernel, &[variant.clone()]).expect("writes");
+    assert!(source.text.contains("long long"), "{}", source.text);
+    variant[t] = Dtype::U8;
+    assert!(matches!(
+        cuda::write(&kernel, &[variant.clone()]),
+        Err(Error::VariantDtype { .. })
+    ));
+    if !nvrtc_or_skip("integer_and_shared_inputs_compile_to_ptx") {
+        return;
+    }
+    let mut variants = Vec::new();
+    for dtype in [Dtype::I64, Dtype::I32] {
+        variant[t] = dtype;
+        variants.push(variant.clone());
+    }
+    support::report(check_ptx("p", &kernel, &variants).err().into_iter().collect());
+}

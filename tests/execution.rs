@@ -6,7 +6,7 @@
 mod support;
 
 use camc_compiler::dims::Dims;
-use camc_compiler::ir::Kernel;
+use camc_compiler::ir::{InputKind, Kernel};
 use camc_compiler::opt::Level;
 use camc_runtime::batch::{Batch, Data};
 use camc_runtime::cache::{Binding, Cache};
@@ -235,5 +235,138 @@ fn a_sink_error_stops_the_run_with_its_message() {
             matches!(&err, ExecError::Sink(m) if m == "disk full"),
             "{backend}: {err}"
         );
+    }
+}
+
+/// The kernel's inputs: `a` for `A`, `other` for its other input.
+fn inputs_in_order<'a>(kernel: &Kernel, a: Data<'a>, other: Data<'a>) -> Vec<Data<'a>> {
+    kernel
+        .inputs
+        .iter()
+        .map(|i| if i.name == "A" { a } else { other })
+        .collect()
+}
+
+/// `relu(sum[k](W * A))` with `W: [k]` shared by all images (the language cannot declare a
+/// shared parameter yet, so the input is marked in the IR).
+fn weighted_by_shared() -> Kernel {
+    let mut kernel = support::kernel("cam p(A: [k,h,w], W: [k]) = relu(sum[k](W * A))", Level::Exact);
+    let w = kernel
+        .inputs
+        .iter()
+        .position(|i| i.name == "W")
+        .expect("W is read");
+    kernel.inputs[w].kind = InputKind::Shared;
+    kernel
+}
+
+/// The map by hand: f64 sums over channels, then ReLU.
+fn weighted_by_hand(a: &[f32], w: &[f32]) -> Vec<f32> {
+    let spatial = DIMS.h * DIMS.w;
+    let mut out = Vec::new();
+    for image in a.chunks(DIMS.k * spatial) {
+        for s in 0..spatial {
+            let sum: f64 = (0..DIMS.k)
+                .map(|c| w[c] as f64 * image[c * spatial + s] as f64)
+                .sum();
+            out.push((sum as f32).max(0.0));
+        }
+    }
+    out
+}
+
+#[test]
+fn an_input_shared_by_all_images_is_read_once_for_every_image() {
+    let kernel = weighted_by_shared();
+    let a = noise(6, N * DIMS.k * DIMS.h * DIMS.w);
+    let w = noise(7, DIMS.k);
+    let w16: Vec<half::f16> = w.iter().map(|&x| half::f16::from_f32(x)).collect();
+    let w_rounded: Vec<f32> = w16.iter().map(|x| x.to_f32()).collect();
+    let order = |a, w| inputs_in_order(&kernel, a, w);
+    for (label, weights, expected_w) in [
+        ("f32", Data::F32(&w), w.clone()),
+        ("f16", Data::F16(&w16), w_rounded),
+    ] {
+        let want = weighted_by_hand(&a, &expected_w);
+        let batch = Batch::new(N, order(Data::F32(&a), weights));
+        for backend in ["interp", "cpu"] {
+            let (raw, _) = over_memory(&batch, executor(backend, &kernel, Outputs::raw()));
+            assert_eq!(raw.len(), want.len());
+            for (i, (got, want)) in raw.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{label} {backend} {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+    // A batch whose shared input has a value per image is refused, not misread.
+    let per_image_w = noise(8, N * DIMS.k);
+    let wrong = Batch::new(N, order(Data::F32(&a), Data::F32(&per_image_w)));
+    let err = executor("cpu", &kernel, Outputs::raw())
+        .run(&wrong, &|_, _| Ok(()))
+        .expect_err("W has N copies");
+    assert!(
+        matches!(err, ExecError::InputLength { ref name, .. } if name == "W"),
+        "{err}"
+    );
+
+    // From a cache: `W` without the image axis, `[k]`, in f16; the same maps as from memory.
+    let dir = temp_dir();
+    let path = dir.path().join("shared.safetensors");
+    write_safetensors(
+        &path,
+        &[
+            ("A", f32s(&[N, DIMS.k, DIMS.h, DIMS.w], &a)),
+            ("W", f16s(&[DIMS.k], &w)),
+        ],
+        &[],
+    );
+    let cache = Cache::open(path_str(&path)).expect("opens");
+    let batch = Batch::new(N, order(Data::F32(&a), Data::F16(&w16)));
+    for backend in ["interp", "cpu"] {
+        for outputs in [Outputs::raw(), Outputs::both(vec![6, 6])] {
+            let from_cache = over_cache(&cache, &kernel, executor(backend, &kernel, outputs.clone()));
+            let from_memory = over_memory(&batch, executor(backend, &kernel, outputs.clone()));
+            assert_eq!(bits(&from_cache.0), bits(&from_memory.0), "{backend} {outputs:?}");
+            assert_eq!(bits(&from_cache.1), bits(&from_memory.1), "{backend} {outputs:?}");
+        }
+    }
+    // A cache whose `W` has the image axis does not bind to a shared input.
+    let per_image = dir.path().join("per_image.safetensors");
+    write_safetensors(
+        &per_image,
+        &[
+            ("A", f32s(&[N, DIMS.k, DIMS.h, DIMS.w], &a)),
+            ("W", f32s(&[N, DIMS.k], &noise(9, N * DIMS.k))),
+        ],
+        &[],
+    );
+    let cache = Cache::open(path_str(&per_image)).expect("opens");
+    let err = Binding::new(&cache, &kernel).err().expect("W is [n,k], not [k]");
+    assert!(err.to_string().contains("[6]"), "{err}");
+}
+
+#[test]
+fn integer_inputs_are_read_as_floats() {
+    // `t` an integer per image, e.g. a class index.
+    let kernel = support::kernel("cam p(A: [k,h,w], t: []) = sum[k](A) * t", Level::Exact);
+    let a = noise(10, N * DIMS.k * DIMS.h * DIMS.w);
+    let t64: Vec<i64> = (0..N as i64).map(|i| 3 * i - 2).collect();
+    let t32: Vec<i32> = t64.iter().map(|&t| t as i32).collect();
+    let spatial = DIMS.h * DIMS.w;
+    let mut want = Vec::new();
+    for (image, &t) in a.chunks(DIMS.k * spatial).zip(&t64) {
+        for s in 0..spatial {
+            let sum: f64 = (0..DIMS.k).map(|c| image[c * spatial + s] as f64).sum();
+            want.push(sum as f32 * t as f32);
+        }
+    }
+    for targets in [Data::I64(&t64), Data::I32(&t32)] {
+        let batch = Batch::new(N, inputs_in_order(&kernel, Data::F32(&a), targets));
+        for backend in ["interp", "cpu"] {
+            let (raw, _) = over_memory(&batch, executor(backend, &kernel, Outputs::raw()));
+            assert_eq!(bits(&raw), bits(&want), "{backend} {:?}", targets.dtype());
+        }
     }
 }

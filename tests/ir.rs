@@ -165,6 +165,7 @@ fn the_validator_returns_uses_and_liveness() {
         inputs: vec![ir::Input {
             name: "A".into(),
             ty: khw,
+            kind: ir::InputKind::PerImage,
             span,
         }],
         nodes: b.nodes,

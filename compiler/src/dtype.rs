@@ -2,7 +2,7 @@
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 /// How values are stored, in a cache file or in memory. Programs compute in f32 whatever the
-/// storage; kernel inputs are f32, f16 or bf16 ([`Dtype::is_input`]), other types are
+/// storage; kernel inputs are f32, f16, bf16, i64 or i32 ([`Dtype::is_input`]), other types are
 /// converted to f32 when read.
 pub enum Dtype {
     F32,
@@ -40,7 +40,10 @@ impl Dtype {
 
     /// Whether a kernel reads inputs of this type as they are stored (no conversion on the host).
     pub fn is_input(self) -> bool {
-        matches!(self, Dtype::F32 | Dtype::F16 | Dtype::Bf16)
+        matches!(
+            self,
+            Dtype::F32 | Dtype::F16 | Dtype::Bf16 | Dtype::I64 | Dtype::I32
+        )
     }
 
     pub fn is_float(self) -> bool {

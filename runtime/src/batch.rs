@@ -1,16 +1,20 @@
-//! The values a program runs over: a batch of images, each kernel input a slice of f32, f16 or
-//! bf16 values in memory, and where the slice also lies in a file (a cache). Cache readers
-//! produce batches and executors consume them; neither knows the other.
+//! The values a program runs over: a batch of images, each kernel input a slice of f32, f16,
+//! bf16 or integer values in memory, and where the slice also lies in a file (a cache). Cache
+//! readers produce batches and executors consume them; neither knows the other.
 
 use camc_compiler::dtype::Dtype;
 
 /// One kernel input for a whole batch, image-major: image `i` of an input typed `ty` is
-/// `data[i * dims.len(ty) .. (i + 1) * dims.len(ty)]`, in canonical axis order (k, d, h, w).
+/// `data[i * dims.len(ty) .. (i + 1) * dims.len(ty)]`, in canonical axis order (k, d, h, w);
+/// an input shared by all images (`InputKind::Shared`) is `dims.len(ty)` values. Programs
+/// compute in f32: integers (a class index per image) are read as the nearest f32.
 #[derive(Copy, Clone, Debug)]
 pub enum Data<'a> {
     F32(&'a [f32]),
     F16(&'a [half::f16]),
     Bf16(&'a [half::bf16]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
 }
 
 impl<'a> Data<'a> {
@@ -19,6 +23,8 @@ impl<'a> Data<'a> {
             Data::F32(v) => v.len(),
             Data::F16(v) => v.len(),
             Data::Bf16(v) => v.len(),
+            Data::I64(v) => v.len(),
+            Data::I32(v) => v.len(),
         }
     }
 
@@ -31,6 +37,8 @@ impl<'a> Data<'a> {
             Data::F32(_) => Dtype::F32,
             Data::F16(_) => Dtype::F16,
             Data::Bf16(_) => Dtype::Bf16,
+            Data::I64(_) => Dtype::I64,
+            Data::I32(_) => Dtype::I32,
         }
     }
 
@@ -40,6 +48,8 @@ impl<'a> Data<'a> {
             Data::F32(v) => std::borrow::Cow::Borrowed(v),
             Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             Data::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            Data::I32(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
 }
@@ -96,13 +106,15 @@ impl<'a> Batch<'a> {
                 };
                 (read, 0..len)
             }
-            (data, None) => (data, image * len..(image + 1) * len),
+            (data, _) => (data, image * len..(image + 1) * len),
         };
         into.clear();
         match data {
             Data::F32(v) => into.extend_from_slice(&v[range]),
             Data::F16(v) => into.extend(v[range].iter().map(|x| x.to_f32())),
             Data::Bf16(v) => into.extend(v[range].iter().map(|x| x.to_f32())),
+            Data::I64(v) => into.extend(v[range].iter().map(|&x| x as f32)),
+            Data::I32(v) => into.extend(v[range].iter().map(|&x| x as f32)),
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use crate::batch::Batch;
 use crate::cache::{Binding, CacheError};
 use crate::exec::{ExecError, Executor, Maps, Sink};
+use camc_compiler::ir::InputKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
@@ -160,10 +161,15 @@ impl Run<'_> {
 fn describe_inputs(bound: &crate::cache::BoundBatch<'_>, i: usize, binding: &Binding) -> String {
     let batch = bound.batch();
     let mut found = Vec::new();
-    for (name, data) in binding.names.iter().zip(&batch.inputs) {
-        let per_image = data.len() / batch.n.max(1);
+    for ((name, data), kind) in binding.names.iter().zip(&batch.inputs).zip(&binding.kinds) {
         let values = data.to_f32();
-        let image = &values[i * per_image..(i + 1) * per_image];
+        let image = match kind {
+            InputKind::PerImage => {
+                let per_image = data.len() / batch.n.max(1);
+                &values[i * per_image..(i + 1) * per_image]
+            }
+            InputKind::Shared => &values[..],
+        };
         let nan = image.iter().filter(|v| v.is_nan()).count();
         let inf = image.iter().filter(|v| v.is_infinite()).count();
         if nan + inf > 0 {

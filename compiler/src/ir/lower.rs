@@ -1,7 +1,7 @@
 //! Typed program → IR: inlines every call, resolves `let`s, and turns scalar parameters with a
 //! value (a default, or one set by the user) into constants.
 
-use super::{Builder, Input, Kernel, NodeId, Op};
+use super::{Builder, Input, InputKind, Kernel, NodeId, Op};
 use crate::axes::AxisSet;
 use crate::ops::BinaryOp;
 use crate::span::Span;
@@ -50,6 +50,7 @@ pub fn lower(program: &Program, root: FuncId, knobs: &HashMap<String, f32>) -> R
                 lowering.inputs.push(Input {
                     name: param.name.clone(),
                     ty: param.ty,
+                    kind: InputKind::PerImage,
                     span: param.span,
                 });
                 let index = lowering.inputs.len() as u32 - 1;

@@ -88,7 +88,19 @@ pub struct Node {
 pub struct Input {
     pub name: String,
     pub ty: AxisSet,
+    pub kind: InputKind,
     pub span: Span,
+}
+
+/// Whether an input holds a tensor per image or one tensor for every image.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InputKind {
+    /// One tensor per image: in a batch, image `i`'s values follow image `i - 1`'s, and a
+    /// cache tensor's leading axis is the image axis.
+    #[default]
+    PerImage,
+    /// One tensor for all images (a classifier head's weights): no image axis anywhere.
+    Shared,
 }
 
 /// One program, ready for a backend: computes `output` for one image from `inputs`.

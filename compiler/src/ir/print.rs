@@ -1,6 +1,6 @@
 //! The IR's text form, as `camc emit --target ir` shows it and the snapshot tests record it.
 
-use super::{Kernel, Op};
+use super::{InputKind, Kernel, Op};
 use crate::axes::AxisSet;
 use crate::ops::format_number;
 use std::fmt::Write;
@@ -10,7 +10,10 @@ pub fn print(kernel: &Kernel) -> String {
     let inputs: Vec<String> = kernel
         .inputs
         .iter()
-        .map(|i| format!("{}: {}", i.name, i.ty))
+        .map(|i| match i.kind {
+            InputKind::PerImage => format!("{}: {}", i.name, i.ty),
+            InputKind::Shared => format!("{}: shared {}", i.name, i.ty),
+        })
         .collect();
     let _ = writeln!(
         out,

@@ -5,7 +5,7 @@ use super::{Cache, CacheError, Shard, Values};
 use crate::batch::{Batch, FileSpan};
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::dims::Dims;
-use camc_compiler::ir::Kernel;
+use camc_compiler::ir::{Input, InputKind, Kernel};
 use std::ops::Range;
 
 /// A kernel's inputs found in every shard of a cache, with the dataset's axis sizes.
@@ -14,6 +14,8 @@ pub struct Binding<'c> {
     pub dims: Dims,
     /// The cache tensor of each kernel input, in the kernel's order.
     pub names: Vec<String>,
+    /// Whether each input is per image or shared by all images.
+    pub kinds: Vec<InputKind>,
     pub images: usize,
 }
 
@@ -72,10 +74,14 @@ pub fn dims_of(shard: &Shard) -> Result<Dims, CacheError> {
     Ok(dims)
 }
 
-/// The shape a tensor bound to an input of type `ty` must have: `[n]` then the sizes of
-/// `ty`'s axes in canonical order. A 2-D cache has no `d` axis at all.
-fn expected_shape(n: usize, dims: Dims, ty: AxisSet, three_d: bool) -> Vec<usize> {
-    let mut shape = vec![n];
+/// The shape a tensor bound to an input of type `ty` must have: `[n]` (for a per-image input)
+/// then the sizes of `ty`'s axes in canonical order. A 2-D cache has no `d` axis at all.
+fn expected_shape(n: usize, dims: Dims, input: &Input, three_d: bool) -> Vec<usize> {
+    let ty = input.ty;
+    let mut shape = match input.kind {
+        InputKind::PerImage => vec![n],
+        InputKind::Shared => Vec::new(),
+    };
     for axis in Axis::ALL {
         if ty.contains(axis) && (axis != Axis::D || three_d) {
             shape.push(dims.size(axis));
@@ -121,7 +127,7 @@ impl<'c> Binding<'c> {
                 check_input(
                     shard,
                     &input.name,
-                    expected_shape(n, dims, input.ty, three_d),
+                    expected_shape(n, dims, input, three_d),
                     input.ty,
                 )
                 .map_err(|e| e.at(input.span))?;
@@ -132,6 +138,7 @@ impl<'c> Binding<'c> {
             cache,
             dims,
             names: kernel.inputs.iter().map(|i| i.name.clone()).collect(),
+            kinds: kernel.inputs.iter().map(|i| i.kind).collect(),
             images,
         })
     }
@@ -163,9 +170,21 @@ impl<'c> Binding<'c> {
         let values = self
             .names
             .iter()
-            .map(|name| shard.rows(name, rows.clone()))
+            .zip(&self.kinds)
+            .map(|(name, kind)| match kind {
+                InputKind::PerImage => shard.rows(name, rows.clone()),
+                InputKind::Shared => shard.whole(name),
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let files = self.names.iter().map(|name| shard.span(name, &rows)).collect();
+        let files = self
+            .names
+            .iter()
+            .zip(&self.kinds)
+            .map(|(name, kind)| match kind {
+                InputKind::PerImage => shard.span(name, &rows),
+                InputKind::Shared => shard.span_whole(name),
+            })
+            .collect();
         Ok(BoundBatch {
             first,
             n: rows.len(),

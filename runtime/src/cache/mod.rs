@@ -111,7 +111,8 @@ impl Shard {
     /// values of a batch hold them (f32, f16 or bf16).
     pub fn span(&self, name: &str, rows: &std::ops::Range<usize>) -> Option<FileSpan<'_>> {
         let info = self.tensors.get(name)?;
-        if !info.dtype.is_input() {
+        // Integer tensors are converted to f32 when read (`Values`), so no span holds them.
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16) {
             return None;
         }
         let image_bytes = info.shape.iter().skip(1).product::<usize>() * info.dtype.size();
@@ -120,6 +121,28 @@ impl Shard {
             offset: (info.range.start + rows.start * image_bytes) as u64,
             image_bytes,
         })
+    }
+
+    /// Where a whole tensor lies in its file, as one "image" (an input shared by all images).
+    pub fn span_whole(&self, name: &str) -> Option<FileSpan<'_>> {
+        let info = self.tensors.get(name)?;
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16) {
+            return None;
+        }
+        Some(FileSpan {
+            file: &self.maps[info.file].file,
+            offset: info.range.start as u64,
+            image_bytes: info.range.len(),
+        })
+    }
+
+    /// A whole tensor's values (an input shared by all images).
+    pub fn whole(&self, name: &str) -> Result<Values<'_>, CacheError> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| CacheError::tensor(&self.path, name, "missing"))?;
+        Values::from_bytes(info.dtype, self.bytes(info)).map_err(|m| CacheError::tensor(&self.path, name, m))
     }
 
     /// The shard's images: the leading size of `A`.

@@ -44,7 +44,7 @@ impl Executor for InterpExecutor {
         for image in 0..batch.n {
             for (j, (values, &len)) in inputs.iter_mut().zip(&sizes).enumerate() {
                 batch
-                    .image_f32(j, image, len, values, &mut halves)
+                    .image_f32(j, self.spec.image_of(j, image), len, values, &mut halves)
                     .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
             }
             let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();

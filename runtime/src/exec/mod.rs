@@ -8,7 +8,7 @@ pub mod interp;
 
 use crate::batch::Batch;
 use camc_compiler::dims::Dims;
-use camc_compiler::ir::Kernel;
+use camc_compiler::ir::{InputKind, Kernel};
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,15 @@ impl Spec {
         self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect()
     }
 
+    /// Which of input `j`'s images holds image `image`'s values: `image` itself, or 0 for an
+    /// input shared by all images.
+    pub fn image_of(&self, j: usize, image: usize) -> usize {
+        match self.kernel.inputs[j].kind {
+            InputKind::PerImage => image,
+            InputKind::Shared => 0,
+        }
+    }
+
     /// The shape of one raw map.
     pub fn raw_shape(&self) -> Vec<usize> {
         Outputs::raw_shape(&self.kernel, self.dims)
@@ -159,11 +168,15 @@ impl Spec {
             .zip(&batch.inputs)
             .zip(self.input_lens())
         {
-            if data.len() != batch.n * len {
+            let expected = match input.kind {
+                InputKind::PerImage => batch.n * len,
+                InputKind::Shared => len,
+            };
+            if data.len() != expected {
                 return Err(ExecError::InputLength {
                     name: input.name.clone(),
                     n: batch.n,
-                    expected: batch.n * len,
+                    expected,
                     got: data.len(),
                 });
             }

@@ -37,6 +37,8 @@ fn c_type(dtype: Dtype) -> Option<&'static str> {
         Dtype::F32 => Some("float"),
         Dtype::F16 => Some("camc_f16"),
         Dtype::Bf16 => Some("camc_bf16"),
+        Dtype::I64 => Some("long long"),
+        Dtype::I32 => Some("int"),
         _ => None,
     }
 }
@@ -45,7 +47,7 @@ fn c_type(dtype: Dtype) -> Option<&'static str> {
 pub enum Error {
     #[error("variant {got:?} has {} dtypes for a kernel of {expected} inputs", got.len())]
     VariantArity { expected: usize, got: Vec<Dtype> },
-    #[error("variant {got:?}: kernel inputs are f32, f16 or bf16")]
+    #[error("variant {got:?}: kernel inputs are f32, f16, bf16, i64 or i32")]
     VariantDtype { got: Vec<Dtype> },
 }
 

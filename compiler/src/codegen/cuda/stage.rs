@@ -5,7 +5,7 @@
 
 use super::size_expr;
 use crate::axes::{Axis, AxisSet};
-use crate::ir::{Kernel, NodeId, Op};
+use crate::ir::{InputKind, Kernel, NodeId, Op};
 use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 use std::fmt::Write;
 
@@ -54,11 +54,14 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
     }
     out.push_str("    for (long long img = blockIdx.x; img < n; img += gridDim.x) {\n");
     for (i, input) in kernel.inputs.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "        const T{i}* const x{i} = in{i} + img * ({});",
-            size_expr(input.ty)
-        );
+        let _ = match input.kind {
+            InputKind::PerImage => writeln!(
+                out,
+                "        const T{i}* const x{i} = in{i} + img * ({});",
+                size_expr(input.ty)
+            ),
+            InputKind::Shared => writeln!(out, "        const T{i}* const x{i} = in{i};  // shared"),
+        };
     }
     let writer = Stages { kernel, scratch };
     for &id in scratch {

@@ -10,7 +10,7 @@ use crate::postprocess::host_maps;
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::codegen::clif;
 use camc_compiler::dims::Dims;
-use camc_compiler::ir::Kernel;
+use camc_compiler::ir::{InputKind, Kernel};
 use cranelift_codegen::ir::{UserExternalName, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -200,9 +200,29 @@ impl Executor for CpuExecutor {
     /// to `sink` from there, while they are still in the worker's cache.
     fn run(&mut self, batch: &Batch<'_>, sink: &Sink<'_>) -> Result<(), ExecError> {
         self.spec.check(batch)?;
+        let lens = self.spec.input_lens();
+        // An input shared by all images that is not f32 in memory is widened once for the
+        // batch, not for every image.
+        let mut halves = Vec::new();
+        let mut shared = Vec::with_capacity(lens.len());
+        for (j, (input, &len)) in self.spec.kernel.inputs.iter().zip(&lens).enumerate() {
+            let widen = input.kind == InputKind::Shared
+                && !matches!((batch.inputs[j], batch.file(j)), (Data::F32(_), None));
+            shared.push(if widen {
+                let mut values = Vec::new();
+                batch
+                    .image_f32(j, 0, len, &mut values, &mut halves)
+                    .map_err(|e| backend(format!("reading input {j}: {e}")))?;
+                Some(values)
+            } else {
+                None
+            });
+        }
         let call = Call {
             entry: self.compiled.entry,
-            lens: self.spec.input_lens(),
+            spec: &self.spec,
+            shared,
+            lens,
             scratch_bytes: self.compiled.scratch_bytes,
             workers: &self.workers,
             outputs: &self.spec.outputs,
@@ -219,6 +239,9 @@ impl Executor for CpuExecutor {
 /// is not shared between threads).
 struct Call<'a> {
     entry: Entry,
+    spec: &'a Spec,
+    /// The f32 values of each shared input widened for the whole batch, where it needed it.
+    shared: Vec<Option<Vec<f32>>>,
     /// Values per image of each input.
     lens: Vec<usize>,
     scratch_bytes: usize,
@@ -266,14 +289,19 @@ impl Call<'_> {
         }
         let mut pointers = Vec::with_capacity(inputs);
         for (j, (data, &len)) in batch.inputs.iter().zip(&self.lens).enumerate() {
+            if let Some(values) = &self.shared[j] {
+                pointers.push(values.as_ptr());
+                continue;
+            }
+            let at = self.spec.image_of(j, image);
             // f32 values in memory are read where they lie; anything else is copied.
             if let (Data::F32(values), None) = (*data, batch.file(j)) {
-                pointers.push(values[image * len..(image + 1) * len].as_ptr());
+                pointers.push(values[at * len..(at + 1) * len].as_ptr());
                 continue;
             }
             let converted = &mut worker.converted[j];
             batch
-                .image_f32(j, image, len, converted, &mut worker.halves)
+                .image_f32(j, at, len, converted, &mut worker.halves)
                 .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
             pointers.push(converted.as_ptr());
         }

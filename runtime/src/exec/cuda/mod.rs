@@ -16,7 +16,7 @@ use crate::postprocess::host_maps;
 use camc_compiler::codegen::cuda;
 use camc_compiler::dims::Dims;
 use camc_compiler::dtype::Dtype;
-use camc_compiler::ir::Kernel;
+use camc_compiler::ir::{InputKind, Kernel};
 use cudarc::driver::CudaFunction;
 use device::{Buffers, Device, Launch};
 use lane::Lane;
@@ -189,7 +189,9 @@ impl CudaExecutor {
         let per_image: usize = batch
             .inputs
             .iter()
-            .map(|d| bytes(d).len().checked_div(batch.n).unwrap_or(0))
+            .zip(&self.spec.kernel.inputs)
+            .filter(|(_, input)| input.kind == InputKind::PerImage)
+            .map(|(d, _)| bytes(d).len().checked_div(batch.n).unwrap_or(0))
             .sum::<usize>()
             + 4 * out_per_image
             + 4 * self.scratch_floats
@@ -201,13 +203,15 @@ impl CudaExecutor {
 
 /// The raw bytes of an input.
 fn bytes<'a>(data: &Data<'a>) -> &'a [u8] {
-    // SAFETY: f32, f16 and bf16 are plain values without padding; the byte view covers exactly
+    // SAFETY: f32, f16, bf16 and integers are plain values without padding; the byte view covers exactly
     // the same memory, which outlives 'a.
     unsafe {
         match *data {
             Data::F32(v) => std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)),
             Data::F16(v) => std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)),
             Data::Bf16(v) => std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)),
+            Data::I64(v) => std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)),
+            Data::I32(v) => std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)),
         }
     }
 }
@@ -290,11 +294,16 @@ impl CudaExecutor {
         let mut turn = 0;
         while start < batch.n {
             let count = chunk.min(batch.n - start);
+            // A shared input goes whole with every launch.
             let inputs = all
                 .iter()
-                .map(|b| {
-                    let per = b.len() / batch.n;
-                    &b[start * per..(start + count) * per]
+                .zip(&self.spec.kernel.inputs)
+                .map(|(b, input)| match input.kind {
+                    InputKind::PerImage => {
+                        let per = b.len() / batch.n;
+                        &b[start * per..(start + count) * per]
+                    }
+                    InputKind::Shared => b,
                 })
                 .collect();
             let launch = self.launch(inputs, count, out_size)?;

@@ -32,6 +32,9 @@ __device__ __forceinline__ float camc_ld(camc_f16 x) {
 __device__ __forceinline__ float camc_ld(camc_bf16 x) {
     return __uint_as_float(((unsigned int)x.bits) << 16);
 }
+// Integer inputs (a class index per image) are read as the nearest float.
+__device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
+__device__ __forceinline__ float camc_ld(int x) { return (float)x; }
 
 // min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
 __device__ __forceinline__ float camc_max(float a, float b) {

@@ -765,16 +765,7 @@ fn emulated_on_the_cpu_an_input_shared_by_all_images_matches_the_interpreter() {
     if !gxx_or_skip("emulated_on_the_cpu_an_input_shared_by_all_images_matches_the_interpreter") {
         return;
     }
-    let mut kernel = support::kernel(
-        "cam shared(A: [k,h,w], W: [k]) = relu(sum[k](W * A))",
-        Level::Exact,
-    );
-    let w = kernel
-        .inputs
-        .iter()
-        .position(|i| i.name == "W")
-        .expect("W is read");
-    kernel.inputs[w].kind = camc_compiler::ir::InputKind::Shared;
+    let (kernel, w) = support::kernel_sharing("cam shared(A: [k,h,w], W: [k]) = relu(sum[k](W * A))", "W");
     let source = cuda::write(&kernel, &cuda::uniform_variants(&kernel)).expect("writes");
     assert!(
         source.text.contains(&format!("x{w} = in{w};")),
@@ -814,16 +805,8 @@ fn emulated_on_the_cpu_an_input_shared_by_all_images_matches_the_interpreter() {
 /// compiles them, and inputs of other storage types are refused by the writer.
 #[test]
 fn integer_and_shared_inputs_compile_to_ptx() {
-    let mut kernel = support::kernel(
-        "cam p(A: [k,h,w], W: [k], t: []) = relu(sum[k](W * A)) * t",
-        Level::Exact,
-    );
-    let w = kernel
-        .inputs
-        .iter()
-        .position(|i| i.name == "W")
-        .expect("W is read");
-    kernel.inputs[w].kind = camc_compiler::ir::InputKind::Shared;
+    let (kernel, _) =
+        support::kernel_sharing("cam p(A: [k,h,w], W: [k], t: []) = relu(sum[k](W * A)) * t", "W");
     let mut variant = vec![Dtype::F32; kernel.inputs.len()];
     let t = kernel
         .inputs

@@ -6,7 +6,7 @@
 mod support;
 
 use camc_compiler::dims::Dims;
-use camc_compiler::ir::{InputKind, Kernel};
+use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;
 use camc_runtime::batch::{Batch, Data};
 use camc_runtime::cache::{Binding, Cache};
@@ -250,14 +250,7 @@ fn inputs_in_order<'a>(kernel: &Kernel, a: Data<'a>, other: Data<'a>) -> Vec<Dat
 /// `relu(sum[k](W * A))` with `W: [k]` shared by all images (the language cannot declare a
 /// shared parameter yet, so the input is marked in the IR).
 fn weighted_by_shared() -> Kernel {
-    let mut kernel = support::kernel("cam p(A: [k,h,w], W: [k]) = relu(sum[k](W * A))", Level::Exact);
-    let w = kernel
-        .inputs
-        .iter()
-        .position(|i| i.name == "W")
-        .expect("W is read");
-    kernel.inputs[w].kind = InputKind::Shared;
-    kernel
+    support::kernel_sharing("cam p(A: [k,h,w], W: [k]) = relu(sum[k](W * A))", "W").0
 }
 
 /// The map by hand: f64 sums over channels, then ReLU.

@@ -97,3 +97,16 @@ pub fn host_processed(raw: &mut [f32], shape: &[usize], size: &[usize]) -> (Vec<
     let bad = camc_runtime::postprocess::host_maps(raw, shape, &outputs, &mut processed).nonfinite;
     (processed, bad)
 }
+
+/// The kernel of `source` with its input `name` shared by all images (the language cannot
+/// declare a shared parameter yet), and that input's index.
+pub fn kernel_sharing(source: &str, name: &str) -> (Kernel, usize) {
+    let mut kernel = kernel(source, Level::Exact);
+    let index = kernel
+        .inputs
+        .iter()
+        .position(|i| i.name == name)
+        .unwrap_or_else(|| panic!("the kernel reads no `{name}`"));
+    kernel.inputs[index].kind = camc_compiler::ir::InputKind::Shared;
+    (kernel, index)
+}

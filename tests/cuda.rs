@@ -63,6 +63,19 @@ fn nvrtc_or_skip(test: &str) -> bool {
 }
 
 /// Says on the real stderr (not the captured one) that a test did not run, and why.
+/// Whether a GPU is here; else the test is skipped, or fails where `CAMC_REQUIRE_GPU` is set
+/// (scripts/gpu-check.sh), so that a GPU run cannot pass by skipping.
+fn gpu_or_skip(test: &str) -> bool {
+    if gpu_present() {
+        return true;
+    }
+    if std::env::var_os("CAMC_REQUIRE_GPU").is_some_and(|v| v != "0") {
+        panic!("{test}: CAMC_REQUIRE_GPU is set but there is no CUDA driver or GPU");
+    }
+    skip(test, "no CUDA driver or GPU");
+    false
+}
+
 fn skip(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
@@ -305,11 +318,7 @@ fn compare(
 
 #[test]
 fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
-    if !gpu_present() {
-        skip(
-            "on_a_gpu_every_stdlib_method_matches_the_interpreter",
-            "no CUDA driver or GPU",
-        );
+    if !gpu_or_skip("on_a_gpu_every_stdlib_method_matches_the_interpreter") {
         return;
     }
     let mut failures = Vec::new();
@@ -334,11 +343,7 @@ fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
 
 #[test]
 fn on_a_gpu_random_programs_match_the_interpreter() {
-    if !gpu_present() {
-        skip(
-            "on_a_gpu_random_programs_match_the_interpreter",
-            "no CUDA driver or GPU",
-        );
+    if !gpu_or_skip("on_a_gpu_random_programs_match_the_interpreter") {
         return;
     }
     let mut failures = Vec::new();
@@ -560,11 +565,7 @@ fn camc_emit_cuda_writes_the_source_and_ptx_needs_nvrtc() {
 
 #[test]
 fn on_a_gpu_batches_are_split_into_launches_and_buffers_reused() {
-    if !gpu_present() {
-        skip(
-            "on_a_gpu_batches_are_split_into_launches_and_buffers_reused",
-            "no CUDA driver or GPU",
-        );
+    if !gpu_or_skip("on_a_gpu_batches_are_split_into_launches_and_buffers_reused") {
         return;
     }
     let kernel = support::kernel(
@@ -701,11 +702,7 @@ fn emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host() {
 /// put through the host's post-processing, at ResNet-50's size to 224×224, with a NaN image.
 #[test]
 fn on_a_gpu_post_processing_in_the_kernel_matches_the_host() {
-    if !gpu_present() {
-        skip(
-            "on_a_gpu_post_processing_in_the_kernel_matches_the_host",
-            "no CUDA driver or GPU",
-        );
+    if !gpu_or_skip("on_a_gpu_post_processing_in_the_kernel_matches_the_host") {
         return;
     }
     let mut failures = Vec::new();
@@ -830,4 +827,87 @@ fn integer_and_shared_inputs_compile_to_ptx() {
         variants.push(variant.clone());
     }
     support::report(check_ptx("p", &kernel, &variants).err().into_iter().collect());
+}
+
+/// On a GPU, inputs already in device memory (as a torch CUDA tensor's are) run on the caller's
+/// stream and give the maps, bit for bit, and the non-finite counts that the same executor gives
+/// from host memory: post-processed in the kernel, and raw as computed.
+#[test]
+fn on_a_gpu_tensors_in_device_memory_give_the_maps_of_host_memory() {
+    if !gpu_or_skip("on_a_gpu_tensors_in_device_memory_give_the_maps_of_host_memory") {
+        return;
+    }
+    use camc_runtime::exec::cuda::DeviceTensor;
+    use cudarc::driver::{CudaContext, DevicePtr};
+    let ctx = CudaContext::new(0).expect("GPU 0");
+    let stream = ctx.new_stream().expect("a stream");
+    let (dims, n, size) = (Dims::new(64, 1, 7, 7), 5, [20usize, 23]);
+    let mut failures = Vec::new();
+    for (name, kernel) in stdlib_kernels() {
+        let mut inputs = inputs_for(&kernel, dims, n);
+        inputs[0][dims.len(kernel.inputs[0].ty) + 3] = f32::NAN;
+        let data: Vec<Data> = inputs.iter().map(|d| Data::F32(d)).collect();
+        let batch = Batch::new(n, data);
+        let on_device: Vec<_> = inputs
+            .iter()
+            .map(|values| stream.clone_htod(values).expect("copied to the GPU"))
+            .collect();
+        for outputs in [Outputs::processed(size.to_vec()), Outputs::untouched()] {
+            let mut gpu = CudaExecutor::new(&kernel, dims, outputs.clone()).expect("opens the GPU");
+            let (raw_len, processed_len) = gpu.map_lens();
+            let per_image = raw_len + processed_len;
+            let mut host = vec![0.0f32; n * per_image];
+            let mut host_bad = vec![0usize; n];
+            let (raw, processed): (&mut [f32], &mut [f32]) = if outputs.raw {
+                (&mut host, &mut [])
+            } else {
+                (&mut [], &mut host)
+            };
+            gpu.run_into(&batch, raw, processed, &mut host_bad)
+                .expect("host run");
+            let out = stream
+                .alloc_zeros::<f32>(n * per_image)
+                .expect("output on the GPU");
+            let bad = stream.alloc_zeros::<i32>(n).expect("counts on the GPU");
+            {
+                let guards: Vec<_> = on_device.iter().map(|d| d.device_ptr(&stream)).collect();
+                let tensors: Vec<DeviceTensor> = guards
+                    .iter()
+                    .zip(&inputs)
+                    .map(|((ptr, _), values)| DeviceTensor {
+                        ptr: *ptr,
+                        dtype: Dtype::F32,
+                        len: values.len(),
+                    })
+                    .collect();
+                let (out_ptr, _out_guard) = out.device_ptr(&stream);
+                let (bad_ptr, _bad_guard) = bad.device_ptr(&stream);
+                let target = DeviceTensor {
+                    ptr: out_ptr,
+                    dtype: Dtype::F32,
+                    len: n * per_image,
+                };
+                let counts = if outputs.raw { 0 } else { bad_ptr };
+                // SAFETY: every buffer is a live allocation of this context of the stated length,
+                // and is read only after the stream has been synchronized below.
+                if let Err(e) =
+                    unsafe { gpu.run_on_device(n, &tensors, target, counts, stream.cu_stream() as u64) }
+                {
+                    failures.push(format!("{name} {outputs:?}: {e}"));
+                    continue;
+                }
+            }
+            stream.synchronize().expect("the kernel ran");
+            let got = stream.clone_dtoh(&out).expect("copied back");
+            let got_bad = stream.clone_dtoh(&bad).expect("copied back");
+            let same = got.iter().zip(&host).all(|(a, b)| a.to_bits() == b.to_bits());
+            let counts_agree = outputs.raw || got_bad.iter().zip(&host_bad).all(|(&a, &b)| a as usize == b);
+            if !same || !counts_agree {
+                failures.push(format!(
+                    "{name} {outputs:?}: device memory differs from host memory"
+                ));
+            }
+        }
+    }
+    support::report(failures);
 }

@@ -2,7 +2,9 @@
 //! grow once and are reused batch after batch, and the launch. cudarc panics when libcuda is
 //! missing, so [`Device::open`] checks for it before any driver call.
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    result, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
 
@@ -207,6 +209,68 @@ pub struct Timing {
 }
 
 /// Queues one launch of `func` on `stream`, on inputs already in `buffers` (grown as needed).
+/// A launch over memory the caller owns: raw device addresses of this device's primary context.
+pub struct RawLaunch {
+    pub inputs: Vec<sys::CUdeviceptr>,
+    pub out: sys::CUdeviceptr,
+    /// 0 for none.
+    pub bad: sys::CUdeviceptr,
+    pub scratch_bytes: usize,
+    pub grid: u32,
+    pub n: i32,
+    pub sizes: [i32; 4],
+    pub out_size: [i32; 2],
+}
+
+impl Device {
+    /// Queues `launch` of `func` on `stream`, a stream of this device's primary context (the
+    /// caller's, e.g. torch's current stream): its scratch memory is allocated and freed in
+    /// stream order, nothing is copied, and the call returns once the work is queued.
+    ///
+    /// # Safety
+    /// Every address of `launch` must hold device memory of the size the launch implies (the
+    /// inputs of `n` images, `n` maps, `n` counts), valid until `stream` has run the kernel, and
+    /// `stream` must be a live stream of this device's primary context (or null, the legacy
+    /// default stream).
+    pub unsafe fn launch_raw(
+        &self,
+        func: &CudaFunction,
+        launch: &RawLaunch,
+        stream: sys::CUstream,
+    ) -> Result<(), String> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| driver_error("the GPU's context", e))?;
+        // SAFETY: (all the calls below) as the caller promised; the scratch memory is this
+        // launch's alone, freed after it in the same stream.
+        let scratch = unsafe { result::malloc_async(stream, launch.scratch_bytes.max(4)) }
+            .map_err(|e| driver_error("scratch memory on the GPU", e))?;
+        let mut pointers: Vec<sys::CUdeviceptr> = launch.inputs.clone();
+        pointers.extend([launch.out, scratch, launch.bad]);
+        let mut integers: Vec<i32> = vec![launch.n];
+        integers.extend(launch.sizes.iter().chain(&launch.out_size));
+        let mut params: Vec<*mut std::ffi::c_void> = pointers
+            .iter_mut()
+            .map(|p| (p as *mut sys::CUdeviceptr).cast())
+            .chain(integers.iter_mut().map(|i| (i as *mut i32).cast()))
+            .collect();
+        let launched = unsafe {
+            result::launch_kernel(
+                func.cu_function(),
+                (launch.grid.max(1), 1, 1),
+                (camc_compiler::codegen::cuda::THREADS, 1, 1),
+                0,
+                stream,
+                &mut params,
+            )
+        }
+        .map_err(|e| driver_error("kernel launch", e));
+        let freed = unsafe { result::free_async(scratch, stream) }
+            .map_err(|e| driver_error("scratch memory on the GPU", e));
+        launched.and(freed)
+    }
+}
+
 pub(super) fn launch_on(
     stream: &Arc<CudaStream>,
     func: &CudaFunction,

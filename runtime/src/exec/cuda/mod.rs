@@ -17,8 +17,9 @@ use camc_compiler::codegen::cuda;
 use camc_compiler::dims::Dims;
 use camc_compiler::dtype::Dtype;
 use camc_compiler::ir::{InputKind, Kernel};
+use cudarc::driver::sys;
 use cudarc::driver::CudaFunction;
-use device::{Buffers, Device, Launch};
+use device::{Buffers, Device, Launch, RawLaunch};
 use lane::Lane;
 use ptx_store::{Origin, PtxStore};
 use rayon::prelude::*;
@@ -46,6 +47,15 @@ pub fn ptx_for(
     let name = format!("{}.cu", kernel.name);
     let (ptx, origin) = store.get_or_compile(&key, || nvrtc::compile_ptx(&source.text, &name, arch))?;
     Ok((ptx, source.entries[0].clone(), origin))
+}
+
+/// A tensor in GPU memory that the caller owns (a torch CUDA tensor's storage, say): `len`
+/// values of `dtype` at device address `ptr`, on GPU 0.
+#[derive(Copy, Clone, Debug)]
+pub struct DeviceTensor {
+    pub ptr: u64,
+    pub dtype: Dtype,
+    pub len: usize,
 }
 
 pub struct CudaExecutor {
@@ -174,12 +184,7 @@ impl CudaExecutor {
             scratch_len: grid * self.scratch_floats,
             grid: grid as u32,
             n: size_i32(count, "images per launch")?,
-            sizes: [
-                size_i32(dims.k, "k")?,
-                size_i32(dims.d, "d")?,
-                size_i32(dims.h, "h")?,
-                size_i32(dims.w, "w")?,
-            ],
+            sizes: sizes_i32(dims)?,
         })
     }
 
@@ -216,8 +221,110 @@ fn bytes<'a>(data: &Data<'a>) -> &'a [u8] {
     }
 }
 
+/// The kernel's `k, d, h, w` arguments.
+fn sizes_i32(dims: Dims) -> Result<[i32; 4], ExecError> {
+    Ok([
+        size_i32(dims.k, "k")?,
+        size_i32(dims.d, "d")?,
+        size_i32(dims.h, "h")?,
+        size_i32(dims.w, "w")?,
+    ])
+}
+
 fn size_i32(value: usize, what: &str) -> Result<i32, ExecError> {
     i32::try_from(value).map_err(|_| backend(format!("{what} = {value} is too large for the CUDA kernel")))
+}
+
+impl CudaExecutor {
+    /// Runs `n` images whose inputs are in GPU memory, on the caller's CUDA `stream` (a
+    /// `CUstream` of GPU 0's primary context, 0 for the legacy default stream): each image's map
+    /// goes to `out` (f32, `n` maps) and its count of non-finite values to `nonfinite` (`n`
+    /// i32, or 0 for none). Nothing is copied to or from the host, and the call returns once the
+    /// work is queued on `stream`. The executor must have been built for the maps post-processed
+    /// to a 2-D size (in the kernel), or for [`Outputs::untouched`] raw maps (the program's
+    /// values as computed; no counts then).
+    ///
+    /// # Safety
+    /// Every pointer must address device memory of GPU 0 holding what its length says, valid
+    /// until `stream` has run the kernel; `stream` must be a live stream of GPU 0's primary
+    /// context.
+    pub unsafe fn run_on_device(
+        &mut self,
+        n: usize,
+        inputs: &[DeviceTensor],
+        out: DeviceTensor,
+        nonfinite: u64,
+        stream: u64,
+    ) -> Result<(), ExecError> {
+        let outputs = &self.spec.outputs;
+        let per_image = match (self.out_size, outputs.raw, outputs.keep_nonfinite) {
+            ([h, w], _, _) if h > 0 => h as usize * w as usize,
+            ([0, 0], true, true) => self.spec.dims.len(self.spec.kernel.output_ty()),
+            _ => {
+                return Err(ExecError::Outputs(format!(
+                    "on tensors in GPU memory the kernel computes maps post-processed to a 2-D size, or raw maps as computed; not {outputs:?}"
+                )))
+            }
+        };
+        if inputs.len() != self.spec.kernel.inputs.len() {
+            return Err(ExecError::InputCount {
+                expected: self.spec.kernel.inputs.len(),
+                got: inputs.len(),
+            });
+        }
+        for ((input, tensor), len) in self
+            .spec
+            .kernel
+            .inputs
+            .iter()
+            .zip(inputs)
+            .zip(self.spec.input_lens())
+        {
+            let expected = match input.kind {
+                InputKind::PerImage => n * len,
+                InputKind::Shared => len,
+            };
+            if tensor.len != expected || !tensor.dtype.is_input() {
+                return Err(ExecError::InputLength {
+                    name: input.name.clone(),
+                    n,
+                    expected,
+                    got: tensor.len,
+                });
+            }
+        }
+        if out.dtype != Dtype::F32 || out.len != n * per_image {
+            return Err(ExecError::InputLength {
+                name: "(output)".into(),
+                n,
+                expected: n * per_image,
+                got: out.len,
+            });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let dtypes: Vec<Dtype> = inputs.iter().map(|t| t.dtype).collect();
+        let function = self.function(&dtypes)?;
+        let grid = n.min(8 * self.device.multiprocessors).max(1);
+        let launch = RawLaunch {
+            inputs: inputs.iter().map(|t| t.ptr).collect(),
+            out: out.ptr,
+            bad: nonfinite,
+            scratch_bytes: 4 * grid * self.scratch_floats,
+            grid: grid as u32,
+            n: size_i32(n, "images per launch")?,
+            sizes: sizes_i32(self.spec.dims)?,
+            out_size: self.out_size,
+        };
+        // SAFETY: the lengths were checked against the launch; the addresses are the caller's
+        // promise.
+        unsafe {
+            self.device
+                .launch_raw(&function, &launch, stream as sys::CUstream)
+        }
+        .map_err(backend)
+    }
 }
 
 impl Executor for CudaExecutor {

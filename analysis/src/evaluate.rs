@@ -207,69 +207,32 @@ impl Evaluation<'_> {
             batch: self.batch,
             strict: false,
         };
-        let raw_len = self.binding.dims.len(self.kernel.output_ty());
-        let needs_features = wanted.raw;
         let head = match &self.data.head {
             Some((w, b)) => Some(Head::new(w, b, self.binding.dims.k)?),
             None => None,
         };
-        let k = self.binding.dims.k;
         let mut failure: Option<EvalError> = None;
         let stats = job.execute_in_order(
             executor,
             |first, raw, processed| {
-                let n = processed.len() / map_len.max(1);
-                let activations = if needs_features {
-                    Some(self.activations(first, n).map_err(|e| e.to_string())?)
-                } else {
-                    None
-                };
-                let map = |i: usize| &processed[i * map_len..(i + 1) * map_len];
-                for i in 0..n {
-                    each(first + i, map(i))?;
+                for (i, map) in processed.chunks(map_len.max(1)).enumerate() {
+                    each(first + i, map)?;
                 }
-                // Each image is scored on its own thread; the scores are then accumulated in
-                // image order, so the values do not depend on the number of threads.
-                let metrics: &[Vec<Box<dyn Metric>>] = groups;
-                let scores: Vec<Result<Option<GroupScores>, EvalError>> = (0..n)
-                    .into_par_iter()
-                    .map(|i| {
-                        let image = first + i;
-                        let Some(group) = grouping(image) else {
-                            return Ok(None);
-                        };
-                        let saliency = if needs_features {
-                            let mut saliency = raw[i * raw_len..(i + 1) * raw_len].to_vec();
-                            minmax(&mut saliency);
-                            saliency
-                        } else {
-                            Vec::new()
-                        };
-                        let a = activations.as_ref().map(|a| &a[i * k * raw_len..][..k * raw_len]);
-                        let input = self.input(image, map(i), &saliency, a, head)?;
-                        let at = |error| EvalError::Image { image, error };
-                        let values = metrics[group]
-                            .iter()
-                            .map(|m| m.score(&input).map_err(at))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Ok(Some((group, values)))
-                    })
-                    .collect();
-                for scored in scores {
-                    match scored {
-                        Ok(None) => {}
-                        Ok(Some((group, values))) => {
+                let scored = self.image_scores(groups, grouping, head, first, raw, processed);
+                match scored {
+                    Ok(scores) => {
+                        for (group, values) in scores.into_iter().flatten() {
                             for (metric, value) in groups[group].iter_mut().zip(values) {
                                 metric.add_score(value);
                             }
                         }
-                        Err(error) => {
-                            failure = Some(error);
-                            return Err(String::new());
-                        }
+                        Ok(())
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        Err(String::new())
                     }
                 }
-                Ok(())
             },
             progress,
         );
@@ -278,6 +241,57 @@ impl Evaluation<'_> {
             (Ok(stats), None) => Ok(stats),
             (Err(e), None) => Err(e.into()),
         }
+    }
+
+    /// The scores of a batch's images (`first` onwards; `raw` and `processed` their maps), each
+    /// image on its own thread: per image, its group and a score per metric of the group, or
+    /// `None` for an image no group takes. The first error in image order, if any.
+    fn image_scores(
+        &self,
+        groups: &[Vec<Box<dyn Metric>>],
+        grouping: Grouping,
+        head: Option<Head<'_>>,
+        first: usize,
+        raw: &[f32],
+        processed: &[f32],
+    ) -> Result<Vec<Option<GroupScores>>, EvalError> {
+        let map_len: usize = self.data.size.iter().product();
+        let raw_len = self.binding.dims.len(self.kernel.output_ty());
+        let k = self.binding.dims.k;
+        let n = processed.len() / map_len.max(1);
+        // The feature-level metrics mask `A` with the min-maxed raw map.
+        let activations = if raw.is_empty() {
+            None
+        } else {
+            Some(self.activations(first, n)?)
+        };
+        let scores: Vec<Result<Option<GroupScores>, EvalError>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let image = first + i;
+                let Some(group) = grouping(image) else {
+                    return Ok(None);
+                };
+                let saliency = match activations {
+                    Some(_) => {
+                        let mut saliency = raw[i * raw_len..(i + 1) * raw_len].to_vec();
+                        minmax(&mut saliency);
+                        saliency
+                    }
+                    None => Vec::new(),
+                };
+                let a = activations.as_ref().map(|a| &a[i * k * raw_len..][..k * raw_len]);
+                let map = &processed[i * map_len..(i + 1) * map_len];
+                let input = self.input(image, map, &saliency, a, head)?;
+                let at = |error| EvalError::Image { image, error };
+                let values = groups[group]
+                    .iter()
+                    .map(|m| m.score(&input).map_err(at))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some((group, values)))
+            })
+            .collect();
+        scores.into_iter().collect()
     }
 
     fn activations(&self, first: usize, n: usize) -> Result<Vec<f32>, CacheError> {

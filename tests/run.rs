@@ -653,14 +653,18 @@ fn errors_about_the_program_point_at_its_source() {
     )
     .expect("written");
     let out = dir.path().join("o.npy");
-    let missing = camc(&[
-        "run",
-        path_str(&program),
-        "--cache",
-        path_str(&cache),
-        "-o",
-        path_str(&out),
-    ]);
+    let run = |extra: &[&str]| {
+        let args = [
+            "run",
+            path_str(&program),
+            "--cache",
+            path_str(&cache),
+            "-o",
+            path_str(&out),
+        ];
+        camc(&[&args[..], extra].concat())
+    };
+    let missing = run(&[]);
     assert_eq!(missing.status.code(), Some(1));
     // The binding error is shown at the parameter's declaration, line 2 of the file.
     assert_mentions(
@@ -675,17 +679,7 @@ fn errors_about_the_program_point_at_its_source() {
     );
     // A result that is not finite, under --strict, is shown at the program's result.
     std::fs::write(&program, "cam p(A: [k,h,w]) = sum[k](A) / 0\n").expect("written");
-    let strict = camc(&[
-        "run",
-        path_str(&program),
-        "--cache",
-        path_str(&cache),
-        "-o",
-        path_str(&out),
-        "--strict",
-        "--backend",
-        "interp",
-    ]);
+    let strict = run(&["--strict", "--backend", "interp"]);
     assert_eq!(strict.status.code(), Some(1));
     assert_mentions(
         &stderr(&strict),

@@ -225,7 +225,6 @@ impl Executor for CpuExecutor {
             lens,
             scratch_bytes: self.compiled.scratch_bytes,
             workers: &self.workers,
-            outputs: &self.spec.outputs,
             raw_shape: self.spec.raw_shape(),
             raw_len: self.spec.dims.len(self.spec.kernel.output_ty()),
         };
@@ -246,7 +245,6 @@ struct Call<'a> {
     lens: Vec<usize>,
     scratch_bytes: usize,
     workers: &'a [Mutex<Worker>],
-    outputs: &'a Outputs,
     raw_shape: Vec<usize>,
     /// Values of one raw map.
     raw_len: usize,
@@ -305,7 +303,7 @@ impl Call<'_> {
                 .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
             pointers.push(converted.as_ptr());
         }
-        let processed_len = self.outputs.processed.as_ref().map_or(0, |s| s.iter().product());
+        let (_, processed_len) = self.spec.outputs.lens(&self.spec.kernel, self.spec.dims);
         let (inputs, scratch) = (pointers.as_ptr(), worker.scratch.as_mut_ptr().cast());
         // SAFETY: `Spec::check` checked that every input holds `n` images of its type (a file's
         // image was read whole); the output buffers are sized for the function's outputs and
@@ -317,7 +315,7 @@ impl Call<'_> {
                 Ok(host_maps(
                     &mut worker.raw,
                     &self.raw_shape,
-                    self.outputs,
+                    &self.spec.outputs,
                     &mut worker.processed,
                 ))
             }

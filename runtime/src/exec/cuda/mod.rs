@@ -293,6 +293,14 @@ impl CudaExecutor {
                 });
             }
         }
+        let named = self.spec.kernel.inputs.iter().map(|i| i.name.as_str());
+        if let Some((name, _)) = named
+            .zip(inputs)
+            .chain([("(output)", &out)])
+            .find(|(_, t)| t.ptr == 0 && t.len > 0)
+        {
+            return Err(backend(format!("`{name}` has a null device address")));
+        }
         if out.dtype != Dtype::F32 || out.len != n * per_image {
             return Err(ExecError::InputLength {
                 name: "(output)".into(),

@@ -133,6 +133,11 @@ impl Spec {
         })
     }
 
+    /// Values per image of the raw and of the processed map (0 for one not asked for).
+    pub fn map_lens(&self) -> (usize, usize) {
+        self.outputs.lens(&self.kernel, self.dims)
+    }
+
     /// Values per image of each kernel input.
     pub fn input_lens(&self) -> Vec<usize> {
         self.kernel.inputs.iter().map(|i| self.dims.len(i.ty)).collect()
@@ -216,7 +221,7 @@ pub trait Executor: Send {
 
     /// Values per image of the raw and of the processed map (0 for one not asked for).
     fn map_lens(&self) -> (usize, usize) {
-        self.spec().outputs.lens(&self.spec().kernel, self.spec().dims)
+        self.spec().map_lens()
     }
 
     /// Runs the program over every image of `batch`, handing each image's maps to `sink`.

@@ -227,6 +227,7 @@ impl Executor for CpuExecutor {
             workers: &self.workers,
             raw_shape: self.spec.raw_shape(),
             raw_len: self.spec.dims.len(self.spec.kernel.output_ty()),
+            processed_len: self.spec.map_lens().1,
         };
         (0..batch.n)
             .into_par_iter()
@@ -248,6 +249,8 @@ struct Call<'a> {
     raw_shape: Vec<usize>,
     /// Values of one raw map.
     raw_len: usize,
+    /// Values of one processed map (0 when not asked for).
+    processed_len: usize,
 }
 
 impl Call<'_> {
@@ -303,7 +306,6 @@ impl Call<'_> {
                 .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
             pointers.push(converted.as_ptr());
         }
-        let (_, processed_len) = self.spec.outputs.lens(&self.spec.kernel, self.spec.dims);
         let (inputs, scratch) = (pointers.as_ptr(), worker.scratch.as_mut_ptr().cast());
         // SAFETY: `Spec::check` checked that every input holds `n` images of its type (a file's
         // image was read whole); the output buffers are sized for the function's outputs and
@@ -320,7 +322,7 @@ impl Call<'_> {
                 ))
             }
             Entry::Scaled(function) => {
-                worker.processed.resize(processed_len, 0.0);
+                worker.processed.resize(self.processed_len, 0.0);
                 let bad = unsafe { function(inputs, worker.processed.as_mut_ptr(), scratch) };
                 Ok(Maps {
                     raw: &[],
@@ -329,7 +331,7 @@ impl Call<'_> {
                 })
             }
             Entry::ScaledKeepingRaw(function) => {
-                worker.processed.resize(processed_len, 0.0);
+                worker.processed.resize(self.processed_len, 0.0);
                 worker.raw.resize(self.raw_len, 0.0);
                 let bad = unsafe {
                     function(

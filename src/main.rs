@@ -35,8 +35,20 @@ enum Command {
     Stdlib(commands::stdlib::Args),
 }
 
-/// A failure already explained to the user; the process exits with status 1.
+/// A failure already explained to the user; the process exits with status 1 (2 after
+/// [`usage_error`]).
 pub struct Reported;
+
+/// Set by [`usage_error`]: errors found after clap's parsing that are still about how the
+/// command was asked (a metric of a 3-D map), and exit with clap's status 2.
+static USAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reports a usage error: the process exits with status 2.
+pub fn usage_error(message: &str) -> Reported {
+    output::error(message);
+    USAGE.store(true, std::sync::atomic::Ordering::Relaxed);
+    Reported
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,6 +73,7 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Reported) if USAGE.load(std::sync::atomic::Ordering::Relaxed) => ExitCode::from(2),
         Err(Reported) => ExitCode::from(1),
     }
 }

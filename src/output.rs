@@ -15,3 +15,17 @@ pub fn error(message: &str) {
         eprintln!("Error: {message}");
     }
 }
+
+/// The warning for non-finite values a run set to 0 (`--strict` makes them an error).
+pub fn warn_nonfinite(stats: &camc_runtime::run::RunStats) {
+    if stats.nonfinite_values == 0 {
+        return;
+    }
+    eprintln!(
+        "warning: {} non-finite value(s) in the results of {} image(s) were set to 0 (--strict makes this an error)",
+        stats.nonfinite_values, stats.nonfinite_image_count
+    );
+    for (image, count, culprit) in &stats.nonfinite_images {
+        eprintln!("  image {image}: {count} value(s){culprit}");
+    }
+}

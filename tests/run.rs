@@ -7,8 +7,9 @@ use camc_runtime::cache::{Binding, Cache};
 use camc_runtime::exec::Outputs;
 use camc_runtime::postprocess::{host_maps, minmax, resize};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use support::caches::*;
+use support::cli::{camc, stderr};
 use support::kernel;
 
 fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
@@ -103,17 +104,6 @@ fn write_gradcam_cache(path: &Path, to: fn(&[usize], &[f32]) -> T) {
         &[("A", to(&shape, &activations())), ("G", to(&shape, &gradients()))],
         &[("image_size", "7,11")],
     );
-}
-
-fn camc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_camc"))
-        .args(args)
-        .output()
-        .expect("camc runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn run_ok(args: &[&str]) -> Output {
@@ -220,7 +210,9 @@ fn heatmap_files_take_maps_in_any_order_and_check_the_count() {
     short.write(&maps[0]).expect("written");
     let err = short.finish().expect_err("18 values missing");
     assert!(err.to_string().contains("wrote 6 of 24"), "{err}");
-    assert!(!path.exists(), "a file with missing maps is removed");
+    // The unfinished file never replaces the finished one, and leaves nothing behind.
+    assert_eq!(read_npy(&path).1, maps.concat(), "the previous file is kept");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
 }
 
 #[test]
@@ -328,7 +320,11 @@ fn a_cache_cut_short_while_a_cpu_backend_reads_it_is_an_error() {
         let err = job
             .execute(executor.as_mut(), &|_, _| Ok(()), |_| {})
             .expect_err("the last image cannot be read");
-        assert!(err.to_string().contains("reading input"), "{backend}: {err}");
+        // The message names the tensor, the file and what happened to it.
+        let text = err.to_string();
+        for part in ["reading `G` of image 2", "c.safetensors", "cut short"] {
+            assert!(text.contains(part), "{backend}: `{part}` not in: {text}");
+        }
     }
 }
 
@@ -634,11 +630,20 @@ fn nonfinite_results_warn_or_fail_with_strict() {
     assert_mentions(&stderr(&warned), &["warning", "image 0", "`G` has 1 NaN"]);
     let (_, values) = read_npy(&out);
     assert!(values.iter().all(|v| v.is_finite()));
+    let kept = std::fs::read(&out).expect("output");
     let strict = camc(&[&args[..], &["--strict"]].concat());
     assert_eq!(strict.status.code(), Some(1));
     assert_mentions(&stderr(&strict), &["image 0", "non-finite", "`G`"]);
-    // The failed run's output is removed, not left full-size with zeros where no map went.
-    assert!(!out.exists(), "a failed run leaves no output");
+    // The failed run writes nothing: the previous output stays as it was.
+    assert_eq!(
+        std::fs::read(&out).expect("output"),
+        kept,
+        "a failed run changes no output"
+    );
+    let fresh = dir.path().join("fresh.npy");
+    let strict = camc(&[&args[..5], &[path_str(&fresh)], &args[6..], &["--strict"]].concat());
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(!fresh.exists(), "a failed run leaves no output");
 }
 
 #[test]

@@ -186,15 +186,16 @@ fn resume_after_a_kill_gives_the_same_ranking() {
     let args = ["--metric", "agree=gradcampp", "--budget", "60", "--seed", "7"];
     let whole = dir.path().join("whole");
     let reference = search(&golden_cache(), &whole, &args);
-    // A run killed part-way: the checkpoint holds the first 25 results and half of the next line.
+    // A run killed part-way: the checkpoint holds its first line (what the search depends on),
+    // the first 25 results and half of the next line.
     let resumed = dir.path().join("resumed");
     std::fs::create_dir_all(&resumed).expect("dir");
     let text = std::fs::read_to_string(whole.join("checkpoint.jsonl")).expect("checkpoint");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 60);
-    let mut cut = lines[..25].join("\n");
+    assert_eq!(lines.len(), 1 + 60);
+    let mut cut = lines[..26].join("\n");
     cut.push('\n');
-    cut.push_str(&lines[25][..lines[25].len() / 2]);
+    cut.push_str(&lines[26][..lines[26].len() / 2]);
     std::fs::write(resumed.join("checkpoint.jsonl"), cut).expect("write");
     let report = search(&golden_cache(), &resumed, &[&args[..], &["--resume"]].concat());
     assert_eq!(report["outcome"]["resumed"], 25);

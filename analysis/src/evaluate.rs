@@ -2,9 +2,9 @@
 //! maps to metric accumulators together with what the metrics need from the cache (boxes, the head, `A`,
 //! the perturbed maps). Shared by `camc eval`, `camc run --png` and `camc search`.
 
+pub use crate::metric_data::MetricData;
 use crate::metrics::{
-    boxes_per_image, check_needs, confidences, metric_by_name, BBox, FeatureInput, Head, ImageInput, Map,
-    Metric, MetricError, MetricValue, Need,
+    confidences, metric_by_name, FeatureInput, Head, ImageInput, Map, Metric, MetricError, MetricValue, Need,
 };
 use camc_compiler::ir::Kernel;
 use camc_runtime::cache::{Binding, Cache, CacheError};
@@ -33,111 +33,6 @@ impl EvalError {
             EvalError::Cache(error) => error.span(),
             _ => None,
         }
-    }
-}
-
-/// What the metrics read from a cache, loaded once: small tensors only (`A` is read per batch).
-pub struct MetricData {
-    pub boxes: Option<Vec<Vec<BBox>>>,
-    head: Option<(Vec<f32>, Vec<f32>)>,
-    targets: Option<Vec<i64>>,
-    /// The image size the maps are post-processed to.
-    pub size: Vec<usize>,
-    /// `[3,H,W]` uint8 per image, when the cache has `image` of that size.
-    images: Option<Vec<u8>>,
-}
-
-/// A tensor's shape and values.
-type Tensor = (Vec<usize>, Vec<f32>);
-
-/// A tensor of every shard, concatenated, as f32.
-fn whole(cache: &Cache, name: &str) -> Result<Option<Tensor>, CacheError> {
-    if !cache.has(name) {
-        return Ok(None);
-    }
-    let mut shape = Vec::new();
-    let mut values = Vec::new();
-    for shard in &cache.shards {
-        let (s, v) = shard.f32(name)?;
-        if shape.is_empty() {
-            shape = s;
-        } else {
-            shape[0] += s.first().copied().unwrap_or(0);
-        }
-        values.extend(v);
-    }
-    Ok(Some((shape, values)))
-}
-
-impl MetricData {
-    /// Loads what `metrics` need from `cache` (a clear error naming the metric and tensor
-    /// when something is missing), plus `image` and `boxes` for overlays when present.
-    pub fn load(
-        cache: &Cache,
-        metrics: &[Box<dyn Metric>],
-        size: Vec<usize>,
-        perturbed: bool,
-    ) -> Result<MetricData, EvalError> {
-        for metric in metrics {
-            check_needs(
-                metric.as_ref(),
-                &format!("`{}`", cache.spec),
-                |t| cache.has(t),
-                perturbed,
-            )?;
-        }
-        let boxes = match whole(cache, "boxes")? {
-            Some((shape, data)) => {
-                let counts =
-                    whole(cache, "box_count")?.map(|(_, c)| c.iter().map(|&v| v as i64).collect::<Vec<_>>());
-                Some(boxes_per_image(&data, &shape, counts.as_deref())?)
-            }
-            None => None,
-        };
-        let needs_head = metrics.iter().any(|m| m.needs().contains(&Need::HeadWeight));
-        let head = if needs_head {
-            let weight = whole(cache, "head.weight")?.map(|(_, v)| v).unwrap_or_default();
-            let bias = whole(cache, "head.bias")?.map(|(_, v)| v).unwrap_or_default();
-            Some((weight, bias))
-        } else {
-            None
-        };
-        let targets = whole(cache, "target")?.map(|(_, v)| v.iter().map(|&t| t as i64).collect());
-        let images = match cache.shards.first().and_then(|s| s.tensors.get("image")) {
-            Some(info) if info.shape.len() == 4 && info.shape[1] == 3 && info.shape[2..] == size[..] => {
-                let mut bytes = Vec::new();
-                for shard in &cache.shards {
-                    if let Some((_, raw)) = shard.raw("image") {
-                        bytes.extend_from_slice(raw);
-                    }
-                }
-                Some(bytes)
-            }
-            _ => None,
-        };
-        Ok(MetricData {
-            boxes,
-            head,
-            targets,
-            size,
-            images,
-        })
-    }
-
-    /// Image `i`'s `[3,H,W]` pixels, when the cache has them at the map size.
-    pub fn image(&self, i: usize) -> Option<&[u8]> {
-        let per = 3 * self.size.iter().product::<usize>();
-        self.images
-            .as_ref()
-            .and_then(|all| all.get(i * per..(i + 1) * per))
-    }
-
-    pub fn boxes_of(&self, i: usize) -> &[BBox] {
-        self.boxes
-            .as_ref()
-            .and_then(|b| b.get(i))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
     }
 }
 
@@ -302,7 +197,7 @@ impl Evaluation<'_> {
             let lo = first.max(start);
             let hi = (first + n).min(start + count);
             if lo < hi {
-                out.extend_from_slice(&shard.rows("A", lo - start..hi - start)?.to_f32());
+                out.extend(shard.read_rows_f32("A", lo - start..hi - start)?);
             }
             start += count;
         }

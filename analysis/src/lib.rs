@@ -3,6 +3,7 @@
 //! command line and the Python package; the engine never depends on it.
 
 pub mod evaluate;
+mod metric_data;
 pub mod metrics;
 pub mod overlay;
 pub mod report;

@@ -124,6 +124,8 @@ impl<'a> Batch<'a> {
 /// image `i` is the `image_bytes` bytes at `offset + i * image_bytes`.
 #[derive(Copy, Clone, Debug)]
 pub struct FileSpan<'a> {
+    /// The file's name, for messages.
+    pub path: &'a std::path::Path,
     pub file: &'a std::fs::File,
     pub offset: u64,
     pub image_bytes: usize,
@@ -140,7 +142,15 @@ impl FileSpan<'_> {
             )));
         }
         let offset = self.offset + (image * self.image_bytes) as u64;
-        read_exact_at(self.file, into, offset)
+        read_exact_at(self.file, into, offset).map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    "the file ends before it (was it cut short while camc read it?)".to_string()
+                }
+                _ => e.to_string(),
+            };
+            std::io::Error::new(e.kind(), format!("`{}`: {why}", self.path.display()))
+        })
     }
 }
 

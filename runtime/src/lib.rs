@@ -7,6 +7,7 @@ pub mod cache;
 pub mod exec;
 pub mod heatmap_file;
 pub mod interp;
+pub mod output;
 mod pc1;
 pub mod postprocess;
 pub mod run;

@@ -1,6 +1,6 @@
 //! `camc emit PROGRAM --target ir|clif|cuda|ptx [-o FILE]`: the compiled form of a program.
 
-use super::program;
+use super::{outputs, program};
 use crate::output;
 use crate::Reported;
 use camc_compiler::opt::Level;
@@ -73,6 +73,7 @@ fn parse_dims(text: &str) -> Result<[usize; 4], String> {
 
 pub fn run(args: Args) -> Result<(), Reported> {
     let resolved = program::resolve(&args.program)?;
+    outputs::check(&outputs::inputs(&[], &[&resolved], &[]), [args.output.as_deref()])?;
     let level = match (args.no_opt, args.fast_math) {
         (true, _) => Level::None,
         (_, true) => Level::Fast,
@@ -103,8 +104,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Target::Cuda | Target::Ptx => cuda_text(&kernel, args.target, &args.arch)?,
     };
     match args.output {
-        Some(path) => std::fs::write(&path, text).map_err(|e| {
-            output::error(&format!("cannot write `{}`: {e}", path.display()));
+        Some(path) => camc_runtime::output::write_file(&path, text.as_bytes()).map_err(|e| {
+            output::error(&e.to_string());
             Reported
         }),
         None => {

@@ -3,7 +3,7 @@
 //! `--report DIR` HTML page.
 
 use super::backend::{self, Backend};
-use super::{overlays, program};
+use super::{outputs, overlays, program, sizes};
 use crate::output;
 use crate::progress;
 use crate::Reported;
@@ -69,18 +69,34 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Some(spec) => Some(Cache::open(spec).map_err(fail)?),
         None => None,
     };
-    let size = cache.image_size().map_err(fail)?.ok_or_else(|| {
-        fail(format!(
-            "cache `{}` has no image_size metadata; metrics need the input size",
-            args.cache
-        ))
-    })?;
-    let data = MetricData::load(&cache, &probe, size.clone(), perturbed_cache.is_some()).map_err(fail)?;
+    let size = sizes::for_metrics(&cache)?;
     let mut programs = args.programs.clone();
     if args.stdlib {
         let caches: Vec<&Cache> = std::iter::once(&cache).chain(&perturbed_cache).collect();
         programs.extend(runnable_stdlib(&caches));
     }
+    // Every program is checked against the cache before anything is computed or written.
+    let mut compiled = Vec::new();
+    for spec in &programs {
+        let resolved = program::resolve(spec)?;
+        let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
+        let dims = Binding::new(&cache, &kernel)
+            .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?
+            .dims;
+        let raw = Outputs::raw_shape(&kernel, dims);
+        sizes::check_metric_map(&cache, spec, kernel.output_ty(), &raw, &size)?;
+        compiled.push((spec, resolved, kernel));
+    }
+    let caches: Vec<&Cache> = std::iter::once(&cache).chain(&perturbed_cache).collect();
+    let resolved: Vec<&program::Resolved> = compiled.iter().map(|(_, r, _)| r).collect();
+    let inputs = outputs::inputs(&caches, &resolved, &[]);
+    outputs::check(
+        &inputs,
+        [args.json.as_deref(), args.png.as_deref(), args.report.as_deref()],
+    )?;
+    let data = MetricData::load(&cache, &probe, size.clone(), perturbed_cache.is_some()).map_err(fail)?;
+    let png_root = outputs::dir(args.png.as_deref())?;
+    let report_root = outputs::dir(args.report.as_deref())?;
     let mut rows = Vec::new();
     let mut grid: Vec<GridRow> = (0..args.report_images)
         .map(|i| GridRow {
@@ -88,17 +104,15 @@ pub fn run(args: Args) -> Result<(), Reported> {
             cells: Vec::new(),
         })
         .collect();
-    for spec in &programs {
-        let resolved = program::resolve(spec)?;
-        let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
-        let binding = Binding::new(&cache, &kernel)
+    for (spec, resolved, kernel) in &compiled {
+        let binding = Binding::new(&cache, kernel)
             .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?;
         let perturbed_maps = match &perturbed_cache {
-            Some(other) => Some(maps_of(other, &kernel, args.backend, &size, args.batch as usize)?),
+            Some(other) => Some(maps_of(other, kernel, args.backend, &size, args.batch as usize)?),
             None => None,
         };
         let evaluation = Evaluation {
-            kernel: &kernel,
+            kernel,
             binding: &binding,
             cache: &cache,
             data: &data,
@@ -107,13 +121,13 @@ pub fn run(args: Args) -> Result<(), Reported> {
         };
         let mut groups = vec![metrics_by_names(&args.metric).map_err(fail)?];
         let outputs = evaluation.outputs(&groups);
-        let mut executor = backend::executor(args.backend, &kernel, binding.dims, outputs)?;
+        let mut executor = backend::executor(args.backend, kernel, binding.dims, outputs)?;
         let name = kernel.name.clone();
-        let png_dir = args.png.as_ref().map(|d| d.join(&name));
-        let report_dir = args.report.as_ref().map(|d| d.join(&name));
+        let png_dir = png_root.as_ref().map(|d| d.path().join(&name));
+        let report_dir = report_root.as_ref().map(|d| d.path().join(&name));
         let mut cells = vec![None; grid.len()];
         let bar = progress::bar(binding.images as u64, &format!("images ({name})"));
-        evaluation
+        let stats = evaluation
             .score(
                 executor.as_mut(),
                 &mut groups,
@@ -136,11 +150,15 @@ pub fn run(args: Args) -> Result<(), Reported> {
             )
             .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?;
         bar.finish_and_clear();
+        if stats.nonfinite_values > 0 {
+            eprint!("{spec}: ");
+        }
+        output::warn_nonfinite(&stats);
         for (row, cell) in grid.iter_mut().zip(cells) {
             row.cells.push(cell);
         }
         rows.push(Row {
-            program: spec.clone(),
+            program: spec.to_string(),
             values: values(&groups[0]),
             images: binding.images,
         });
@@ -149,7 +167,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
     if let Some(path) = &args.json {
         write_json(path, &rows)?;
     }
-    if let Some(dir) = &args.report {
+    outputs::commit(png_root)?;
+    if let Some(root) = report_root {
         let images = rows.first().map_or(0, |r| r.images).min(grid.len());
         grid.truncate(images);
         let report = Report {
@@ -164,7 +183,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
                 })
                 .collect(),
         };
-        let page = write_report(dir, &report).map_err(fail)?;
+        let page = write_report(root.path(), &report).map_err(fail)?;
+        let page = root.final_path(&page);
+        outputs::commit(Some(root))?;
         eprintln!("report: {}", page.display());
     }
     Ok(())
@@ -243,7 +264,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn write_json(path: &PathBuf, rows: &[Row]) -> Result<(), Reported> {
+fn write_json(path: &std::path::Path, rows: &[Row]) -> Result<(), Reported> {
     let list: Vec<serde_json::Value> = rows
         .iter()
         .flat_map(|r| {
@@ -260,5 +281,5 @@ fn write_json(path: &PathBuf, rows: &[Row]) -> Result<(), Reported> {
         })
         .collect();
     let text = serde_json::to_string_pretty(&list).map_err(fail)?;
-    std::fs::write(path, text + "\n").map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))
+    camc_runtime::output::write_file(path, (text + "\n").as_bytes()).map_err(fail)
 }

@@ -14,6 +14,8 @@ use std::path::Path;
 pub struct Resolved {
     pub checked: Checked,
     pub root: FuncId,
+    /// The `.cam` file it was read from (none for a stdlib method).
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Resolved {
@@ -89,7 +91,11 @@ pub fn resolve(spec: &str) -> Result<Resolved, Reported> {
             }
         },
     };
-    Ok(Resolved { checked, root })
+    Ok(Resolved {
+        checked,
+        root,
+        file: path.map(std::path::PathBuf::from),
+    })
 }
 
 impl Resolved {

@@ -2,7 +2,7 @@
 //! the heatmaps (tensor `heatmap` `[n,H,W]` f32) to `.npy` or `.safetensors`.
 
 use super::backend::{self, Backend};
-use super::{overlays, program};
+use super::{outputs, overlays, program, sizes};
 use crate::output;
 use crate::progress;
 use crate::Reported;
@@ -11,7 +11,7 @@ use camc_compiler::opt::Level;
 use camc_runtime::cache::{parse_size, Binding, Cache};
 use camc_runtime::exec::{Maps, Outputs};
 use camc_runtime::heatmap_file::{Format, HeatmapWriter};
-use camc_runtime::run::{scaled_shape, Run, RunError, RunStats};
+use camc_runtime::run::{Run, RunError};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -77,22 +77,16 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let level = if args.fast_math { Level::Fast } else { Level::Exact };
     let kernel = program::compile(&resolved, &knobs, level)?;
     let cache = Cache::open(&args.cache).map_err(fail)?;
+    let inputs = outputs::inputs(&[&cache], &[&resolved], &[]);
+    outputs::check(&inputs, [Some(args.output.as_path()), args.png.as_deref()])?;
     let binding = Binding::new(&cache, &kernel)
         .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?;
     let raw = Outputs::raw_shape(&kernel, binding.dims);
     let outputs = if args.raw {
         Outputs::raw()
     } else {
-        let size = match &args.size {
-            Some(size) => size.0.clone(),
-            None => cache.image_size().map_err(fail)?.unwrap_or_else(|| raw.clone()),
-        };
-        let size = scaled_shape(&raw, &size).ok_or_else(|| {
-            fail(format!(
-                "output size {size:?} does not fit the result's shape {raw:?}"
-            ))
-        })?;
-        Outputs::processed(size)
+        let requested = args.size.as_ref().map(|s| s.0.as_slice());
+        Outputs::processed(sizes::processed(&cache, &raw, requested)?)
     };
     let map_shape = outputs.processed.clone().unwrap_or_else(|| raw.clone());
     let mut shape = vec![binding.images];
@@ -107,6 +101,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         (None, _) => None,
     };
     let mut executor = backend::executor(args.backend, &kernel, binding.dims, outputs)?;
+    let png_dir = outputs::dir(args.png.as_deref())?;
     let bytes_per_image: usize = kernel.inputs.iter().map(|i| binding.dims.len(i.ty) * 4).sum();
     let batch = args
         .batch
@@ -122,8 +117,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let write = |image: usize, maps: Maps<'_>| -> Result<(), String> {
         let map = if args.raw { maps.raw } else { maps.processed };
         writer.write_at(image * map_len, map).map_err(|e| e.to_string())?;
-        if let (Some(dir), Some(data)) = (&args.png, &overlay_data) {
-            overlays::write(dir, image, map, data)?;
+        if let (Some(dir), Some(data)) = (&png_dir, &overlay_data) {
+            overlays::write(dir.path(), image, map, data)?;
         }
         Ok(())
     };
@@ -139,19 +134,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         })?;
     bar.finish_and_clear();
     writer.finish().map_err(fail)?;
-    warn_nonfinite(&stats);
+    outputs::commit(png_dir)?;
+    output::warn_nonfinite(&stats);
     Ok(())
-}
-
-fn warn_nonfinite(stats: &RunStats) {
-    if stats.nonfinite_values == 0 {
-        return;
-    }
-    eprintln!(
-        "warning: {} non-finite value(s) in the results of {} image(s) were set to 0 (--strict makes this an error)",
-        stats.nonfinite_values, stats.nonfinite_image_count
-    );
-    for (image, count, culprit) in &stats.nonfinite_images {
-        eprintln!("  image {image}: {count} value(s){culprit}");
-    }
 }

@@ -2,16 +2,18 @@
 //! `relu(sum[k](WEIGHTS * A))` that score best on a metric (docs/search.md).
 
 use super::backend::{self, Backend};
-use super::program;
+use super::{outputs, program, sizes};
 use crate::output;
 use crate::progress;
 use crate::Reported;
 use camc_analysis::evaluate::MetricData;
 use camc_analysis::metrics::{metric_by_name, Better};
+use camc_analysis::search::checkpoint::Start;
 use camc_analysis::search::driver::{split, ExecutorFactory, Outcome, Search};
 use camc_analysis::search::space::SpaceFile;
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{Binding, Cache};
+use camc_runtime::output::write_file;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -38,9 +40,14 @@ pub struct Args {
     holdout: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Continue from DIR/checkpoint.jsonl.
-    #[arg(long)]
+    /// Continue from DIR/checkpoint.jsonl (only a checkpoint of the same search: same cache,
+    /// metric, seed, holdout and space).
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Start over in a folder that holds an earlier search (its checkpoint, rank files and
+    /// report are removed).
+    #[arg(long)]
+    force: bool,
     /// The search space (TOML); defaults in docs/search.md.
     #[arg(long)]
     space: Option<PathBuf>,
@@ -73,10 +80,15 @@ pub fn run(args: Args) -> Result<(), Reported> {
     }
     let space = space_file.resolve().map_err(fail)?;
     let cache = Cache::open(&args.cache).map_err(fail)?;
-    let size = cache
-        .image_size()
-        .map_err(fail)?
-        .ok_or_else(|| fail(format!("cache `{}` has no image_size metadata", args.cache)))?;
+    let size = sizes::for_metrics(&cache)?;
+    let mut others = vec![];
+    if let Some(space) = &args.space {
+        others.push(space.as_path());
+    }
+    outputs::check(
+        &outputs::inputs(&[&cache], &[], &others),
+        [Some(args.out.as_path())],
+    )?;
     let (objective, reference_program) = parse_objective(&args.metric).map_err(fail)?;
     let better = match &objective[..] {
         [(name, _)] => metric_by_name(name).map_err(fail)?.better(),
@@ -102,6 +114,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         cache: &cache,
         space,
         objective,
+        metric: args.metric.clone(),
         better,
         budget: args.budget,
         holdout: args.holdout,
@@ -111,9 +124,14 @@ pub fn run(args: Args) -> Result<(), Reported> {
         reference: reference.as_deref(),
         data: &data,
     };
+    let start = match (args.resume, args.force) {
+        (true, _) => Start::Resume,
+        (_, true) => Start::Force,
+        _ => Start::Fresh,
+    };
     let bar = progress::bar(args.budget as u64, "candidates");
     let outcome = search
-        .run(&factory, args.resume, |done, total, best| {
+        .run(&factory, start, |done, total, best| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
             if let Some(best) = best {
@@ -219,7 +237,15 @@ fn write_results(
             winner.program(&name)
         );
         let path = args.out.join(format!("rank-{:02}.cam", i + 1));
-        std::fs::write(&path, text).map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))?;
+        write_file(&path, text.as_bytes()).map_err(fail)?;
+    }
+    // Rank files of an earlier run of this search that kept more.
+    let written = outcome.ranked.len().min(args.keep);
+    for rank in written + 1.. {
+        let path = args.out.join(format!("rank-{rank:02}.cam"));
+        if std::fs::remove_file(&path).is_err() {
+            break;
+        }
     }
     let report = serde_json::json!({
         "metric": args.metric,
@@ -238,12 +264,8 @@ fn write_results(
         "image_evaluations_per_second": (outcome.evaluated * (outcome.train_images + outcome.holdout_images)) as f64 / outcome.seconds.max(1e-9),
         "stdlib": baselines.iter().map(|(m, t, h)| serde_json::json!({"program": m, "train": t, "holdout": h})).collect::<Vec<_>>(),
     });
-    let path = args.out.join("report.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
-    )
-    .map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+    write_file(&args.out.join("report.json"), text.as_bytes()).map_err(fail)
 }
 
 fn print_summary(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod caches;
+pub mod cli;
 pub mod gen;
 pub mod golden;
 

@@ -1,6 +1,7 @@
 //! The search loop: split the images, enumerate candidates, evaluate each on the metric
 //! (train and holdout in one pass), checkpoint every result, rank on train.
 
+use super::checkpoint::{self, Key, Start};
 use super::enumerate::{Enumerator, PruneStats};
 use super::probe_set::probes;
 use super::space::Space;
@@ -56,6 +57,8 @@ pub struct Search<'a> {
     /// own direction), or several with weights, ranked by `Σ weight · ±value` (higher better;
     /// a lower-is-better metric counts negatively).
     pub objective: Vec<(&'static str, f64)>,
+    /// The objective as the user wrote it (`--metric`), recorded in the checkpoint.
+    pub metric: String,
     pub better: Better,
     pub budget: usize,
     pub holdout: f64,
@@ -103,34 +106,12 @@ pub fn split(n: usize, holdout: f64, seed: u64) -> Vec<bool> {
     is_train
 }
 
-pub const CHECKPOINT: &str = "checkpoint.jsonl";
-
-/// Results already in `DIR/checkpoint.jsonl` (for `--resume`), by WEIGHTS expression.
-pub fn load_checkpoint(out: &Path) -> Result<HashMap<String, Scored>, String> {
-    let path = out.join(CHECKPOINT);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(HashMap::new());
-    };
-    let mut done = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        // A line cut short by a kill is the last one; drop it and evaluate again.
-        match serde_json::from_str::<Scored>(line) {
-            Ok(s) => {
-                done.insert(s.weights.clone(), s);
-            }
-            Err(_) if i + 1 == text.lines().count() => {}
-            Err(e) => return Err(format!("{}: line {}: {e}", path.display(), i + 1)),
-        }
-    }
-    Ok(done)
-}
-
 impl Search<'_> {
     /// Runs the search; `progress(done, total, best)` after each candidate.
     pub fn run(
         &self,
         factory: ExecutorFactory,
-        resume: bool,
+        start_from: Start,
         mut progress: impl FnMut(usize, usize, Option<&Scored>),
     ) -> Result<Outcome, String> {
         let start = Instant::now();
@@ -165,12 +146,7 @@ impl Search<'_> {
         }
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create `{}`: {e}", self.out.display()))?;
-        let done = if resume {
-            load_checkpoint(&self.out)?
-        } else {
-            HashMap::new()
-        };
-        let mut log = self.open_checkpoint(resume)?;
+        let (done, mut log) = checkpoint::open(&self.out, &self.key()?, start_from)?;
         let chosen: Vec<TermId> = enumerator.candidates.iter().copied().take(self.budget).collect();
         let mut scored = Vec::with_capacity(chosen.len());
         let mut resumed = 0;
@@ -207,18 +183,17 @@ impl Search<'_> {
         })
     }
 
-    fn open_checkpoint(&self, resume: bool) -> Result<std::fs::File, String> {
-        let path = self.out.join(CHECKPOINT);
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true);
-        if resume {
-            options.append(true);
-        } else {
-            options.write(true).truncate(true);
-        }
-        options
-            .open(&path)
-            .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+    /// What this search's results depend on, recorded in its checkpoint.
+    fn key(&self) -> Result<Key, String> {
+        let shards: Vec<&Path> = self.cache.shards.iter().map(|s| s.path.as_path()).collect();
+        Ok(Key {
+            camc_checkpoint: Key::VERSION,
+            cache: Key::stamps(&shards)?,
+            metric: self.metric.clone(),
+            seed: self.seed,
+            holdout: self.holdout,
+            space: format!("{:?}", self.space),
+        })
     }
 
     /// Best first on train (ties: smaller, then earlier in enumeration order); programs

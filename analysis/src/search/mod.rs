@@ -1,6 +1,7 @@
 //! The search engine (docs/search.md): enumerate programs `relu(sum[k](WEIGHTS * A))` by size, prune
 //! equivalent ones on a probe set, evaluate the rest on a metric, keep the best.
 
+pub mod checkpoint;
 pub mod driver;
 pub mod enumerate;
 pub mod probe;

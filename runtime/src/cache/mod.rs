@@ -13,6 +13,7 @@ pub use bind::{Binding, BoundBatch};
 pub use dtype::Values;
 
 use crate::batch::FileSpan;
+use camc_compiler::dims::Dims;
 use camc_compiler::dtype::Dtype;
 use camc_compiler::span::Span;
 use memmap2::Mmap;
@@ -82,6 +83,7 @@ pub struct TensorInfo {
 
 /// A file of a shard, open and mapped; derefs to its bytes.
 pub(crate) struct MappedFile {
+    path: PathBuf,
     file: File,
     map: Mmap,
 }
@@ -117,6 +119,7 @@ impl Shard {
         }
         let image_bytes = info.shape.iter().skip(1).product::<usize>() * info.dtype.size();
         Some(FileSpan {
+            path: &self.maps[info.file].path,
             file: &self.maps[info.file].file,
             offset: (info.range.start + rows.start * image_bytes) as u64,
             image_bytes,
@@ -130,6 +133,7 @@ impl Shard {
             return None;
         }
         Some(FileSpan {
+            path: &self.maps[info.file].path,
             file: &self.maps[info.file].file,
             offset: info.range.start as u64,
             image_bytes: info.range.len(),
@@ -158,12 +162,19 @@ impl Shard {
 
     /// Images `rows` of a tensor whose leading axis is the image axis.
     pub fn rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Values<'_>, CacheError> {
+        let info = self.rows_of(name, &rows)?;
+        let per_row: usize = info.shape.iter().skip(1).product();
+        let size = info.dtype.size();
+        let bytes = &self.bytes(info)[rows.start * per_row * size..rows.end * per_row * size];
+        Values::from_bytes(info.dtype, bytes).map_err(|m| CacheError::tensor(&self.path, name, m))
+    }
+
+    /// Tensor `name`, which must hold rows `rows`.
+    fn rows_of(&self, name: &str, rows: &std::ops::Range<usize>) -> Result<&TensorInfo, CacheError> {
         let info = self
             .tensors
             .get(name)
             .ok_or_else(|| CacheError::tensor(&self.path, name, "missing"))?;
-        let per_row: usize = info.shape.iter().skip(1).product();
-        let size = info.dtype.size();
         let leading = info.shape.first().copied().unwrap_or(1);
         if rows.end > leading {
             return Err(CacheError::tensor(
@@ -172,8 +183,25 @@ impl Shard {
                 format!("has {leading} rows, asked for {}..{}", rows.start, rows.end),
             ));
         }
-        let bytes = &self.bytes(info)[rows.start * per_row * size..rows.end * per_row * size];
-        Values::from_bytes(info.dtype, bytes).map_err(|m| CacheError::tensor(&self.path, name, m))
+        Ok(info)
+    }
+
+    /// Rows `rows` of a float tensor as f32, read from its file with positional reads rather
+    /// than through the map, so that a file cut short while camc reads it is an error (through
+    /// the map it would be a SIGBUS).
+    pub fn read_rows_f32(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>, CacheError> {
+        let info = self.rows_of(name, &rows)?;
+        let Some(span) = self.span(name, &rows) else {
+            return Ok(self.rows(name, rows)?.to_f32().into_owned());
+        };
+        let mut bytes = vec![0u8; rows.len() * span.image_bytes];
+        for (i, row) in bytes.chunks_mut(span.image_bytes.max(1)).enumerate() {
+            span.read(i, row)
+                .map_err(|e| CacheError::tensor(&self.path, name, format!("row {}: {e}", rows.start + i)))?;
+        }
+        let values =
+            Values::from_bytes(info.dtype, &bytes).map_err(|m| CacheError::tensor(&self.path, name, m))?;
+        Ok(values.to_f32().into_owned())
     }
 
     /// A whole tensor as f32 (for small tensors: boxes, targets, the head).
@@ -216,6 +244,26 @@ impl Cache {
 
     pub fn images(&self) -> Result<usize, CacheError> {
         self.shards.iter().map(Shard::images).sum()
+    }
+
+    /// The axis sizes of `A`, the same in every shard, none of them empty.
+    pub fn dims(&self) -> Result<Dims, CacheError> {
+        let mut dims = None;
+        for shard in &self.shards {
+            let these = bind::dims_of(shard)?;
+            if dims.is_some_and(|d| d != these) {
+                return Err(CacheError::tensor(
+                    &shard.path,
+                    "A",
+                    format!(
+                        "has sizes {these:?}, unlike the first shard ({:?})",
+                        dims.unwrap_or(these)
+                    ),
+                ));
+            }
+            dims = Some(these);
+        }
+        dims.ok_or_else(|| CacheError::Other(format!("cache `{}` has no shard", self.spec)))
     }
 
     /// `image_size` from the first shard's metadata: the network input size `(H, W)`.
@@ -270,14 +318,45 @@ fn open_shard(path: &Path) -> Result<Shard, CacheError> {
     }
 }
 
+/// Opens `path` for reading if it is a regular file (a FIFO would block, a device never end).
+fn open_regular(path: &Path) -> Result<File, CacheError> {
+    let metadata =
+        std::fs::metadata(path).map_err(|e| CacheError::file(path, format!("cannot open: {e}")))?;
+    if !metadata.is_file() {
+        let kind = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        return Err(CacheError::file(path, format!("is {kind}, not a regular file")));
+    }
+    std::fs::File::open(path).map_err(|e| CacheError::file(path, format!("cannot open: {e}")))
+}
+
+/// A whole small regular file (metadata), at most `limit` bytes.
+fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, CacheError> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+        .map_err(|e| CacheError::file(path, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(CacheError::file(path, format!("is larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
 /// Opens and maps a whole file read-only.
 fn map(path: &Path) -> Result<MappedFile, CacheError> {
-    let file = std::fs::File::open(path).map_err(|e| CacheError::file(path, format!("cannot open: {e}")))?;
+    let file = open_regular(path)?;
     // SAFETY: the map is read-only; a cache rewritten while camc reads it may give wrong
     // values, never undefined behaviour beyond what reading a changing file gives.
     let map = unsafe { memmap2::MmapOptions::new().map(&file) }
         .map_err(|e| CacheError::file(path, format!("cannot map: {e}")))?;
     #[cfg(unix)]
     let _ = map.advise(memmap2::Advice::Sequential);
-    Ok(MappedFile { file, map })
+    Ok(MappedFile {
+        path: path.to_path_buf(),
+        file,
+        map,
+    })
 }

@@ -85,9 +85,16 @@ fn header(path: &Path, name: &str, bytes: &[u8], file: usize) -> Result<TensorIn
 
 fn metadata(dir: &Path) -> Result<BTreeMap<String, String>, CacheError> {
     let path = dir.join("meta.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if std::fs::symlink_metadata(&path).is_err() {
         return Ok(BTreeMap::new());
-    };
+    }
+    let bytes = super::read_small(&path, 1 << 20)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        CacheError::file(
+            &path,
+            format!("is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CacheError::file(&path, format!("is not valid JSON: {e}")))?;
     let object = value

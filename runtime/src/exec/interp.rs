@@ -45,7 +45,12 @@ impl Executor for InterpExecutor {
             for (j, (values, &len)) in inputs.iter_mut().zip(&sizes).enumerate() {
                 batch
                     .image_f32(j, self.spec.image_of(j, image), len, values, &mut halves)
-                    .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
+                    .map_err(|e| {
+                        backend(format!(
+                            "reading `{}` of image {image}: {e}",
+                            self.spec.kernel.inputs[j].name
+                        ))
+                    })?;
             }
             let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
             let mut raw = crate::interp::eval(&self.spec.kernel, self.spec.dims, &slices)

@@ -32,6 +32,10 @@ pub enum ExecError {
     Outputs(String),
 }
 
+/// The most values one post-processed map may hold (8192×8192, 256 MiB of f32): every backend
+/// keeps a few maps per worker in memory, so a larger one is refused when compiled.
+pub const MAX_MAP_VALUES: usize = 1 << 26;
+
 /// What a compiled program hands back for each image, fixed when it is compiled: its raw map
 /// (at feature resolution, non-finite values set to 0), its post-processed map (min-max,
 /// bilinear resize to `processed`, min-max: docs/run.md), or both.
@@ -109,6 +113,16 @@ impl Outputs {
             Some(shape) if shape.contains(&0) => Err(ExecError::Outputs(format!(
                 "output size {shape:?} has an empty axis"
             ))),
+            Some(shape)
+                if shape
+                    .iter()
+                    .try_fold(1usize, |acc, &s| acc.checked_mul(s))
+                    .is_none_or(|values| values > MAX_MAP_VALUES) =>
+            {
+                Err(ExecError::Outputs(format!(
+                    "output size {shape:?} exceeds the limit of {MAX_MAP_VALUES} values per map (8192×8192)"
+                )))
+            }
             _ => Ok(()),
         }
     }

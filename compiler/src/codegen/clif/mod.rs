@@ -86,8 +86,8 @@ pub struct Lowered {
 pub enum ClifError {
     #[error("the CPU backend needs every axis to have at least one element, got sizes {0:?}")]
     EmptyAxis([usize; 4]),
-    #[error("the tensors are too large for the CPU backend ({0} elements)")]
-    TooLarge(usize),
+    #[error("too large for the CPU backend: {0}")]
+    TooLarge(String),
     #[error("the post-processing needs an [h,w] result, the program's is {0}")]
     NotAMap(AxisSet),
     #[error("internal compiler error: the generated Cranelift IR is invalid: {0}")]
@@ -166,7 +166,13 @@ fn lower_with(
         .try_fold(1usize, |acc, &s| acc.checked_mul(s));
     match total {
         Some(n) if n <= i32::MAX as usize / 8 => {}
-        _ => return Err(ClifError::TooLarge(total.unwrap_or(usize::MAX))),
+        _ => {
+            let [k, d, h, w] = sizes.array();
+            return Err(ClifError::TooLarge(format!(
+                "k·d·h·w = {k}×{d}×{h}×{w} values per image; the limit is {}",
+                i32::MAX as usize / 8
+            )));
+        }
     }
     if let Some(Scale {
         from: [h, _],
@@ -180,7 +186,12 @@ fn lower_with(
         // The post-processing's buffers and tap offsets are byte offsets held in i32.
         match oh.max(h).checked_mul(ow) {
             Some(n) if n <= i32::MAX as usize / 8 => {}
-            largest => return Err(ClifError::TooLarge(largest.unwrap_or(usize::MAX))),
+            _ => {
+                return Err(ClifError::TooLarge(format!(
+                    "maps of {oh}×{ow} (from {h} rows); the limit is {} values",
+                    i32::MAX as usize / 8
+                )))
+            }
         }
     }
     let plan = plan::plan(kernel, info, sizes);

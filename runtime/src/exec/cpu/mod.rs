@@ -212,7 +212,7 @@ impl Executor for CpuExecutor {
                 let mut values = Vec::new();
                 batch
                     .image_f32(j, 0, len, &mut values, &mut halves)
-                    .map_err(|e| backend(format!("reading input {j}: {e}")))?;
+                    .map_err(|e| backend(format!("reading `{}`: {e}", input.name)))?;
                 Some(values)
             } else {
                 None
@@ -303,7 +303,12 @@ impl Call<'_> {
             let converted = &mut worker.converted[j];
             batch
                 .image_f32(j, at, len, converted, &mut worker.halves)
-                .map_err(|e| backend(format!("reading input {j} of image {image}: {e}")))?;
+                .map_err(|e| {
+                    backend(format!(
+                        "reading `{}` of image {image}: {e}",
+                        self.spec.kernel.inputs[j].name
+                    ))
+                })?;
             pointers.push(converted.as_ptr());
         }
         let (inputs, scratch) = (pointers.as_ptr(), worker.scratch.as_mut_ptr().cast());

@@ -425,6 +425,29 @@ fn empty_axes_and_huge_maps_are_errors() {
     assert_error(&o, &["65536"]);
 }
 
+#[test]
+fn an_npy_header_with_an_absurd_shape_is_an_error() {
+    // Found by tests/cache_fuzz.rs: the shape's product overflowed inside the .npy reader.
+    let dir = temp_dir();
+    let npy = dir.path().join("npy");
+    let values = noise(3, N * K * H * W);
+    write_npy_dir(
+        &npy,
+        &[("A", &[N, K, H, W], &values), ("G", &[N, K, H, W], &values)],
+    );
+    let a = npy.join("A.npy");
+    let bytes = std::fs::read(&a).expect("A.npy");
+    let text = String::from_utf8_lossy(&bytes[..128]).into_owned();
+    let huge = text.replacen(&format!("({N}, "), "(18446744073709551615, ", 1);
+    assert_ne!(huge, text);
+    let mut mutated = huge.into_bytes();
+    mutated.extend_from_slice(&bytes[128..]);
+    std::fs::write(&a, mutated).expect("write");
+    let out = dir.path().join("o.npy");
+    let o = camc(&["run", "gradcam", "--cache", path_str(&npy), "-o", path_str(&out)]);
+    assert_error(&o, &["A.npy", "too large"]);
+}
+
 // 5. Special files and wrong arguments end quickly with an error.
 
 /// Runs camc and fails the test if it takes longer than `limit` (a hang).

@@ -37,8 +37,34 @@ pub fn open_dir(dir: &Path) -> Result<Shard, CacheError> {
     })
 }
 
+/// Refuses a header whose `shape` numbers multiply past what a file could hold, before npyz
+/// multiplies them (which overflows).
+fn check_shape_fits(bytes: &[u8]) -> Result<(), String> {
+    let end = bytes.len().min(1 << 16);
+    let text = String::from_utf8_lossy(&bytes[..end]);
+    let Some(tuple) = text
+        .find("'shape'")
+        .and_then(|at| text[at..].find('(').map(|open| at + open + 1))
+        .and_then(|start| text[start..].find(')').map(|close| &text[start..start + close]))
+    else {
+        return Ok(());
+    };
+    let mut total: u64 = 1;
+    for part in tuple.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let size: u64 = part
+            .parse()
+            .map_err(|_| format!("not a valid .npy file: shape entry `{part}`"))?;
+        total = total
+            .checked_mul(size)
+            .filter(|&t| t <= isize::MAX as u64 / 8)
+            .ok_or_else(|| format!("shape ({tuple}) is too large for any file"))?;
+    }
+    Ok(())
+}
+
 fn header(path: &Path, name: &str, bytes: &[u8], file: usize) -> Result<TensorInfo, CacheError> {
     let bad = |message: String| CacheError::tensor(path, name, message);
+    check_shape_fits(bytes).map_err(bad)?;
     let mut reader = std::io::Cursor::new(bytes);
     let header =
         npyz::NpyHeader::from_reader(&mut reader).map_err(|e| bad(format!("not a valid .npy file: {e}")))?;

@@ -783,3 +783,55 @@ fn overlays_at_another_size_keep_the_photo_and_scale_the_boxes() {
     // An interleaved (HWC) image is the same photo.
     assert_eq!(overlay("red-hwc", [255, 0, 0], true), red);
 }
+
+// What a new user sees.
+
+#[test]
+fn run_ends_with_a_summary_line() {
+    let dir = temp_dir();
+    let cache = cache_in(dir.path());
+    let out = dir.path().join("maps.npy");
+    let o = camc(&[
+        "run",
+        "gradcam",
+        "--cache",
+        path_str(&cache),
+        "-o",
+        path_str(&out),
+    ]);
+    assert_ok(&o);
+    let text = stderr(&o);
+    let summary = format!("camc run: wrote {N} maps [{N}, 10, 12] to {}", out.display());
+    assert!(text.contains(&summary), "{text}");
+    assert!(
+        text.contains("maps/s") && text.contains("no non-finite values"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_skipped_method_names_the_exporter_option_that_provides_its_tensor() {
+    let dir = temp_dir();
+    let cache = cache_in(dir.path());
+    let o = camc(&[
+        "eval",
+        "--stdlib",
+        "--cache",
+        path_str(&cache),
+        "--metric",
+        "energy",
+    ]);
+    assert_ok(&o);
+    let text = stderr(&o);
+    for (method, option) in [
+        ("scorecam", "--score"),
+        ("ablationcam", "--ablation"),
+        ("shapleycam", "--extra H=FILE"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("skipping {method}:")))
+            .unwrap_or_else(|| panic!("{method} not skipped:\n{text}"));
+        assert!(line.contains(option) && line.contains("c.safetensors"), "{line}");
+    }
+}

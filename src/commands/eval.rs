@@ -201,10 +201,33 @@ fn runnable_stdlib(caches: &[&Cache]) -> Vec<String> {
             .try_for_each(|cache| Binding::new(cache, &kernel).map(drop))
         {
             Ok(()) => runnable.push(method.to_string()),
-            Err(e) => eprintln!("skipping {method}: {e}"),
+            Err(e) => match e.missing_tensor() {
+                Some((path, tensor)) => eprintln!(
+                    "skipping {method}: cache `{}` has no `{tensor}` ({})",
+                    path.display(),
+                    exporter_hint(tensor)
+                ),
+                None => eprintln!("skipping {method}: {e}"),
+            },
         }
     }
     runnable
+}
+
+/// How to get a tensor from the PyTorch exporter (docs/exporter.md).
+fn exporter_hint(tensor: &str) -> String {
+    let how = match tensor {
+        "score" => "export_cache.py writes it with --score",
+        "ablation" => "export_cache.py writes it with --ablation",
+        "W" | "head.weight" | "head.bias" => {
+            "export_cache.py writes it unless --no-head; name the linear head with --head when it is not detected"
+        }
+        "image" => "export_cache.py writes it unless --no-image",
+        "boxes" => "export_cache.py writes it with --boxes FILE.json",
+        "A" | "G" | "target" | "logit" | "logits" => "export_cache.py always writes it",
+        _ => return format!("export_cache.py adds any tensor with --extra {tensor}=FILE"),
+    };
+    how.to_string()
 }
 
 /// Every post-processed map of a cache, image-major (`robust`'s perturbed cache, `search`'s

@@ -66,6 +66,7 @@ fn fail(message: impl std::fmt::Display) -> Reported {
 }
 
 pub fn run(args: Args) -> Result<(), Reported> {
+    let started = std::time::Instant::now();
     if Format::of(&args.output).is_none() {
         return Err(fail(format!(
             "output `{}` must end in .npy or .safetensors",
@@ -136,5 +137,16 @@ pub fn run(args: Args) -> Result<(), Reported> {
     writer.finish().map_err(fail)?;
     outputs::commit(png_dir)?;
     output::warn_nonfinite(&stats);
+    let seconds = started.elapsed().as_secs_f64();
+    let nonfinite = match stats.nonfinite_values {
+        0 => "no non-finite values".to_string(),
+        n => format!("{} non-finite values set to 0", output::grouped(n as u64)),
+    };
+    eprintln!(
+        "camc run: wrote {} maps {shape:?} to {} in {seconds:.2} s ({} maps/s); {nonfinite}",
+        output::grouped(binding.images as u64),
+        args.output.display(),
+        output::rate(binding.images as f64 / seconds.max(1e-9)),
+    );
     Ok(())
 }

@@ -192,6 +192,9 @@ fn hint(text: &str, at: usize, found: &str, operator_expected: bool, balanced: b
         .unwrap_or("");
     let keyword_before = KEYWORDS.contains(&previous_word) && !found.starts_with(|c: char| c.is_alphabetic());
     match found {
+        _ if found.starts_with('.') && crate::typeck::suggest::python_library(previous_word).is_some() => {
+            crate::typeck::suggest::python_library(previous_word)
+        }
         "**" => Some("powers are written `x^2`".into()),
         "*" if before.ends_with('*') => Some("powers are written `x^2`".into()),
         "}" => Some("a block ends with the expression it produces: `{ let a = ...; relu(a) }`".into()),

@@ -212,7 +212,9 @@ impl Body<'_, '_> {
             let in_scope = self.names_in_scope();
             let mut d = Diagnostic::error(span, format!("unknown name `{name}`"))
                 .label("not a parameter or `let` binding in scope");
-            if self.item.lets.iter().any(|l| l.name.name == name) {
+            if let Some(library) = super::suggest::python_library(name) {
+                d = d.help(library);
+            } else if self.item.lets.iter().any(|l| l.name.name == name) {
                 d = d.help(format!(
                     "`{name}` is bound later; a binding is visible only after its `let`"
                 ));
@@ -294,7 +296,12 @@ impl Body<'_, '_> {
                     args.len(),
                     if args.len() == 1 { "" } else { "s" }
                 ))
-                .help(format!("it is called as `{signature}`")),
+                .help(match (name, args.len()) {
+                    ("max" | "min", 1) => format!(
+                        "`{name}(a, b)` is the elementwise {name}imum of two values; over axes it is `{name}[h,w](x)`"
+                    ),
+                    _ => format!("it is called as `{signature}`"),
+                }),
         );
         false
     }

@@ -21,3 +21,12 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     closest(name, candidates).map(|c| format!("did you mean `{c}`?"))
 }
+
+/// The help for a name that is a Python array library, as written in a NumPy/PyTorch CAM.
+pub fn python_library(name: &str) -> Option<String> {
+    matches!(name, "torch" | "np" | "numpy" | "F" | "math" | "tf" | "jnp").then(|| {
+        format!(
+            "camc has no `{name}.` functions: reductions name their axes (`mean[h,w](G)`, not `{name}.mean(G, ...)`), and `relu`, `exp`, `max(a, b)` (for `np.maximum`) are built in"
+        )
+    })
+}

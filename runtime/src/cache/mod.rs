@@ -55,6 +55,20 @@ impl CacheError {
         }
     }
 
+    /// The file and the tensor this error says the file lacks, if that is what it says.
+    pub fn missing_tensor(&self) -> Option<(&Path, &str)> {
+        match self {
+            CacheError::Input { error, .. } => error.missing_tensor(),
+            // Every "tensor is absent" error is made with a message that starts so.
+            CacheError::Tensor {
+                path,
+                tensor,
+                message,
+            } if message.starts_with("missing") => Some((path, tensor)),
+            _ => None,
+        }
+    }
+
     pub fn file(path: &Path, message: impl Into<String>) -> CacheError {
         CacheError::File {
             path: path.to_path_buf(),

@@ -706,7 +706,7 @@ fn eval_reading_a_cache_cut_short_during_the_run_is_an_error_not_a_fault() {
             executor.as_mut(),
             &mut groups,
             &|_| Some(0),
-            |_, _| Ok(()),
+            |_, _, _| Ok(()),
             |_| {},
         )
         .expect_err("`A` of the last image cannot be read");
@@ -834,4 +834,67 @@ fn a_skipped_method_names_the_exporter_option_that_provides_its_tensor() {
             .unwrap_or_else(|| panic!("{method} not skipped:\n{text}"));
         assert!(line.contains(option) && line.contains("c.safetensors"), "{line}");
     }
+}
+
+#[test]
+fn the_report_shows_inputs_classes_a_colorbar_and_where_the_numbers_come_from() {
+    let dir = temp_dir();
+    let cache = dir.path().join("c.safetensors");
+    let shape = [N, K, H, W];
+    let len = N * K * H * W;
+    let plane: Vec<u8> = (0..3 * 120).map(|i| (i % 251) as u8).collect();
+    write_safetensors(
+        &cache,
+        &[
+            (
+                "A",
+                f32s(&shape, &noise(1, len).iter().map(|v| v.abs()).collect::<Vec<_>>()),
+            ),
+            ("G", f32s(&shape, &noise(2, len))),
+            ("boxes", f32s(&[N, 4], &[1.0, 1.0, 6.0, 5.0].repeat(N))),
+            ("image", u8s(&[N, 3, 10, 12], &plane.repeat(N))),
+            ("target", i64s(&[N], &[2, 0, 1])),
+            (
+                "logits",
+                f32s(&[N, 3], &[0.0, 0.1, 0.9, 0.8, 0.1, 0.0, 0.0, 0.0, 1.0]),
+            ),
+        ],
+        &[
+            ("image_size", "10,12"),
+            ("model", "tiny"),
+            ("layer", "body.relu2"),
+        ],
+    );
+    let report = dir.path().join("report");
+    let o = camc(&[
+        "eval",
+        "gradcam",
+        "--stdlib",
+        "--cache",
+        path_str(&cache),
+        "--metric",
+        "loc,energy",
+        "--report",
+        path_str(&report),
+        "--report-images",
+        "2",
+    ]);
+    assert_ok(&o);
+    let html = std::fs::read_to_string(report.join("report.html")).expect("report");
+    for needle in [
+        "model: <b>tiny</b>",
+        "layer: <b>body.relu2</b>",
+        &format!("camc: <b>{}</b>", env!("CARGO_PKG_VERSION")),
+        "date: <b>20",
+        "<th>input</th>",
+        "<img src=\"input/00001.png\"",
+        "target 2 · predicted 2",
+        "target 0 · predicted 0",
+        "class=\"colorbar\"",
+        "<li><b>scorecam</b>",
+        "title=\"loc ",
+    ] {
+        assert!(html.contains(needle), "missing {needle:?}");
+    }
+    assert!(report.join("input/00000.png").is_file());
 }

@@ -78,15 +78,16 @@ impl Evaluation<'_> {
         }
     }
 
-    /// Runs the program and feeds every image to `groups[grouping(image)]`; `each(image, map)`
-    /// sees every post-processed map (overlays, keeping maps). `executor` must have been built
+    /// Runs the program and feeds every image to `groups[grouping(image)]`; `each(image, map,
+    /// scores)` sees every post-processed map (overlays, keeping maps) with the image's score
+    /// for each metric of its group (none for an image no group takes). `executor` must have been built
     /// for [`Evaluation::outputs`]. Returns the run's statistics.
     pub fn score(
         &self,
         executor: &mut dyn Executor,
         groups: &mut [Vec<Box<dyn Metric>>],
         grouping: Grouping,
-        mut each: impl FnMut(usize, &[f32]) -> Result<(), String>,
+        mut each: impl FnMut(usize, &[f32], &[Option<f64>]) -> Result<(), String>,
         progress: impl FnMut(usize),
     ) -> Result<RunStats, EvalError> {
         let wanted = self.outputs(groups);
@@ -110,12 +111,14 @@ impl Evaluation<'_> {
         let stats = job.execute_in_order(
             executor,
             |first, raw, processed| {
-                for (i, map) in processed.chunks(map_len.max(1)).enumerate() {
-                    each(first + i, map)?;
-                }
                 let scored = self.image_scores(groups, grouping, head, first, raw, processed);
                 match scored {
                     Ok(scores) => {
+                        let maps = processed.chunks(map_len.max(1));
+                        for (i, (map, image)) in maps.zip(&scores).enumerate() {
+                            let values = image.as_ref().map_or(&[][..], |(_, v)| v.as_slice());
+                            each(first + i, map, values)?;
+                        }
                         for (group, values) in scores.into_iter().flatten() {
                             for (metric, value) in groups[group].iter_mut().zip(values) {
                                 metric.add_score(value);

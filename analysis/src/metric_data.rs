@@ -18,6 +18,9 @@ pub struct MetricData {
     pub size: Vec<usize>,
     /// `[3,H,W]` uint8 per image at the map size, when the cache has `image`.
     images: Option<Vec<u8>>,
+    /// The model's predicted class per image (argmax of `logits`), and the true `label`.
+    predicted: Option<Vec<usize>>,
+    labels: Option<Vec<i64>>,
 }
 
 fn bad(shard: &Shard, tensor: &str, message: String) -> CacheError {
@@ -263,12 +266,36 @@ impl MetricData {
             scale_boxes(boxes, &input, &size);
         }
         let images = load_images(cache, &size)?;
+        let predicted = whole(cache, "logits", |shard, n, shape| match shape {
+            [m, c] if *m == n && *c > 0 => Ok(()),
+            _ => Err(bad(
+                shard,
+                "logits",
+                format!("has shape {shape:?}; expected [{n},C]"),
+            )),
+        })?
+        .map(|(shape, values)| {
+            values
+                .chunks(shape[1].max(1))
+                .map(|row| {
+                    (0..row.len())
+                        .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                        .unwrap_or(0)
+                })
+                .collect()
+        });
+        let labels = whole(cache, "label", |shard, n, shape| {
+            per_image(shard, "label", n, shape)
+        })?
+        .map(|(_, v)| v.iter().map(|&x| x as i64).collect());
         Ok(MetricData {
             boxes,
             head,
             targets,
             size,
             images,
+            predicted,
+            labels,
         })
     }
 
@@ -278,6 +305,22 @@ impl MetricData {
         self.images
             .as_ref()
             .and_then(|all| all.get(i * per..(i + 1) * per))
+    }
+
+    /// What image `i` is about, for a report: `target 3 · predicted 3 · label 5`, as far as the
+    /// cache says.
+    pub fn caption(&self, i: usize) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(t) = self.targets.as_ref().and_then(|t| t.get(i)) {
+            parts.push(format!("target {t}"));
+        }
+        if let Some(p) = self.predicted.as_ref().and_then(|p| p.get(i)) {
+            parts.push(format!("predicted {p}"));
+        }
+        if let Some(l) = self.labels.as_ref().and_then(|l| l.get(i)) {
+            parts.push(format!("label {l}"));
+        }
+        (!parts.is_empty()).then(|| parts.join(" · "))
     }
 
     pub fn boxes_of(&self, i: usize) -> &[BBox] {

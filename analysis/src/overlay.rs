@@ -186,3 +186,24 @@ pub fn write_overlay(
             source,
         })
 }
+
+/// Writes an image, `[3,h,w]` uint8 (the cache's `image` layout), as a PNG to `path`.
+pub fn write_photo(path: &Path, image: &[u8], h: usize, w: usize) -> Result<(), OverlayError> {
+    let pixels = h.saturating_mul(w);
+    if image.len() != pixels.saturating_mul(3) || u32::try_from(h).is_err() || u32::try_from(w).is_err() {
+        return Err(OverlayError::Shape {
+            what: "image [3,H,W]",
+            expected: pixels.saturating_mul(3),
+            got: image.len(),
+        });
+    }
+    let rgb = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let p = y as usize * w + x as usize;
+        image::Rgb([image[p], image[pixels + p], image[2 * pixels + p]])
+    });
+    rgb.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|source| OverlayError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}

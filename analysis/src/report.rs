@@ -3,6 +3,7 @@
 //! report's folder) and the metric table with each metric's direction. See `docs/metrics.md`.
 
 use crate::metrics::{Better, MetricValue};
+use crate::overlay::Colormap;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -11,7 +12,13 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Clone, Debug, Default)]
 pub struct GridRow {
     pub label: String,
+    /// What the image shows: its target class, the model's prediction, ...
+    pub caption: Option<String>,
+    /// The input image alone (relative path of a PNG), the grid's first column.
+    pub input: Option<String>,
     pub cells: Vec<Option<String>>,
+    /// Per cell, the image's metric values for that method, shown on hover (may be empty).
+    pub hovers: Vec<String>,
 }
 
 /// One row of the metric table: a program and its values (as [`crate::metrics::Metric::finish`]
@@ -25,6 +32,12 @@ pub struct MetricRow {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub title: String,
+    /// Where the numbers come from: cache, model, layer, camc version, date.
+    pub provenance: Vec<(String, String)>,
+    /// Methods not evaluated, and why.
+    pub skipped: Vec<(String, String)>,
+    /// The overlays' colormap, drawn as a colour bar above the grid.
+    pub colormap: Option<Colormap>,
     /// Column heads of the grid.
     pub methods: Vec<String>,
     pub grid: Vec<GridRow>,
@@ -52,8 +65,11 @@ const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin-bottom:2em}\
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:center}\
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}\
-td.best{font-weight:bold;background:#eaf6ea}img{display:block;max-width:224px;height:auto}\
-.legend{color:#555;font-size:90%}";
+td.best{font-weight:bold;background:#eaf6ea}\
+img{display:block;width:160px;height:auto;image-rendering:pixelated}\
+.legend,.provenance{color:#555;font-size:90%}.caption{font-weight:normal;font-size:85%;color:#555}\
+.colorbar{width:320px;height:14px;border:1px solid #999}.bar{margin:0 0 1em 0}\
+.bar span{display:inline-block;width:160px;font-size:85%;color:#555}.bar span+span{text-align:right}";
 
 /// Renders the page.
 pub fn render_report(report: &Report) -> Result<String, ReportError> {
@@ -64,12 +80,32 @@ pub fn render_report(report: &Report) -> Result<String, ReportError> {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
     );
+    if !report.provenance.is_empty() {
+        html.push_str("<p class=\"provenance\">");
+        let items: Vec<String> = report
+            .provenance
+            .iter()
+            .map(|(key, value)| format!("{}: <b>{}</b>", escape(key), escape(value)))
+            .collect();
+        html.push_str(&items.join(" · "));
+        html.push_str("</p>\n");
+    }
     if !report.metrics.is_empty() {
         html.push_str("<h2>Metrics</h2>\n");
         metric_table(&mut html, &report.metrics);
     }
+    if !report.skipped.is_empty() {
+        html.push_str("<h2>Skipped</h2>\n<ul class=\"skipped\">\n");
+        for (method, why) in &report.skipped {
+            let _ = writeln!(html, "<li><b>{}</b>: {}</li>", escape(method), escape(why));
+        }
+        html.push_str("</ul>\n");
+    }
     if !report.grid.is_empty() {
         html.push_str("<h2>Overlays</h2>\n");
+        if let Some(colormap) = report.colormap {
+            colorbar(&mut html, colormap);
+        }
         grid_table(&mut html, report)?;
     }
     html.push_str("</body>\n</html>\n");
@@ -127,7 +163,12 @@ fn metric_table(html: &mut String, rows: &[MetricRow]) {
         for ((name, _), best) in cols.iter().zip(&best) {
             match row.values.iter().find(|v| v.name == *name) {
                 Some(v) => {
-                    let class = if v.value.is_some() && v.value == *best {
+                    let holders = rows
+                        .iter()
+                        .flat_map(|r| &r.values)
+                        .filter(|o| o.name == *name && o.value.is_some() && o.value == *best)
+                        .count();
+                    let class = if v.value.is_some() && v.value == *best && holders == 1 {
                         "num best"
                     } else {
                         "num"
@@ -146,7 +187,8 @@ fn metric_table(html: &mut String, rows: &[MetricRow]) {
     }
     html.push_str(
         "</table>\n<p class=\"legend\">↑ higher is better, ↓ lower is better; \
-                   the best value of each column is in bold.</p>\n",
+                   the best value of each column is in bold when one program alone has it; \
+                   hover a value for its number of images.</p>\n",
     );
 }
 
@@ -157,8 +199,28 @@ fn arrow(better: Better) -> (&'static str, &'static str) {
     }
 }
 
+/// The colormap from 0 to 1 as a CSS gradient, with its ends labelled.
+fn colorbar(html: &mut String, colormap: Colormap) {
+    let stops: Vec<String> = (0..=10)
+        .map(|i| {
+            let [r, g, b] = colormap.color(i as f32 / 10.0);
+            format!("rgb({r},{g},{b})")
+        })
+        .collect();
+    let _ = writeln!(
+        html,
+        "<div class=\"bar\"><div class=\"colorbar\" style=\"background:linear-gradient(to right,{})\"></div>\
+         <span>0 (low)</span><span>1 (high)</span></div>",
+        stops.join(",")
+    );
+}
+
 fn grid_table(html: &mut String, report: &Report) -> Result<(), ReportError> {
+    let with_input = report.grid.iter().any(|r| r.input.is_some());
     html.push_str("<table class=\"grid\">\n<tr><th>image</th>");
+    if with_input {
+        html.push_str("<th>input</th>");
+    }
     for m in &report.methods {
         let _ = write!(html, "<th>{}</th>", escape(m));
     }
@@ -171,15 +233,39 @@ fn grid_table(html: &mut String, report: &Report) -> Result<(), ReportError> {
                 got: row.cells.len(),
             });
         }
-        let _ = write!(html, "<tr><th>{}</th>", escape(&row.label));
-        for (cell, method) in row.cells.iter().zip(&report.methods) {
+        let caption = row
+            .caption
+            .as_ref()
+            .map(|c| format!("<br><span class=\"caption\">{}</span>", escape(c)))
+            .unwrap_or_default();
+        let _ = write!(html, "<tr><th>{}{caption}</th>", escape(&row.label));
+        if with_input {
+            match &row.input {
+                Some(path) => {
+                    let src = relative_url(path)?;
+                    let alt = escape(&format!("{} — input", row.label));
+                    let _ = write!(
+                        html,
+                        "<td><img src=\"{src}\" alt=\"{alt}\" loading=\"lazy\"></td>"
+                    );
+                }
+                None => html.push_str("<td></td>"),
+            }
+        }
+        for (i, (cell, method)) in row.cells.iter().zip(&report.methods).enumerate() {
             match cell {
                 Some(path) => {
                     let src = relative_url(path)?;
                     let alt = escape(&format!("{} — {}", row.label, method));
+                    let title = row
+                        .hovers
+                        .get(i)
+                        .filter(|h| !h.is_empty())
+                        .map(|h| format!(" title=\"{}\"", escape(h)))
+                        .unwrap_or_default();
                     let _ = write!(
                         html,
-                        "<td><img src=\"{src}\" alt=\"{alt}\" loading=\"lazy\"></td>"
+                        "<td{title}><img src=\"{src}\" alt=\"{alt}\" loading=\"lazy\"></td>"
                     );
                 }
                 None => html.push_str("<td></td>"),

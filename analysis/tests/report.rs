@@ -21,10 +21,12 @@ fn sample() -> Report {
             GridRow {
                 label: "image 0".into(),
                 cells: vec![Some("gradcam/00000.png".into()), Some("my cam/00000.png".into())],
+                ..Default::default()
             },
             GridRow {
                 label: "image 1".into(),
                 cells: vec![Some("gradcam/00001.png".into()), None],
+                ..Default::default()
             },
         ],
         metrics: vec![
@@ -44,6 +46,7 @@ fn sample() -> Report {
                 ],
             },
         ],
+        ..Default::default()
     }
 }
 
@@ -101,4 +104,47 @@ fn report_rejects_paths_outside_its_folder_and_ragged_rows() {
     let err = render_report(&r).unwrap_err().to_string();
     assert_eq!(err, "report: grid row `image 1` has 1 cells for 2 methods");
     assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&#39;");
+}
+
+#[test]
+fn report_has_provenance_inputs_captions_a_colorbar_scores_on_hover_and_skipped_methods() {
+    let mut r = sample();
+    r.provenance = vec![
+        ("cache".into(), "demo.safetensors".into()),
+        ("layer".into(), "features.relu3".into()),
+    ];
+    r.skipped = vec![("scorecam".into(), "cache has no `score`".into())];
+    r.colormap = Some(camc_analysis::overlay::Colormap::Turbo);
+    r.grid[0].input = Some("input/00000.png".into());
+    r.grid[0].caption = Some("target 3 · predicted 5".into());
+    r.grid[0].hovers = vec!["loc 0.5000".into(), "loc 0.2500".into()];
+    let html = render_report(&r).unwrap();
+    for needle in [
+        "cache: <b>demo.safetensors</b> · layer: <b>features.relu3</b>",
+        "<li><b>scorecam</b>: cache has no `score`</li>",
+        "<th>image</th><th>input</th>",
+        "<img src=\"input/00000.png\"",
+        "<span class=\"caption\">target 3 · predicted 5</span>",
+        "<td title=\"loc 0.5000\"><img src=\"gradcam/00000.png\"",
+        "class=\"colorbar\" style=\"background:linear-gradient(to right,rgb(",
+        "width:160px",
+    ] {
+        assert!(html.contains(needle), "missing {needle:?} in\n{html}");
+    }
+    // The colour bar runs from the colormap's colour of 0 to that of 1.
+    let [r0, g0, b0] = camc_analysis::overlay::Colormap::Turbo.color(0.0);
+    assert!(html.contains(&format!("to right,rgb({r0},{g0},{b0}),")));
+}
+
+#[test]
+fn a_best_value_shared_by_two_programs_is_not_bold() {
+    let mut r = sample();
+    r.metrics[1].values[0] = value("loc", Some(0.5), Better::Higher);
+    let html = render_report(&r).unwrap();
+    assert!(
+        !html.contains("num best\" title=\"10 images, 2 skipped\">0.5000"),
+        "a tie is not a best:\n{html}"
+    );
+    // A column with a single best keeps its bold.
+    assert!(html.contains("num best\" title=\"10 images, 2 skipped\">31.4159"));
 }

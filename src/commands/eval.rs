@@ -3,12 +3,13 @@
 //! `--report DIR` HTML page.
 
 use super::backend::{self, Backend};
-use super::{outputs, overlays, program, sizes};
+use super::{outputs, overlays, program, report_page, sizes};
 use crate::output;
 use crate::progress;
 use crate::Reported;
 use camc_analysis::evaluate::{values, Evaluation, MetricData};
 use camc_analysis::metrics::{metrics_by_names, MetricValue};
+use camc_analysis::overlay::OverlayStyle;
 use camc_analysis::report::{write_report, GridRow, MetricRow, Report};
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{Binding, Cache};
@@ -71,9 +72,12 @@ pub fn run(args: Args) -> Result<(), Reported> {
     };
     let size = sizes::for_metrics(&cache)?;
     let mut programs = args.programs.clone();
+    let mut skipped = Vec::new();
     if args.stdlib {
         let caches: Vec<&Cache> = std::iter::once(&cache).chain(&perturbed_cache).collect();
-        programs.extend(runnable_stdlib(&caches));
+        let (runnable, not) = runnable_stdlib(&caches);
+        programs.extend(runnable);
+        skipped = not;
     }
     // Every program is checked against the cache before anything is computed or written.
     let mut compiled = Vec::new();
@@ -98,12 +102,14 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let png_root = outputs::dir(args.png.as_deref())?;
     let report_root = outputs::dir(args.report.as_deref())?;
     let mut rows = Vec::new();
-    let mut grid: Vec<GridRow> = (0..args.report_images)
-        .map(|i| GridRow {
-            label: format!("image {i}"),
-            cells: Vec::new(),
-        })
-        .collect();
+    let mut grid: Vec<GridRow> = match &report_root {
+        Some(root) => report_page::grid(
+            root.path(),
+            &data,
+            args.report_images.min(cache.images().map_err(fail)?),
+        )?,
+        None => Vec::new(),
+    };
     for (spec, resolved, kernel) in &compiled {
         let binding = Binding::new(&cache, kernel)
             .map_err(|e| resolved.fail(&e, e.span(), "the parameter bound to this tensor"))?;
@@ -126,13 +132,15 @@ pub fn run(args: Args) -> Result<(), Reported> {
         let png_dir = png_root.as_ref().map(|d| d.path().join(&name));
         let report_dir = report_root.as_ref().map(|d| d.path().join(&name));
         let mut cells = vec![None; grid.len()];
+        let mut hovers = vec![String::new(); grid.len()];
+        let metric_units: Vec<(&'static str, f64)> = groups[0].iter().map(|m| (m.name(), m.unit())).collect();
         let bar = progress::bar(binding.images as u64, &format!("images ({name})"));
         let stats = evaluation
             .score(
                 executor.as_mut(),
                 &mut groups,
                 &|_| Some(0),
-                |image, map| {
+                |image, map, scores| {
                     if let Some(dir) = &png_dir {
                         overlays::write(dir, image, map, &data)?;
                     }
@@ -143,6 +151,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
                             .map(|f| f.to_string_lossy().into_owned())
                             .unwrap_or_default();
                         *cell = Some(format!("{name}/{file}"));
+                        hovers[image] = report_page::hover(&metric_units, scores);
                     }
                     Ok(())
                 },
@@ -154,8 +163,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
             eprint!("{spec}: ");
         }
         output::warn_nonfinite(&stats);
-        for (row, cell) in grid.iter_mut().zip(cells) {
+        for ((row, cell), hover) in grid.iter_mut().zip(cells).zip(hovers) {
             row.cells.push(cell);
+            row.hovers.push(hover);
         }
         rows.push(Row {
             program: spec.to_string(),
@@ -173,6 +183,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
         grid.truncate(images);
         let report = Report {
             title: format!("camc eval — {}", args.cache),
+            provenance: report_page::provenance(&cache),
+            skipped: skipped.clone(),
+            colormap: Some(OverlayStyle::default().colormap),
             methods: rows.iter().map(|r| r.program.clone()).collect(),
             grid,
             metrics: rows
@@ -192,26 +205,31 @@ pub fn run(args: Args) -> Result<(), Reported> {
 }
 
 /// The stdlib methods whose inputs every one of `caches` has (the clean cache and, for
-/// `robust`, the perturbed one); says which it skips and why.
-fn runnable_stdlib(caches: &[&Cache]) -> Vec<String> {
+/// `robust`, the perturbed one), and those it skips with why (also said on stderr).
+fn runnable_stdlib(caches: &[&Cache]) -> (Vec<String>, Vec<(String, String)>) {
     let mut runnable = Vec::new();
+    let mut skipped = Vec::new();
     for (method, kernel) in program::stdlib_kernels() {
         match caches
             .iter()
             .try_for_each(|cache| Binding::new(cache, &kernel).map(drop))
         {
             Ok(()) => runnable.push(method.to_string()),
-            Err(e) => match e.missing_tensor() {
-                Some((path, tensor)) => eprintln!(
-                    "skipping {method}: cache `{}` has no `{tensor}` ({})",
-                    path.display(),
-                    exporter_hint(tensor)
-                ),
-                None => eprintln!("skipping {method}: {e}"),
-            },
+            Err(e) => {
+                let why = match e.missing_tensor() {
+                    Some((path, tensor)) => format!(
+                        "cache `{}` has no `{tensor}` ({})",
+                        path.display(),
+                        exporter_hint(tensor)
+                    ),
+                    None => e.to_string(),
+                };
+                eprintln!("skipping {method}: {why}");
+                skipped.push((method.to_string(), why));
+            }
         }
     }
-    runnable
+    (runnable, skipped)
 }
 
 /// How to get a tensor from the PyTorch exporter (docs/exporter.md).

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod outputs;
 pub mod overlays;
 pub mod program;
+pub mod report_page;
 pub mod run;
 pub mod search;
 pub mod sizes;

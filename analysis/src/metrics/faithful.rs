@@ -216,6 +216,10 @@ impl Metric for Faithfulness {
     }
 
     fn finish(&self) -> Vec<MetricValue> {
-        vec![self.mean.value(self.kind.name(), self.kind.better(), 100.0)]
+        vec![self.mean.value(self.kind.name(), self.kind.better(), self.unit())]
+    }
+
+    fn unit(&self) -> f64 {
+        100.0
     }
 }

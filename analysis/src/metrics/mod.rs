@@ -215,6 +215,11 @@ pub trait Metric: Send + Sync {
     }
     /// The values so far (does not reset).
     fn finish(&self) -> Vec<MetricValue>;
+    /// The factor from an image's [`Metric::score`] to the unit the primary value is reported
+    /// in (100 for the percentages `ad`, `ic`, `ag`).
+    fn unit(&self) -> f64 {
+        1.0
+    }
 }
 
 /// Every metric name, in documentation order.

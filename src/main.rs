@@ -52,6 +52,11 @@ pub fn usage_error(message: &str) -> Reported {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C or SIGTERM: no half-written output stays behind (outputs appear only when whole).
+    let _ = ctrlc::set_handler(|| {
+        camc_runtime::output::remove_pending();
+        std::process::exit(130);
+    });
     // Deeply nested programs are bounded by the parser, but give the compiler room regardless.
     let worker = std::thread::Builder::new()
         .name("camc".into())

@@ -212,6 +212,59 @@ fn a_killed_run_leaves_no_partial_output() {
 }
 
 #[test]
+fn an_interrupted_run_leaves_nothing_behind() {
+    let dir = temp_dir();
+    let cache = big_cache(dir.path());
+    for signal in ["-INT", "-TERM"] {
+        let out_dir = dir.path().join(format!("out{signal}"));
+        std::fs::create_dir(&out_dir).expect("dir");
+        let out = out_dir.join("maps.npy");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_camc"))
+            .args([
+                "run",
+                "gradcampp",
+                "--cache",
+                path_str(&cache),
+                "-o",
+                path_str(&out),
+            ])
+            .args([
+                "--backend",
+                "interp",
+                "--batch",
+                "8",
+                "--png",
+                path_str(&out_dir.join("png")),
+            ])
+            .env("RAYON_NUM_THREADS", "1")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("camc starts");
+        let start = Instant::now();
+        while std::fs::read_dir(&out_dir).expect("dir").count() < 2 {
+            assert!(start.elapsed() < Duration::from_secs(60), "camc wrote nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let status = child.wait().expect("wait");
+        if status.success() {
+            continue; // It finished first.
+        }
+        assert_eq!(status.code(), Some(130), "{signal}");
+        let left: Vec<_> = std::fs::read_dir(&out_dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{signal} left {left:?}");
+    }
+}
+
+#[test]
 fn two_runs_on_one_output_leave_one_whole_result() {
     let dir = temp_dir();
     let cache = big_cache(dir.path());

@@ -12,6 +12,46 @@
 
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temporary files and folders not yet moved into place, for [`remove_pending`].
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Registers a temporary path while it exists (dropped: unregistered).
+struct Pending(PathBuf);
+
+impl Pending {
+    fn new(path: &Path) -> Pending {
+        if let Ok(mut list) = PENDING.lock() {
+            list.push(path.to_path_buf());
+        }
+        Pending(path.to_path_buf())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Ok(mut list) = PENDING.lock() {
+            list.retain(|p| p != &self.0);
+        }
+    }
+}
+
+/// Removes every temporary file and folder of outputs not yet in place: for a process about to
+/// end on a signal (Ctrl-C), which runs no destructors.
+pub fn remove_pending() {
+    let list = match PENDING.lock() {
+        Ok(list) => list.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    for path in list {
+        if path.is_dir() {
+            let _ = std::fs::remove_dir_all(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -151,6 +191,7 @@ pub struct OutputFile {
     /// Where it goes, links followed (a link to a file keeps pointing at the new file).
     path: PathBuf,
     kind: Destination,
+    _pending: Option<Pending>,
 }
 
 enum Destination {
@@ -177,6 +218,7 @@ impl OutputFile {
                 return Ok(OutputFile {
                     path: target,
                     kind: Destination::Direct(file),
+                    _pending: None,
                 });
             }
             _ => {}
@@ -195,6 +237,7 @@ impl OutputFile {
             .map_err(|e| io(path, "cannot create a file in its directory", e))?;
         Ok(OutputFile {
             path: target,
+            _pending: Some(Pending::new(temporary.path())),
             kind: Destination::Temporary(temporary),
         })
     }
@@ -243,6 +286,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 pub struct OutputDir {
     path: PathBuf,
     staging: tempfile::TempDir,
+    _pending: Pending,
 }
 
 impl OutputDir {
@@ -259,6 +303,7 @@ impl OutputDir {
             .map_err(|e| io(path, "cannot create a directory beside it", e))?;
         Ok(OutputDir {
             path: path.to_path_buf(),
+            _pending: Pending::new(staging.path()),
             staging,
         })
     }

@@ -14,6 +14,12 @@
    target = the model's prediction, label = the true digit, boxes, image, score, ablation) and
    examples/data/demo_perturbed.safetensors (same images + gaussian noise sigma 0.05, no image).
 
+   With --export-only, --layer and --name export another layer of the committed model under
+   another name; the README's demo cache is made this way (16 x 16 maps instead of 8 x 8):
+
+    .venv-py/bin/python examples/pytorch/train_demo.py --export-only --layer features.relu3 \
+        --name demo16 --export 96 --no-perturbed      # examples/data/demo16.safetensors
+
 Everything is derived from --seed; on the same machine and torch version the files are
 bit-identical from run to run (across machines, float rounding in training may differ).
 """
@@ -142,6 +148,9 @@ def main():
     ap.add_argument("--test-size", type=int, default=600, help="test canvases for the accuracy")
     ap.add_argument("--export", type=int, default=256, help="test images in the exported cache")
     ap.add_argument("--sigma", type=float, default=0.05, help="noise of the perturbed cache")
+    ap.add_argument("--no-perturbed", action="store_true", help="do not write the perturbed cache NAME_perturbed")
+    ap.add_argument("--layer", default="features.relu4", help="the CAM layer exported (default features.relu4)")
+    ap.add_argument("--name", default="demo", help="the cache is OUT/NAME.safetensors (default demo)")
     ap.add_argument("--export-only", action="store_true", help="reuse OUT/demo_model.safetensors, skip training")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -206,17 +215,19 @@ def main():
             "--model", str(HERE / "demo_model.py") + ":DemoNet",
             "--model-name", "examples/pytorch/demo_model.py:DemoNet",
             "--weights", str(weights),
-            "--layer", "features.relu4",
+            "--layer", args.layer,
             "--images", str(imgs),
             "--boxes", str(boxes),
             "--mean", ",".join(map(str, MEAN)),
             "--std", ",".join(map(str, STD)),
             "--dtype", "f16",
             "--score", "--ablation",
-            "--perturb", str(args.sigma), "--no-perturbed-image",
-            "--seed", str(args.seed),
+        ]
+        if not args.no_perturbed:
+            argv += ["--perturb", str(args.sigma), "--no-perturbed-image", "--seed", str(args.seed)]
+        argv += [
             "--extra", f"label={tmp}/labels.npy",
-            "-o", str(out / "demo.safetensors"),
+            "-o", str(out / f"{args.name}.safetensors"),
         ]
         np.save(Path(tmp) / "labels.npy", test_y[:n].numpy())
         print("export_cache.py " + " ".join(a if "/" not in a else Path(a).name for a in argv))

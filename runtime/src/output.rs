@@ -46,7 +46,11 @@ pub fn remove_pending() {
     };
     for path in list {
         if path.is_dir() {
-            let _ = std::fs::remove_dir_all(&path);
+            // Moved away first: a worker still writing into it by path then fails instead of
+            // adding a file while it is being removed.
+            let doomed = path.with_extension("removing");
+            let gone = std::fs::rename(&path, &doomed).map_or(path, |()| doomed);
+            let _ = std::fs::remove_dir_all(&gone);
         } else {
             let _ = std::fs::remove_file(&path);
         }

@@ -131,6 +131,10 @@ pub fn run(args: Args) -> Result<(), Reported> {
         let name = kernel.name.clone();
         let png_dir = png_root.as_ref().map(|d| d.path().join(&name));
         let report_dir = report_root.as_ref().map(|d| d.path().join(&name));
+        for dir in png_dir.iter().chain(&report_dir) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create `{}`: {e}", dir.display())))?;
+        }
         let mut cells = vec![None; grid.len()];
         let mut hovers = vec![String::new(); grid.len()];
         let metric_units: Vec<(&'static str, f64)> = groups[0].iter().map(|m| (m.name(), m.unit())).collect();

@@ -5,9 +5,9 @@ use camc_analysis::evaluate::MetricData;
 use camc_analysis::overlay::{overlay_file_name, write_overlay, OverlayInput, OverlayStyle};
 use std::path::{Path, PathBuf};
 
-/// Writes image `index`'s overlay into `dir`; returns its path.
+/// Writes image `index`'s overlay into `dir`, which must exist (it is not created here, so
+/// that an output folder removed on Ctrl-C is not made again by a worker); returns its path.
 pub fn write(dir: &Path, index: usize, map: &[f32], data: &MetricData) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let path = dir.join(overlay_file_name(index));
     let (h, w) = match data.size[..] {
         [h, w] => (h, w),

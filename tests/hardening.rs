@@ -499,6 +499,13 @@ fn an_npy_header_with_an_absurd_shape_is_an_error() {
     let out = dir.path().join("o.npy");
     let o = camc(&["run", "gradcam", "--cache", path_str(&npy), "-o", path_str(&out)]);
     assert_error(&o, &["A.npy", "too large"]);
+    // A zero-sized axis does not make the others fit (the reader multiplies every prefix).
+    let zero = text.replacen(&format!("({N}, "), "(0, 18446744073709551615, ", 1);
+    let mut mutated = zero.into_bytes();
+    mutated.extend_from_slice(&bytes[128..]);
+    std::fs::write(&a, mutated).expect("write");
+    let o = camc(&["run", "gradcam", "--cache", path_str(&npy), "-o", path_str(&out)]);
+    assert_error(&o, &["A.npy", "too large"]);
 }
 
 // 5. Special files and wrong arguments end quickly with an error.

@@ -49,13 +49,15 @@ fn check_shape_fits(bytes: &[u8]) -> Result<(), String> {
     else {
         return Ok(());
     };
+    // The reader multiplies every prefix of the shape (its strides), so a zero-sized axis does
+    // not make the others safe: the product of the non-zero sizes must fit.
     let mut total: u64 = 1;
     for part in tuple.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let size: u64 = part
             .parse()
             .map_err(|_| format!("not a valid .npy file: shape entry `{part}`"))?;
         total = total
-            .checked_mul(size)
+            .checked_mul(size.max(1))
             .filter(|&t| t <= isize::MAX as u64 / 8)
             .ok_or_else(|| format!("shape ({tuple}) is too large for any file"))?;
     }

@@ -480,32 +480,34 @@ fn empty_axes_and_huge_maps_are_errors() {
 
 #[test]
 fn an_npy_header_with_an_absurd_shape_is_an_error() {
-    // Found by tests/cache_fuzz.rs: the shape's product overflowed inside the .npy reader.
+    // Found by tests/cache_fuzz.rs: the shape's products overflowed inside the .npy reader.
     let dir = temp_dir();
-    let npy = dir.path().join("npy");
+    let npy = npy_cache(dir.path());
+    let a = npy.join("A.npy");
+    let bytes = std::fs::read(&a).expect("A.npy");
+    let text = String::from_utf8_lossy(&bytes[..128]).into_owned();
+    let out = dir.path().join("o.npy");
+    // A zero-sized axis does not make the others fit (the reader multiplies every prefix).
+    for shape in ["(18446744073709551615, ", "(0, 18446744073709551615, "] {
+        let header = text.replacen(&format!("({N}, "), shape, 1);
+        assert_ne!(header, text);
+        let mut mutated = header.into_bytes();
+        mutated.extend_from_slice(&bytes[128..]);
+        std::fs::write(&a, mutated).expect("write");
+        let o = camc(&["run", "gradcam", "--cache", path_str(&npy), "-o", path_str(&out)]);
+        assert_error(&o, &["A.npy", "too large"]);
+    }
+}
+
+/// A `.npy` directory cache `DIR/npy` with Grad-CAM's inputs.
+fn npy_cache(dir: &Path) -> PathBuf {
+    let npy = dir.join("npy");
     let values = noise(3, N * K * H * W);
     write_npy_dir(
         &npy,
         &[("A", &[N, K, H, W], &values), ("G", &[N, K, H, W], &values)],
     );
-    let a = npy.join("A.npy");
-    let bytes = std::fs::read(&a).expect("A.npy");
-    let text = String::from_utf8_lossy(&bytes[..128]).into_owned();
-    let huge = text.replacen(&format!("({N}, "), "(18446744073709551615, ", 1);
-    assert_ne!(huge, text);
-    let mut mutated = huge.into_bytes();
-    mutated.extend_from_slice(&bytes[128..]);
-    std::fs::write(&a, mutated).expect("write");
-    let out = dir.path().join("o.npy");
-    let o = camc(&["run", "gradcam", "--cache", path_str(&npy), "-o", path_str(&out)]);
-    assert_error(&o, &["A.npy", "too large"]);
-    // A zero-sized axis does not make the others fit (the reader multiplies every prefix).
-    let zero = text.replacen(&format!("({N}, "), "(0, 18446744073709551615, ", 1);
-    let mut mutated = zero.into_bytes();
-    mutated.extend_from_slice(&bytes[128..]);
-    std::fs::write(&a, mutated).expect("write");
-    let o = camc(&["run", "gradcam", "--cache", path_str(&npy), "-o", path_str(&out)]);
-    assert_error(&o, &["A.npy", "too large"]);
+    npy
 }
 
 // 5. Special files and wrong arguments end quickly with an error.
@@ -532,12 +534,7 @@ fn camc_within(args: &[&str], limit: Duration) -> Output {
 #[test]
 fn special_files_are_not_read_as_inputs() {
     let dir = temp_dir();
-    let npy = dir.path().join("npy");
-    let values = noise(3, N * K * H * W);
-    write_npy_dir(
-        &npy,
-        &[("A", &[N, K, H, W], &values), ("G", &[N, K, H, W], &values)],
-    );
+    let npy = npy_cache(dir.path());
     let fifo = npy.join("meta.json");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());

@@ -1,7 +1,8 @@
 //! Malformed caches never crash camc: mutated safetensors headers, `.npy` headers and
 //! `meta.json` files go through `camc run` and `camc eval`, which must exit 0 (the mutation left
 //! a valid cache) or 1 with a message naming a file — never a panic, a signal or a hang.
-//! Bounded by `CAMC_CACHE_FUZZ_CASES` (default 64 per property; CI runs more).
+//! Bounded by `CAMC_CACHE_FUZZ_CASES` (default 64 per property; CI runs 1 000), seeded by
+//! `CAMC_CACHE_FUZZ_SEED` (default 0; `random` for new cases).
 
 mod support;
 
@@ -15,6 +16,19 @@ const N: usize = 2;
 const K: usize = 3;
 const H: usize = 4;
 const W: usize = 5;
+
+/// The same cases on every run (`CAMC_CACHE_FUZZ_SEED=random` explores new ones), so that CI
+/// checks what was checked here; a new finding becomes a case of tests/hardening.rs.
+fn seed() -> proptest::test_runner::RngSeed {
+    match std::env::var("CAMC_CACHE_FUZZ_SEED").ok().as_deref() {
+        Some("random") => proptest::test_runner::RngSeed::Random,
+        Some(text) => text.parse().map_or(
+            proptest::test_runner::RngSeed::Fixed(0),
+            proptest::test_runner::RngSeed::Fixed,
+        ),
+        None => proptest::test_runner::RngSeed::Fixed(0),
+    }
+}
 
 fn cases() -> u32 {
     std::env::var("CAMC_CACHE_FUZZ_CASES")
@@ -181,7 +195,12 @@ fn spans(bytes: &[u8], class: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        rng_seed: seed(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn mutated_safetensors_headers(mutations in prop::collection::vec(mutation(), 1..4)) {

@@ -8,8 +8,7 @@ mod support;
 
 use proptest::prelude::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::caches::*;
 
 const N: usize = 2;
@@ -75,22 +74,10 @@ fn survives(cache: &Path, names: &[&str]) -> Result<(), TestCaseError> {
         &["eval", "gradcam", "--metric", "loc,ad", "--backend", "cpu"],
     ];
     for args in runs {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_camc"))
-            .args(args)
-            .args(["--cache", cache.to_str().expect("utf-8")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("camc starts");
-        let start = Instant::now();
-        while child.try_wait().expect("wait").is_none() {
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                return Err(TestCaseError::fail(format!("camc {args:?} hangs")));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let output = child.wait_with_output().expect("output");
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--cache", cache.to_str().expect("utf-8")]);
+        let output = support::cli::camc_within(&full, Duration::from_secs(30))
+            .ok_or_else(|| TestCaseError::fail(format!("camc {args:?} hangs")))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         match output.status.code() {
             Some(0) => {}

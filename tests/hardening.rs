@@ -514,21 +514,8 @@ fn npy_cache(dir: &Path) -> PathBuf {
 
 /// Runs camc and fails the test if it takes longer than `limit` (a hang).
 fn camc_within(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_camc"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("camc starts");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("camc {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+    support::cli::camc_within(args, limit)
+        .unwrap_or_else(|| panic!("camc {args:?} still running after {limit:?}"))
 }
 
 #[test]

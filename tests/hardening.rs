@@ -870,7 +870,7 @@ fn a_skipped_method_names_the_exporter_option_that_provides_its_tensor() {
     for (method, option) in [
         ("scorecam", "--score"),
         ("ablationcam", "--ablation"),
-        ("shapleycam", "--extra H=FILE"),
+        ("shapleycam", "--hvp"),
     ] {
         let line = text
             .lines()

@@ -3,7 +3,7 @@
 
 use crate::axes::{Axis, AxisSet};
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Dims {
     pub k: usize,
     /// 1 for 2-D layers.

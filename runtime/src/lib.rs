@@ -4,10 +4,12 @@
 
 pub mod batch;
 pub mod cache;
+pub mod emit;
 pub mod exec;
 pub mod heatmap_file;
 pub mod interp;
 pub mod output;
 mod pc1;
 pub mod postprocess;
+pub mod program;
 pub mod run;

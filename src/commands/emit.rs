@@ -4,6 +4,7 @@ use super::{outputs, program};
 use crate::output;
 use crate::Reported;
 use camc_compiler::opt::Level;
+use camc_runtime::emit::Emit;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -80,29 +81,20 @@ pub fn run(args: Args) -> Result<(), Reported> {
         _ => Level::Exact,
     };
     let kernel = program::compile(&resolved, &HashMap::new(), level)?;
-    let text = match args.target {
-        Target::Ir => camc_compiler::ir::print(&kernel),
-        Target::Clif => {
-            use camc_compiler::codegen::clif;
-            let [k, d, h, w] = args.dims;
-            let sizes = camc_compiler::dims::Dims::new(k, d, h, w);
-            let target = clif::default_target();
-            let info = camc_compiler::ir::validate(&kernel).map_err(|e| {
-                output::error(&e.to_string());
-                Reported
-            })?;
-            let lowered = match args.size {
-                None => clif::lower(&kernel, &info, sizes, target),
-                Some(size) => clif::lower_scaled(&kernel, &info, sizes, size, false, target),
-            }
-            .map_err(|e| {
-                output::error(&e.to_string());
-                Reported
-            })?;
-            clif::text(&kernel, &lowered, sizes)
-        }
-        Target::Cuda | Target::Ptx => cuda_text(&kernel, args.target, &args.arch)?,
+    let [k, d, h, w] = args.dims;
+    let emit = match args.target {
+        Target::Ir => Emit::Ir,
+        Target::Clif => Emit::Clif {
+            dims: camc_compiler::dims::Dims::new(k, d, h, w),
+            size: args.size,
+        },
+        Target::Cuda => Emit::Cuda,
+        Target::Ptx => Emit::Ptx { arch: args.arch },
     };
+    let text = camc_runtime::emit::text(&kernel, &emit).map_err(|e| {
+        output::error(&e);
+        Reported
+    })?;
     match args.output {
         Some(path) => camc_runtime::output::write_file(&path, text.as_bytes()).map_err(|e| {
             output::error(&e.to_string());
@@ -113,19 +105,4 @@ pub fn run(args: Args) -> Result<(), Reported> {
             Ok(())
         }
     }
-}
-
-/// The `.cu` file (f32, f16 and bf16 entry points), or its PTX through NVRTC.
-fn cuda_text(kernel: &camc_compiler::ir::Kernel, target: Target, arch: &str) -> Result<String, Reported> {
-    use camc_compiler::codegen::cuda;
-    let fail = |message: String| {
-        output::error(&message);
-        Reported
-    };
-    let source = cuda::write(kernel, &cuda::uniform_variants(kernel)).map_err(|e| fail(e.to_string()))?;
-    if matches!(target, Target::Cuda) {
-        return Ok(source.text);
-    }
-    let name = format!("{}.cu", kernel.name);
-    camc_runtime::exec::cuda::nvrtc::compile_ptx(&source.text, &name, arch).map_err(fail)
 }

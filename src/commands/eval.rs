@@ -3,6 +3,7 @@
 //! `--report DIR` HTML page.
 
 use super::backend::{self, Backend};
+use super::program::Fail;
 use super::{outputs, overlays, program, report_page, sizes};
 use crate::output;
 use crate::progress;
@@ -236,18 +237,19 @@ fn runnable_stdlib(caches: &[&Cache]) -> (Vec<String>, Vec<(String, String)>) {
     (runnable, skipped)
 }
 
-/// How to get a tensor from the PyTorch exporter (docs/exporter.md).
+/// How to get a tensor from the PyTorch exporter, `python -m camc.export` (docs/exporter.md).
 fn exporter_hint(tensor: &str) -> String {
     let how = match tensor {
-        "score" => "export_cache.py writes it with --score",
-        "ablation" => "export_cache.py writes it with --ablation",
+        "score" => "python -m camc.export ... --score writes it",
+        "ablation" => "python -m camc.export ... --ablation writes it",
+        "H" => "python -m camc.export ... --hvp writes it",
         "W" | "head.weight" | "head.bias" => {
-            "export_cache.py writes it unless --no-head; name the linear head with --head when it is not detected"
+            "python -m camc.export writes it unless --no-head; name the linear head with --head when it is not detected"
         }
-        "image" => "export_cache.py writes it unless --no-image",
-        "boxes" => "export_cache.py writes it with --boxes FILE.json",
-        "A" | "G" | "target" | "logit" | "logits" => "export_cache.py always writes it",
-        _ => return format!("export_cache.py adds any tensor with --extra {tensor}=FILE"),
+        "image" => "python -m camc.export writes it unless --no-image",
+        "boxes" => "python -m camc.export ... --boxes FILE.json writes it",
+        "A" | "G" | "target" | "logit" | "logits" => "python -m camc.export always writes it",
+        _ => return format!("python -m camc.export ... --extra {tensor}=FILE adds it"),
     };
     how.to_string()
 }

@@ -2,6 +2,7 @@
 //! the heatmaps (tensor `heatmap` `[n,H,W]` f32) to `.npy` or `.safetensors`.
 
 use super::backend::{self, Backend};
+use super::program::Fail;
 use super::{outputs, overlays, program, sizes};
 use crate::output;
 use crate::progress;

@@ -39,7 +39,7 @@ pub const MAX_MAP_VALUES: usize = 1 << 26;
 /// What a compiled program hands back for each image, fixed when it is compiled: its raw map
 /// (at feature resolution, non-finite values set to 0), its post-processed map (min-max,
 /// bilinear resize to `processed`, min-max: docs/run.md), or both.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Outputs {
     pub raw: bool,
     /// The shape of the post-processed map (`[H,W]`, or `[D,H,W]` for 3-D results).

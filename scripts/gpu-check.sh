@@ -2,7 +2,8 @@
 # The checks only a GPU can run, as one prepared script: the `on_a_gpu` CUDA tests (every stdlib method
 # against the interpreter, post-processing in the kernel, inputs in device memory on the
 # caller's stream, batches split into launches) with CAMC_REQUIRE_GPU set, so that a missing GPU
-# fails instead of skipping, then `cargo bench --bench gpu`.
+# fails instead of skipping, then `cargo bench --bench gpu`, then (where a torch with CUDA is
+# installed) the Python package's CUDA tests and its benchmark.
 #
 #     bash scripts/gpu-check.sh build   # here: builds the test and bench binaries into target/gpu-check/
 #     bash scripts/gpu-check.sh run     # on the GPU machine (no network, no Rust needed there)
@@ -37,6 +38,16 @@ run)
     "$out/cuda" --test-threads 1 on_a_gpu 2>&1 | grep -E "^test |skipped|panicked|test result"
     echo "== cargo bench --bench gpu"
     "$out/gpu" --bench
+    # The Python package on CUDA tensors: needs a Python with torch (CUDA build) there, and the
+    # native module built here (scripts/test.sh puts it in python/camc/; carry that file).
+    py="${PYTHON:-.venv-py/bin/python}"
+    if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+        echo "== Python: camc.compile and camc.torch.CAM on CUDA tensors"
+        PYTHONPATH=python "$py" -m unittest -v python/tests/test_cuda.py
+        PYTHONPATH=python "$py" benches/python_cam.py --device cuda
+    else
+        echo "== Python CUDA tests skipped: no Python with torch and a GPU ($py)"
+    fi
     ;;
 *)
     echo "usage: $0 build|run" >&2

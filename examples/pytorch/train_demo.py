@@ -9,10 +9,11 @@
    ground-truth box is the tight box of the digit's pixels (alpha > 0.25), x1, y1 exclusive.
 2. Model: examples/pytorch/demo_model.py DemoNet (4 conv blocks -> 64 x 8 x 8 -> GAP -> linear),
    trained with Adam on freshly generated canvases; test accuracy printed at the end.
-3. Writes examples/data/demo_model.safetensors (the weights) and, through export_cache.py's
-   command line, examples/data/demo.safetensors (256 test images, f16 A/G at features.relu4,
-   target = the model's prediction, label = the true digit, boxes, image, score, ablation) and
-   examples/data/demo_perturbed.safetensors (same images + gaussian noise sigma 0.05, no image).
+3. Writes examples/data/demo_model.safetensors (the weights) and, through the exporter's
+   command line (python -m camc.export, run in process), examples/data/demo.safetensors
+   (256 test images, f16 A/G at features.relu4, target = the model's prediction, label = the
+   true digit, boxes, image, score, ablation) and examples/data/demo_perturbed.safetensors
+   (same images + gaussian noise sigma 0.05, no image).
 
    With --export-only, --layer and --name export another layer of the committed model under
    another name; the README's demo cache is made this way (16 x 16 maps instead of 8 x 8):
@@ -22,6 +23,9 @@
 
 Everything is derived from --seed; on the same machine and torch version the files are
 bit-identical from run to run (across machines, float rounding in training may differ).
+
+The exporter is camc's `camc.export` (python/camc/export.py): camc must be importable,
+pip-installed or with PYTHONPATH=python (its native module built).
 """
 
 from __future__ import annotations
@@ -43,7 +47,13 @@ sys.path.insert(0, str(HERE))
 
 from demo_model import MEAN, STD, DemoNet  # noqa: E402
 
-import export_cache  # noqa: E402
+try:
+    import camc.export as camc_export  # noqa: E402
+except ImportError:  # not installed (or an installed camc without it): the repository's python/
+    for _m in [m for m in sys.modules if m == "camc" or m.startswith("camc.")]:
+        del sys.modules[_m]
+    sys.path.insert(0, str(HERE.parents[1] / "python"))
+    import camc.export as camc_export  # noqa: E402
 
 CANVAS = 64
 DIGIT = 24
@@ -171,7 +181,7 @@ def main():
     model = DemoNet()
     weights = out / "demo_model.safetensors"
     if args.export_only:
-        export_cache.load_weights(model, str(weights))
+        camc_export.load_weights(model, str(weights))
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
         steps_per_epoch = (args.train_size + 127) // 128
@@ -230,8 +240,8 @@ def main():
             "-o", str(out / f"{args.name}.safetensors"),
         ]
         np.save(Path(tmp) / "labels.npy", test_y[:n].numpy())
-        print("export_cache.py " + " ".join(a if "/" not in a else Path(a).name for a in argv))
-        rc = export_cache.main(argv)
+        print("python -m camc.export " + " ".join(a if "/" not in a else Path(a).name for a in argv))
+        rc = camc_export.main(argv)
         if rc != 0:
             sys.exit(rc)
     print(f"done in {time.time() - t0:.0f}s")

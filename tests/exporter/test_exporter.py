@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Tests of examples/pytorch/export_cache.py (plain Python, no pytest).
+"""Tests of camc's PyTorch exporter, `camc.export` (python/camc/export.py; plain Python, no pytest).
 
     tests/exporter/run.sh            # after scripts/install-torch.sh
-    .venv-py/bin/python tests/exporter/test_exporter.py [NAME_SUBSTRING...]
+    PYTHONPATH=python .venv-py/bin/python tests/exporter/test_exporter.py [NAME_SUBSTRING...]
+
+The function `camc.export(...)` and the command line `python -m camc.export` (mostly run in
+process through `camc.export.main`, some tests as a separate process) are both tested.
 
 Prints one line per test and ends with 'exporter: N passed, N failed, N skipped'; exit 1 on a
 failure. The camc comparisons skip (visibly) while target/{release,debug}/camc cannot `run`.
@@ -21,20 +24,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "examples" / "pytorch"))
 sys.path.insert(0, str(HERE))
+try:
+    import camc.export  # noqa: F401  (pip-installed, or on PYTHONPATH)
+except ImportError:  # else the repository's python/ (also over an installed camc without it)
+    for _m in [m for m in sys.modules if m == "camc" or m.startswith("camc.")]:
+        del sys.modules[_m]
+    sys.path.insert(0, str(ROOT / "python"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-import export_cache  # noqa: E402
-from models import Tiny, TinyStride, images  # noqa: E402
+import camc  # noqa: E402
+import camc.export as ce  # noqa: E402
+from models import Tiny, TinySmooth, TinyStride, images  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-EXPORTER = ROOT / "examples" / "pytorch" / "export_cache.py"
+# `python -m camc.export` in a subprocess finds the same camc as this process
+CAMC_PARENT = str(Path(camc.__file__).resolve().parents[1])
+CLI_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    [CAMC_PARENT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 MODELS = str(HERE / "models.py")
 TESTS = []
 
@@ -64,12 +76,13 @@ def save_images(n: int, size: int = 16, seed: int = 0, name: str = None) -> Path
 
 def export(*argv) -> int:
     """In-process run of the command line (fast); returns the exit code."""
-    return export_cache.main(["--quiet", *map(str, argv)])
+    return ce.main(["--quiet", *map(str, argv)])
 
 
 def cli(*argv):
-    """Subprocess run (what a user sees)."""
-    r = subprocess.run([sys.executable, str(EXPORTER), *map(str, argv)], capture_output=True, text=True)
+    """Subprocess run of `python -m camc.export` (what a user sees)."""
+    r = subprocess.run([sys.executable, "-m", "camc.export", *map(str, argv)], capture_output=True, text=True,
+                       env=CLI_ENV)
     return r.returncode, r.stdout, r.stderr
 
 
@@ -219,6 +232,118 @@ def images_from_a_folder_with_resize_and_scaled_boxes():
 
 
 # ------------------------------------------------------------------------------------------
+# The Python function, several layers, --model-seed
+# ------------------------------------------------------------------------------------------
+
+
+def same_cache(a_path, b_path, what, ignore_meta=("layer",)):
+    a, b = load_file(str(a_path)), load_file(str(b_path))
+    assert set(a) == set(b), f"{what}: tensors {sorted(a)} vs {sorted(b)}"
+    for name in a:
+        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), f"{what}: {name} differs"
+    ma, mb = meta(a_path), meta(b_path)
+    for key in set(ma) | set(mb):
+        if key not in ignore_meta:
+            assert ma.get(key) == mb.get(key), f"{what}: metadata {key}: {ma.get(key)!r} vs {mb.get(key)!r}"
+
+
+@test
+def python_function_equals_the_command_line():
+    boxes = [[0, 0, 10, 10], [1, 2, 3, 4], [[0, 0, 16, 16], [2, 2, 5, 5]], [5, 5, 9, 9]]
+    bf = tmp("fn-boxes.json")
+    bf.write_text(json.dumps(boxes))
+    by_cli = tmp("fn-cli.safetensors")
+    assert export(*tiny_args(by_cli, 4, "--layer", "body.relu2", "--target", "1,0,3,4", "--boxes", bf,
+                             "--normalize", "imagenet", "--dtype", "f16", "--model-name", "Tiny")) == 0
+    model = Tiny()
+    by_fn = tmp("fn.safetensors")
+    # camc.export is callable (the module); a layer given as the module itself; uint8 tensor images
+    summary = camc.export(model, [model.body.relu2], images(4, 16, 0), by_fn, target=[1, 0, 3, 4], boxes=boxes,
+                          normalize="imagenet", dtype="f16")
+    assert summary["files"] == [str(by_fn)] and summary["n"] == 4, summary
+    assert summary["layers"]["body.relu2"]["head"] == "fc", summary
+    same_cache(by_cli, by_fn, "camc.export() vs python -m camc.export")
+    assert model.training, "the model's training mode was not restored"
+    assert all(p.requires_grad for p in model.parameters()), "requires_grad was not restored"
+    # mistakes raise camc.export.ExportError, a camc.InputError
+    for call, needle in (
+        (lambda: ce.export(model, "body.conv3", images(2, 16, 0), tmp("fn-e1.safetensors")), "body.conv2"),
+        (lambda: ce.export(model, ["body.relu2"], images(2, 16, 0), tmp("fn-e2.safetensors"), target=[1, 2, 3]),
+         "3 targets for 2 images"),
+        (lambda: ce.export(model, [torch.nn.ReLU()], images(2, 16, 0), tmp("fn-e3.safetensors")),
+         "not a submodule"),
+        (lambda: ce.export(model, ["body.relu2"], images(2, 16, 0).float(), tmp("fn-e4.safetensors")), "[0, 1]"),
+    ):
+        try:
+            call()
+        except camc.InputError as e:
+            assert isinstance(e, ce.ExportError) and needle in str(e), (needle, str(e))
+        else:
+            raise AssertionError(f"no error ({needle})")
+    assert not any(tmp(f"fn-e{i}.safetensors").exists() for i in range(1, 5))
+
+
+@test
+def several_layers_write_one_cache_each_equal_to_single_layer_exports():
+    common = ["--score", "--perturb", "0.1", "--seed", "2", "--batch-size", "3"]
+    singles = {}
+    for layer in ("body.conv2", "body.relu2"):
+        singles[layer] = tmp(f"single-{layer}.safetensors")
+        assert export(*tiny_args(singles[layer], 5, "--layer", layer, *common)) == 0
+    # a folder: --layer twice
+    folder = tmp("layers")
+    assert export(*tiny_args(folder, 5, "--layer", "body.conv2", "--layer", "body.relu2", *common)) == 0
+    assert sorted(f.name for f in folder.iterdir()) == [
+        "body.conv2.safetensors", "body.conv2_perturbed.safetensors",
+        "body.relu2.safetensors", "body.relu2_perturbed.safetensors"], sorted(folder.iterdir())
+    for layer, single in singles.items():
+        same_cache(folder / f"{layer}.safetensors", single, f"{layer} of a two-layer export")
+        assert meta(folder / f"{layer}.safetensors")["layer"] == layer
+        same_cache(folder / f"{layer}_perturbed.safetensors", tmp(f"single-{layer}_perturbed.safetensors"),
+                   f"{layer} perturbed")
+    assert "W" in load_file(str(folder / "body.relu2.safetensors"))
+    assert "W" not in load_file(str(folder / "body.conv2.safetensors"))
+    # a stem: a comma list, -o X.safetensors -> X.LAYER.safetensors; the Python function alike
+    stem = tmp("stem.safetensors")
+    assert export(*tiny_args(stem, 5, "--layer", "body.relu2,body.conv2", *common)) == 0
+    for layer, single in singles.items():
+        same_cache(tmp(f"stem.{layer}.safetensors"), single, f"{layer} under a stem")
+    model = Tiny()
+    summary = ce.export(model, [model.body.conv2, "body.relu2"], images(5, 16, 0), tmp("fn-layers"), score=True,
+                        batch_size=3, model_name=f"{MODELS}:Tiny")
+    assert sorted(summary["layers"]) == ["body.conv2", "body.relu2"], summary
+    for layer, single in singles.items():
+        same_cache(tmp("fn-layers") / f"{layer}.safetensors", single, f"{layer} from the function",
+                   ignore_meta=("layer", "perturbation"))
+    # shards: OUT/LAYER/cache-00000.safetensors
+    assert export(*tiny_args(tmp("layer-shards"), 5, "--layer", "body.conv2,body.relu2", "--shard-size", "4")) == 0
+    assert sorted(p.name for p in (tmp("layer-shards") / "body.relu2").iterdir()) == [
+        "cache-00000.safetensors", "cache-00001.safetensors"]
+    # mistakes: the same layer twice; a file where the folder would go
+    expect_error(tiny_args(tmp("twice"), 2, "--layer", "body.relu2", "--layer", "body.relu2"), "given twice")
+    tmp("a-file").write_text("x")
+    expect_error(tiny_args(tmp("a-file"), 2, "--layer", "body.relu2,body.conv2"), "is a file")
+    assert tmp("a-file").read_text() == "x"
+
+
+@test
+def model_seed_makes_random_weights_reproducible():
+    def run(name, *seed):
+        out = tmp(f"seed-{name}.safetensors")
+        assert export("--model", f"{MODELS}:Unseeded", "--layer", "relu", "--images", save_images(3),
+                      "-o", out, *seed) == 0
+        return load_file(str(out))
+
+    a, b, c = run("a", "--model-seed", "3"), run("b", "--model-seed", "3"), run("c", "--model-seed", "4")
+    for name in ("A", "G", "logits"):
+        assert torch.equal(a[name], b[name]), f"--model-seed 3 twice: {name} differs"
+    assert not torch.equal(a["A"], c["A"]), "--model-seed 3 and 4 give the same weights"
+    # --seed seeds the noise only: the model is the same for different --seed
+    d = run("d", "--model-seed", "3", "--seed", "9")
+    assert torch.equal(a["A"], d["A"])
+
+
+# ------------------------------------------------------------------------------------------
 # Gradients: finite differences, in-place aliasing
 # ------------------------------------------------------------------------------------------
 
@@ -245,8 +370,7 @@ def gradient_matches_finite_differences():
         model = Tiny(inplace=inplace).double()
         out = tmp(f"fd-{inplace}-{layer_name}.safetensors")
         x_u8 = images(3, 16, 0)
-        pixels = export_cache.Pixels(x_u8.float() / 255)
-        export_cache.export(model, pixels, str(out), export_cache.ExportOptions(layer=layer_name))
+        ce.export(model, [layer_name], x_u8.float() / 255, out)
         t = load_file(str(out))
         layer = model.get_submodule(layer_name)
         rng = np.random.default_rng(0)
@@ -377,6 +501,83 @@ def ablation_matches_pytorch_grad_cam_ablationcam():
     model = TinyStride().eval()
     lib = library_cam(AblationCAM, model, model.features[3], images(6, 32, 3).float() / 255, t["target"])
     assert_close(mine, lib, 1e-4, "Ablation-CAM from the cached ablation vs pytorch-grad-cam")
+    # a layer with negative activations (before the ReLU): the library's AblationLayer sets the
+    # j-th channel of each batch to min - (j+1)*1e7; the same batch (64 here, library_cam's) gives the same
+    out2 = tmp("compare-prerelu.safetensors")
+    assert export("--model", f"{MODELS}:TinyStride", "--layer", "features.2", "--images", save_images(6, 32, 3),
+                  "--ablation", "--channel-batch", "64", "-o", out2) == 0
+    t2 = load_file(str(out2))
+    assert float(t2["A"].min()) < 0
+    A, abl, logit = t2["A"].numpy(), t2["ablation"].numpy(), t2["logit"].numpy()
+    w = (logit[:, None] - abl) / logit[:, None]
+    mine = postprocess(np.maximum((w[:, :, None, None] * A).sum(1), 0), (32, 32))
+    lib = library_cam(AblationCAM, model, model.features[2], images(6, 32, 3).float() / 255, t2["target"])
+    assert_close(mine, lib, 1e-4, "Ablation-CAM before the ReLU vs pytorch-grad-cam")
+
+
+def shapley_cache():
+    """TinySmooth on 6 random 32x32 images, f32, with H (--hvp)."""
+    out = tmp("shapley.safetensors")
+    if not out.exists():
+        assert export("--model", f"{MODELS}:TinySmooth", "--layer", "features.2", "--images",
+                      save_images(6, 32, 4), "--hvp", "-o", out) == 0
+    return out, load_file(str(out))
+
+
+@test
+def hvp_matches_pytorch_grad_cam_shapleycam():
+    from pytorch_grad_cam import ShapleyCAM
+
+    out, t = shapley_cache()
+    A, G, H = t["A"].numpy(), t["G"].numpy(), t["H"].numpy()
+    assert H.shape == A.shape and t["H"].dtype == torch.float32, (H.shape, t["H"].dtype)
+    assert float(np.abs(H).max()) > 1e-3 * float(np.abs(G).max()), "H is ~0: the test model exercises nothing"
+    assert "hvp" in meta(out)
+    # stdlib/shapleycam.cam, in numpy
+    w = (G - 0.5 * H).mean((2, 3))
+    mine = postprocess(np.maximum((w[:, :, None, None] * A).sum(1), 0), (32, 32))
+    model = TinySmooth().eval()
+    lib = library_cam(ShapleyCAM, model, model.features[2], images(6, 32, 4).float() / 255, t["target"])
+    assert_close(mine, lib, 1e-4, "ShapleyCAM from the cached H vs pytorch-grad-cam")
+
+
+@test
+def hvp_is_the_hessian_times_a_also_under_inplace_ops():
+    """H = d(G . A)/dA = Hessian(logit) A: the change of G along A, by central differences
+    (scaling the layer's output by 1 +- eps through a hook), in float64; the same with a
+    SiLU(inplace=True) right after the layer. The perturbed cache gets H too."""
+    x_u8 = images(2, 32, 4)
+    ref = None
+    for inplace in (False, True):
+        model = TinySmooth(inplace=inplace).double()
+        out = tmp(f"hvp-fd-{inplace}.safetensors")
+        ce.export(model, ["features.2"], x_u8, out, hvp=True, perturb=0.05)
+        t = load_file(str(out))
+        assert "H" in load_file(str(tmp(f"hvp-fd-{inplace}_perturbed.safetensors")))
+        layer = model.features[2]
+        x = x_u8.double() / 255
+        eps = 1e-5
+        grads = []
+        for sign in (1, -1):
+            kept = []
+
+            def hook(m, i, o, sign=sign):
+                o = o * (1 + sign * eps)
+                kept.append(o)
+                return o.clone()  # the in-place SiLU must not modify the tensor differentiated against
+
+            h = layer.register_forward_hook(hook)
+            logits = model(x)
+            h.remove()
+            grads.append(torch.autograd.grad(logits.gather(1, t["target"][:, None]).sum(), kept[0])[0])
+        # G(A (1 + eps)) - G(A (1 - eps)) = 2 eps Hess A
+        fd = (grads[0] - grads[1]) / (2 * eps)
+        assert_close(t["H"], fd.detach(), 1e-6 + 1e-5 * float(fd.abs().max()), f"H vs finite differences (inplace={inplace})")
+        if ref is None:
+            ref = t
+        else:
+            for name in ("A", "G", "H"):
+                assert_close(t[name], ref[name], 1e-10, f"{name} with an in-place SiLU after the layer")
 
 
 @test
@@ -412,7 +613,7 @@ def in_process(*argv):
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
-            rc = export_cache.main([str(a) for a in argv])
+            rc = ce.main([str(a) for a in argv])
         except SystemExit as e:
             rc = e.code
     return rc, out.getvalue(), err.getvalue()
@@ -425,7 +626,7 @@ def expect_error(args, *needles, subprocess=False):
     rc, so, se = (cli if subprocess else in_process)(*args)
     assert rc == 1, f"exit {rc} (want 1); stderr: {se.strip()[-500:]}"
     assert "Traceback" not in se, f"traceback on a user mistake:\n{se}"
-    assert se.startswith("export_cache: error:"), se
+    assert se.startswith("camc.export: error:"), se
     for nd in needles:
         assert nd in se, f"{nd!r} not in the message: {se.strip()}"
     if out is not None and out.suffix == ".safetensors":
@@ -484,6 +685,23 @@ def error_inputs_and_model():
     from safetensors.torch import save_file
     save_file({"fc.weight": torch.zeros(2, 2)}, str(w))
     expect_error(tiny_args(tmp("e10.safetensors"), 2, "--layer", "body.relu2", "--weights", w), "does not fit")
+    for hvp in ([], ["--hvp"]):
+        expect_error(["--model", f"{MODELS}:WithTuple", "--layer", "pair", "--images", save_images(2),
+                      "-o", tmp("e11.safetensors"), *hvp], "tuple", "not a tensor")
+
+
+@test
+def command_line_writes_one_cache_per_layer_and_says_where():
+    """`python -m camc.export` as a user runs it: the summary lines, exit 0."""
+    out = tmp("cli-layers")
+    rc, so, se = cli(*tiny_args(out, 3, "--layer", "body.conv2", "--layer", "body.relu2", "--hvp"))
+    assert rc == 0, f"exit {rc}: {se.strip()[-800:]}"
+    lines = so.strip().splitlines()
+    assert lines == [
+        f"camc.export: 3 images, layer body.conv2 -> {out / 'body.conv2.safetensors'} (no GAP+linear head found: no W/head.*)",
+        f"camc.export: 3 images, layer body.relu2 -> {out / 'body.relu2.safetensors'} (head: fc)",
+    ], lines
+    assert "H" in load_file(str(out / "body.conv2.safetensors"))
 
 
 @test
@@ -561,6 +779,17 @@ def camc_scorecam_and_ablationcam_match_pytorch_grad_cam():
 
 
 @test
+def camc_shapleycam_matches_pytorch_grad_cam():
+    from pytorch_grad_cam import ShapleyCAM
+
+    out, t = shapley_cache()
+    res = camc_run("shapleycam", out)
+    model = TinySmooth().eval()
+    lib = library_cam(ShapleyCAM, model, model.features[2], images(6, 32, 4).float() / 255, t["target"])
+    assert_close(res, lib, 1e-4, "camc shapleycam vs pytorch-grad-cam ShapleyCAM")
+
+
+@test
 def demo_cache_is_consistent():
     demo = ROOT / "examples" / "data" / "demo.safetensors"
     if not demo.exists():
@@ -579,7 +808,7 @@ def demo_cache_is_consistent():
     from demo_model import MEAN, STD, DemoNet
 
     model = DemoNet()
-    export_cache.load_weights(model, str(ROOT / "examples" / "data" / "demo_model.safetensors"))
+    ce.load_weights(model, str(ROOT / "examples" / "data" / "demo_model.safetensors"))
     model.eval()
     x = (t["image"][:16].float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -597,6 +826,7 @@ def main(argv):
     wanted = [a for a in argv if not a.startswith("-")]
     passed = failed = skipped = 0
     t00 = time.time()
+    print(f"camc from {CAMC_PARENT}", flush=True)
     for fn in TESTS:
         name = fn.__name__
         if wanted and not any(w in name for w in wanted):

@@ -1,0 +1,101 @@
+"""camc.torch.CAM vs pytorch-grad-cam on the same model and batch (docs/benchmarks.md).
+
+ResNet-50 with random weights (seed 0), a batch of random images, targets = the argmax class,
+target layer `layer4[-1]`. In one run, best of --repeats (after one warm-up call each):
+  - forward + backward alone: the model's forward pass and the backward pass of the summed
+    target logits, with no hook (what any gradient CAM has to pay);
+  - pytorch-grad-cam 1.5.7's GradCAM and GradCAMPlusPlus (`cam(input_tensor, targets)`);
+  - camc.torch.CAM with program "gradcam" and "gradcampp";
+and prints each one's time, its ratio to forward + backward (camc's target: ≤ 1.05), camc's
+speed-up over pytorch-grad-cam, and the largest difference between their maps. On a GPU it also
+counts the host↔device copies made during one camc call (torch.profiler).
+
+    bash scripts/install-torch.sh            # torch, pytorch-grad-cam into .venv-py
+    PYTHONPATH=python .venv-py/bin/python benches/python_cam.py [--device cpu|cuda]
+        [--batch 32] [--size 224] [--repeats 3] [--threads N]
+"""
+import argparse
+import time
+
+import torch
+import torchvision
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from camc.torch import CAM
+
+
+def timed(fn, device, repeats):
+    """Best wall time of `repeats` calls after one warm-up, and the last result."""
+    result = fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def copies_during(fn):
+    """Host↔device memcpy events recorded while `fn` runs on a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    return sum("HtoD" in n for n in names), sum("DtoH" in n for n in names)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval().to(device)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    with torch.no_grad():
+        classes = model(x).argmax(1).tolist()
+    layers = [model.layer4[-1]]
+    print(f"resnet50 (random weights), batch {args.batch}, {args.size}x{args.size}, {device}, "
+          f"{torch.get_num_threads()} CPU threads, best of {args.repeats}")
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        out = model(x.requires_grad_(False))
+        out[torch.arange(len(classes)), classes].sum().backward()
+        return None
+
+    base, _ = timed(forward_backward, device, args.repeats)
+    print(f"{'forward + backward':<28}{base * 1e3:10.1f} ms   1.000")
+    rows = {}
+    for method, reference in (("gradcam", GradCAM), ("gradcampp", GradCAMPlusPlus)):
+        targets = [ClassifierOutputTarget(c) for c in classes]
+        with reference(model=model, target_layers=layers) as pgc:
+            t_ref, ref_maps = timed(lambda: pgc(input_tensor=x, targets=targets), device, args.repeats)
+        with CAM(model, target_layers=layers, program=method) as cam:
+            t_camc, maps = timed(lambda: cam(x, targets=classes), device, args.repeats)
+            copies = copies_during(lambda: cam(x, targets=classes)) if device.type == "cuda" else None
+        diff = float((maps.float().cpu() - torch.from_numpy(ref_maps)).abs().max())
+        rows[method] = (t_ref, t_camc)
+        print(f"{'pytorch-grad-cam ' + method:<28}{t_ref * 1e3:10.1f} ms   {t_ref / base:.3f}")
+        print(f"{'camc.torch.CAM ' + method:<28}{t_camc * 1e3:10.1f} ms   {t_camc / base:.3f}   "
+              f"{t_ref / t_camc:.2f}x faster than pytorch-grad-cam, max |diff| {diff:.1e}"
+              + (f", host<->device copies during a call: {copies[0]} HtoD, {copies[1]} DtoH" if copies else ""))
+    worst = max(t_camc for _, t_camc in rows.values()) / base
+    print(f"camc adds {100 * (worst - 1):+.1f}% to forward + backward (target: at most +5%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""camc.torch: camc programs on PyTorch models, a drop-in for pytorch-grad-cam's CAM classes.
+
+    from camc.torch import CAM
+    cam = CAM(model, target_layers=[model.layer4[-1]], program="gradcampp", reshape_transform=None)
+    maps = cam(input_tensor, targets=None)  # torch.float32 [n, H, W] on input_tensor's device
+
+`import camc` does not import torch; `import camc.torch` does. The building blocks are public
+for the exporter and for custom pipelines: `LayerTap` (layer capture), `score_cam_scores`,
+`ablation_scores`, `hessian_vector_product`, `classifier_weights` (the model-dependent inputs
+of Score-CAM, Ablation-CAM, ShapleyCAM and the original CAM), `aggregate_layers`
+(pytorch-grad-cam's multi-layer aggregation) and the targets `ClassifierOutputTarget`,
+`ClassifierOutputSoftmaxTarget`.
+"""
+
+from ._cam import CAM, aggregate_layers
+from ._capture import LayerTap
+from ._method_inputs import (
+    HessianResult,
+    ablation_scores,
+    classifier_weights,
+    hessian_vector_product,
+    score_cam_scores,
+)
+from ._targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget, resolve_targets
+
+__all__ = [
+    "CAM",
+    "aggregate_layers",
+    "LayerTap",
+    "score_cam_scores",
+    "ablation_scores",
+    "hessian_vector_product",
+    "HessianResult",
+    "classifier_weights",
+    "ClassifierOutputTarget",
+    "ClassifierOutputSoftmaxTarget",
+    "resolve_targets",
+]

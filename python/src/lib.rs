@@ -50,9 +50,16 @@ fn compile(py: Python<'_>, spec: &str) -> PyResult<program::Program> {
     Ok(program::Program::new(resolved))
 }
 
+/// The source text of a standard-library method (as `camc stdlib NAME` prints it), or None.
+#[pyfunction]
+fn stdlib_source(name: &str) -> Option<&'static str> {
+    camc_compiler::stdlib::source(name)
+}
+
 #[pymodule]
 fn _camc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile, m)?)?;
+    m.add_function(wrap_pyfunction!(stdlib_source, m)?)?;
     m.add_class::<program::Program>()?;
     Ok(())
 }

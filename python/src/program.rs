@@ -162,12 +162,7 @@ impl Program {
 
     /// The kernel's inputs taken from `tensors` by name, in the kernel's order; a name that is
     /// no parameter is an error.
-    fn take<T>(
-        &self,
-        py: Python<'_>,
-        kernel: &Kernel,
-        mut tensors: HashMap<String, T>,
-    ) -> PyResult<Vec<T>> {
+    fn take<T>(&self, py: Python<'_>, kernel: &Kernel, mut tensors: HashMap<String, T>) -> PyResult<Vec<T>> {
         let mut taken = Vec::with_capacity(kernel.inputs.len());
         for input in &kernel.inputs {
             let value = tensors.remove(&input.name).ok_or_else(|| {

@@ -161,37 +161,3 @@ def resolve_layers(model: nn.Module, layers) -> List[Tuple[str, nn.Module]]:
             raise ExportError(f"--layer {name}: given twice")
         seen.add(name)
     return out
-
-
-def find_head(model: nn.Module, a: torch.Tensor, logits: torch.Tensor, name: Optional[str]):
-    """The linear head applied to the global average of A, if it reproduces the logits."""
-    k = a.shape[1]
-    pooled = a.flatten(2).mean(-1)
-    scale = float(logits.abs().max()) + 1.0
-    if name is not None:
-        try:
-            head = model.get_submodule(name)
-        except (AttributeError, KeyError, IndexError, ValueError):
-            raise ExportError(f"--head {name}: the model has no such module")
-        if not isinstance(head, nn.Linear):
-            raise ExportError(f"--head {name}: is a {type(head).__name__}, not nn.Linear")
-        if head.in_features != k:
-            raise ExportError(
-                f"--head {name}: takes {head.in_features} features but the layer has {k} channels"
-            )
-        with torch.no_grad():
-            diff = float((head(pooled.to(head.weight.dtype)) - logits).abs().max())
-        if diff > 1e-3 * scale:
-            raise ExportError(
-                f"--head {name}: head(global average of A) differs from the model's logits by {diff:.3g}; "
-                "the layer is not followed by global average pooling + this linear layer "
-                "(choose the last feature layer, or pass --no-head)"
-            )
-        return name, head
-    for hname, head in reversed(list(model.named_modules())):
-        if isinstance(head, nn.Linear) and head.in_features == k and head.out_features == logits.shape[1]:
-            with torch.no_grad():
-                diff = float((head(pooled.to(head.weight.dtype)) - logits).abs().max())
-            if diff <= 1e-3 * scale:
-                return hname, head
-    return None, None

@@ -9,16 +9,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .._errors import InputError
 from ..torch import (
     ClassifierOutputSoftmaxTarget,
     LayerTap,
     ablation_scores,
+    find_head,
     hessian_vector_product,
     score_cam_scores,
 )
 from .base import DTYPES, PROG, ExportError
 from .inputs import Pixels
-from .model import find_head
 from .writer import CacheWriter, check_output, perturbed_path
 
 RESERVED = {"A", "G", "H", "target", "logits", "logit", "W", "head.weight", "head.bias", "image", "boxes",
@@ -250,7 +251,7 @@ def export_pixels(
                         if not opts.no_head:
                             try:
                                 head_name, head = find_head(model, a.float(), logits.float(), opts.head)
-                            except ExportError as e:
+                            except InputError as e:
                                 raise ExportError(f"{e}{which(name)}") from None
                             if head is not None:
                                 sh["head.weight"] = head.weight.detach().float().cpu().clone()

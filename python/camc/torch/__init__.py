@@ -6,7 +6,7 @@
 
 `import camc` does not import torch; `import camc.torch` does. The building blocks are public
 for the exporter and for custom pipelines: `LayerTap` (layer capture), `score_cam_scores`,
-`ablation_scores`, `hessian_vector_product`, `classifier_weights` (the model-dependent inputs
+`ablation_scores`, `hessian_vector_product`, `classifier_weights` with `find_head` (the model-dependent inputs
 of Score-CAM, Ablation-CAM, ShapleyCAM and the original CAM), `aggregate_layers`
 (pytorch-grad-cam's multi-layer aggregation) and the targets `ClassifierOutputTarget`,
 `ClassifierOutputSoftmaxTarget`.
@@ -18,6 +18,7 @@ from ._method_inputs import (
     HessianResult,
     ablation_scores,
     classifier_weights,
+    find_head,
     hessian_vector_product,
     score_cam_scores,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "hessian_vector_product",
     "HessianResult",
     "classifier_weights",
+    "find_head",
     "ClassifierOutputTarget",
     "ClassifierOutputSoftmaxTarget",
     "resolve_targets",

@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import Program
 from .. import compile as _camc_compile
+from .._camc import stdlib_source
 from .._errors import Error, InputError, InputTypeError
 from ._capture import LayerTap
 from ._method_inputs import (
@@ -62,32 +63,12 @@ _PROVIDED: Dict[str, Tuple[str, ...]] = {
 # These are the stdlib programs with `sum[k](...)` -> `pc1[k](...)` (pc1 fixes the SVD sign so
 # that the projection correlates non-negatively with sum[k] of its argument, stdlib/eigencam.cam).
 # EigenCAM, EigenGradCAM and FEM ignore eigen_smooth in pytorch-grad-cam, and here.
-_EIGEN_SMOOTH: Dict[str, Optional[str]] = {
-    "gradcam": "cam gradcam_eigen(A: [k,h,w], G: [k,h,w]) = relu(pc1[k](mean[h,w](G) * A))",
-    "gradcampp": """cam gradcampp_eigen(A: [k,h,w], G: [k,h,w], eps: [] = 1e-6) {
-    let g2 = G^2
-    let g3 = g2 * G
-    let alpha = where(G != 0, g2 / (2*g2 + sum[h,w](A) * g3 + eps), 0)
-    let weights = sum[h,w](alpha * relu(G))
-    relu(pc1[k](weights * A))
-}""",
-    "xgradcam": """cam xgradcam_eigen(A: [k,h,w], G: [k,h,w], eps: [] = 1e-7) {
-    let weights = sum[h,w](G * A / (sum[h,w](A) + eps))
-    relu(pc1[k](weights * A))
-}""",
-    "hirescam": "cam hirescam_eigen(A: [k,h,w], G: [k,h,w]) = relu(pc1[k](G * A))",
-    "layercam": "cam layercam_eigen(A: [k,h,w], G: [k,h,w]) = relu(pc1[k](relu(G) * A))",
-    "gradcam_elementwise": "cam gradcam_elementwise_eigen(A: [k,h,w], G: [k,h,w]) = relu(pc1[k](relu(G * A)))",
-    "scorecam": "cam scorecam_eigen(A: [k,h,w], score: [k]) = relu(pc1[k](softmax[k](score) * A))",
-    "ablationcam": """cam ablationcam_eigen(A: [k,h,w], ablation: [k], logit: []) {
-    let weights = (logit - ablation) / logit
-    relu(pc1[k](weights * A))
-}""",
-    "shapleycam": "cam shapleycam_eigen(A: [k,h,w], G: [k,h,w], H: [k,h,w]) = relu(pc1[k](mean[h,w](G - 0.5 * H) * A))",
-    "eigencam": None,
-    "eigengradcam": None,
-    "fem": None,
-}
+# eigen_smooth (pytorch-grad-cam's `get_2d_projection` of the weighted activations in place of
+# their channel sum): the stdlib method with its one `relu(sum[k](` made `relu(pc1[k](` (pc1's
+# sign rule: stdlib/eigencam.cam). The Eigen methods and FEM ignore eigen_smooth, as there.
+_EIGEN_SMOOTHED = ("gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "gradcam_elementwise",
+                   "scorecam", "ablationcam", "shapleycam")
+_EIGEN_UNCHANGED = ("eigencam", "eigengradcam", "fem")
 
 # pytorch-grad-cam's defaults: ScoreCAM reads `self.batch_size` (16 when unset), AblationCAM
 # takes batch_size=32.
@@ -371,11 +352,13 @@ class CAM:
 
     def _eigen_program(self):
         spec = self._spec
-        if spec is not None and spec in _EIGEN_SMOOTH:
-            source = _EIGEN_SMOOTH[spec]
-            return self.program if source is None else _camc_compile(source)
+        if spec in _EIGEN_UNCHANGED:
+            return self.program
+        if spec in _EIGEN_SMOOTHED:
+            source = stdlib_source(spec)
+            return _camc_compile(source.replace("relu(sum[k](", "relu(pc1[k](", 1))
         raise Error(
-            f"eigen_smooth=True is defined for the stdlib methods ({', '.join(k for k in _EIGEN_SMOOTH)}); "
+            f"eigen_smooth=True is defined for the stdlib methods ({', '.join(_EIGEN_SMOOTHED + _EIGEN_UNCHANGED)}); "
             f"for `{self.program.name}` write the smoothing into the program: pc1[k](...) in place of sum[k](...)"
         )
 

@@ -16,7 +16,7 @@ returns tensors on the model's device.
 
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple, Optional, Sequence, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -296,6 +296,51 @@ def _calls_error(t: LayerTap) -> InputError:
     )
 
 
+def find_head(
+    model: nn.Module, activations: torch.Tensor, outputs: torch.Tensor, name: Optional[str] = None
+) -> Tuple[Optional[str], Optional[nn.Linear]]:
+    """The linear head that follows global average pooling of the layer: `(name, module)`, or
+    `(None, None)` when there is none.
+
+    The head is the `nn.Linear` called `name`, or else the last one of the model with `k` inputs
+    and as many outputs as the model, whose result on the spatial mean of `activations`
+    (`[n, k, ...]`, after any reshape_transform) reproduces the model output `outputs`
+    `[n, classes]` within 1e-3 of its scale. A `name` that is not such a head is a
+    `camc.InputError` ("--head NAME: ..."), as the exporter's `--head` reports it.
+    """
+    k = activations.shape[1]
+    pooled = activations.detach().flatten(2).mean(-1)
+    logits = outputs.detach()
+    scale = float(logits.abs().max()) + 1.0
+
+    def reproduces(head: nn.Linear) -> float:
+        with torch.no_grad():
+            return float((head(pooled.to(head.weight.dtype)) - logits).abs().max())
+
+    if name is not None:
+        try:
+            head = model.get_submodule(name)
+        except (AttributeError, KeyError, IndexError, ValueError):
+            raise InputError(f"--head {name}: the model has no such module") from None
+        if not isinstance(head, nn.Linear):
+            raise InputError(f"--head {name}: is a {type(head).__name__}, not nn.Linear")
+        if head.in_features != k:
+            raise InputError(f"--head {name}: takes {head.in_features} features but the layer has {k} channels")
+        diff = reproduces(head)
+        if diff > 1e-3 * scale:
+            raise InputError(
+                f"--head {name}: head(global average of A) differs from the model's logits by {diff:.3g}; "
+                "the layer is not followed by global average pooling + this linear layer "
+                "(choose the last feature layer, or pass --no-head)"
+            )
+        return name, head
+    for head_name, head in reversed(list(model.named_modules())):
+        if isinstance(head, nn.Linear) and head.in_features == k and head.out_features == logits.shape[1]:
+            if reproduces(head) <= 1e-3 * scale:
+                return head_name, head
+    return None, None
+
+
 def classifier_weights(
     model: nn.Module,
     activations: torch.Tensor,
@@ -303,32 +348,21 @@ def classifier_weights(
     classes: Sequence[int],
 ) -> torch.Tensor:
     """The original CAM's channel weights `[n, k]`: the weight row of each image's class in the
-    linear head that follows global average pooling of the layer.
-
-    The head is the last `nn.Linear` of the model with `k` inputs and `classes` outputs whose
-    result on the spatial mean of `activations` (`[n, k, ...]`, after any reshape_transform)
-    reproduces the model output `[n, classes]` (within 1e-3 of its scale). None found:
+    linear head that follows global average pooling of the layer (`find_head`). None found:
     `camc.InputError`.
     """
     if outputs.dim() != 2:
         raise InputError(f"`W` needs a [batch, classes] model output; got shape {list(outputs.shape)}")
-    k = activations.shape[1]
-    pooled = activations.detach().flatten(2).mean(-1)
-    logits = outputs.detach()
-    scale = float(logits.abs().max()) + 1.0
-    for _, head in reversed(list(model.named_modules())):
-        if isinstance(head, nn.Linear) and head.in_features == k and head.out_features == logits.shape[1]:
-            with torch.no_grad():
-                diff = float((head(pooled.to(head.weight.dtype)) - logits).abs().max())
-            if diff <= 1e-3 * scale:
-                idx = torch.as_tensor(list(classes), dtype=torch.long, device=head.weight.device)
-                return head.weight.detach()[idx].float().to(activations.device)
-    raise InputError(
-        "program parameter `W` (the classifier weights of the original CAM) needs a linear head "
-        "right after global average pooling of the CAM layer, and none of the model's nn.Linear "
-        f"layers with {k} inputs reproduces its output from the layer's average; use the last "
-        "feature layer, or a gradient method (gradcam equals fc_cam up to scale there)"
-    )
+    _, head = find_head(model, activations, outputs)
+    if head is None:
+        raise InputError(
+            "program parameter `W` (the classifier weights of the original CAM) needs a linear head "
+            "right after global average pooling of the CAM layer, and none of the model's nn.Linear "
+            f"layers with {activations.shape[1]} inputs reproduces its output from the layer's average; use the last "
+            "feature layer, or a gradient method (gradcam equals fc_cam up to scale there)"
+        )
+    idx = torch.as_tensor(list(classes), dtype=torch.long, device=head.weight.device)
+    return head.weight.detach()[idx].float().to(activations.device)
 
 
 class _null:

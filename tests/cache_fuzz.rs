@@ -36,7 +36,7 @@ fn cases() -> u32 {
         .unwrap_or(64)
 }
 
-/// A valid cache with everything `eval --metric loc,ad` reads, as safetensors bytes.
+/// A valid cache with everything `eval --metric loc,ad_feat` reads, as safetensors bytes.
 fn valid_safetensors(dir: &Path) -> Vec<u8> {
     let shape = [N, K, H, W];
     let len = N * K * H * W;
@@ -71,7 +71,7 @@ fn survives(cache: &Path, names: &[&str]) -> Result<(), TestCaseError> {
             "-o",
             out.to_str().expect("utf-8"),
         ],
-        &["eval", "gradcam", "--metric", "loc,ad", "--backend", "cpu"],
+        &["eval", "gradcam", "--metric", "loc,ad_feat", "--backend", "cpu"],
     ];
     for args in runs {
         let mut full: Vec<&str> = args.to_vec();

@@ -436,6 +436,43 @@ fn metrics_of_a_3d_cache_are_a_usage_error() {
     assert!(stderr(&o).contains("3-D"), "{}", stderr(&o));
 }
 
+/// `ad`, `ic`, `ag` re-run the model (camc.torch.evaluate); from a cache they are a usage error
+/// that points to the feature-level `*_feat` metric and to the Python API.
+#[test]
+fn image_level_metrics_of_a_cache_are_a_usage_error_naming_the_feature_level_ones() {
+    let cache = "examples/data/demo16.safetensors";
+    let dir = temp_dir();
+    let out = dir.path().join("search");
+    for (args, name) in [
+        (
+            vec!["eval", "gradcam", "--cache", cache, "--metric", "loc,ad"],
+            "ad",
+        ),
+        (vec!["eval", "gradcam", "--cache", cache, "--metric", "ic"], "ic"),
+        (
+            vec![
+                "search",
+                "--cache",
+                cache,
+                "--metric",
+                "ag",
+                "--budget",
+                "5",
+                "--out",
+                path_str(&out),
+            ],
+            "ag",
+        ),
+    ] {
+        let o = camc(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let text = stderr(&o);
+        assert!(text.contains(&format!("`{name}_feat`")), "{text}");
+        assert!(text.contains("camc.torch.evaluate"), "{text}");
+    }
+    assert!(!out.exists(), "the search wrote {}", out.display());
+}
+
 #[test]
 fn empty_axes_and_huge_maps_are_errors() {
     let dir = temp_dir();
@@ -594,38 +631,38 @@ fn eval_refuses_tensors_that_do_not_fit_a() {
     let eval = |cache: &Path, metric: &str| {
         camc(&["eval", "gradcam", "--cache", path_str(cache), "--metric", metric])
     };
-    assert_ok(&eval(&good, "ad,loc"));
+    assert_ok(&eval(&good, "ad_feat,loc"));
     // (cache name, tensors replaced, metric, what the message names)
     type Case<'a> = (&'a str, Vec<(&'a str, T)>, &'a str, [&'a str; 2]);
     let cases: Vec<Case> = vec![
         (
             "target-2",
             vec![("target", i64s(&[N, 2], &[0; N * 2]))],
-            "ad",
+            "ad_feat",
             ["target", "[3]"],
         ),
         (
             "target-short",
             vec![("target", i64s(&[N - 1], &[0; N - 1]))],
-            "ad",
+            "ad_feat",
             ["target", "[3]"],
         ),
         (
             "target-class",
             vec![("target", i64s(&[N], &[0, 7, 1]))],
-            "ad",
+            "ad_feat",
             ["target", "0..3"],
         ),
         (
             "transposed",
             vec![("head.weight", f32s(&[K, 3], &noise(3, 3 * K)))],
-            "ad",
+            "ad_feat",
             ["head.weight", "transpose"],
         ),
         (
             "bias",
             vec![("head.bias", f32s(&[4], &[0.0; 4]))],
-            "ad",
+            "ad_feat",
             ["head.weight", "head.bias"],
         ),
         (
@@ -725,8 +762,13 @@ fn eval_reading_a_cache_cut_short_during_the_run_is_an_error_not_a_fault() {
     );
     let cache = Cache::open(path_str(&cache_path)).expect("opens");
     let binding = Binding::new(&cache, &kernel).expect("binds");
-    let data =
-        MetricData::load(&cache, &metrics_by_names("ad").expect("ad"), vec![10, 12], false).expect("loads");
+    let data = MetricData::load(
+        &cache,
+        &metrics_by_names("ad_feat").expect("ad_feat"),
+        vec![10, 12],
+        false,
+    )
+    .expect("loads");
     // Another process cuts the file: the last image's activations are gone.
     let bytes = std::fs::metadata(&cache_path).expect("exists").len();
     std::fs::OpenOptions::new()
@@ -742,7 +784,7 @@ fn eval_reading_a_cache_cut_short_during_the_run_is_an_error_not_a_fault() {
         batch: N,
         perturbed: None,
     };
-    let mut groups = vec![metrics_by_names("ad").expect("ad")];
+    let mut groups = vec![metrics_by_names("ad_feat").expect("ad_feat")];
     let mut executor: Box<dyn Executor> =
         Box::new(InterpExecutor::new(&kernel, binding.dims, evaluation.outputs(&groups)).expect("executor"));
     let error = evaluation

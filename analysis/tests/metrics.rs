@@ -299,9 +299,9 @@ fn ad_ic_ag_by_hand() {
     close(c.masked, 0.3775406687981454);
     close(c.rest, 1.0 - 0.7310585786300049);
     let expected = [
-        ("ad", 24.17849404724501, Better::Lower),
-        ("ic", 50.0, Better::Higher),
-        ("ag", 24.17849404724501, Better::Higher),
+        ("ad_feat", 24.17849404724501, Better::Lower),
+        ("ic_feat", 50.0, Better::Higher),
+        ("ag_feat", 24.17849404724501, Better::Higher),
     ];
     for (name, value, better) in expected {
         let mut m = metric_by_name(name).unwrap();
@@ -319,7 +319,7 @@ fn ad_with_a_bias() {
     // AD = (p − 0.5)/p · 100 = 38.84349199; IC = 0; AG = 0.
     let (weight, bias) = ([1.0f32, 0.0, 0.0, 1.0], [0.5f32, 0.0]);
     let head = Head::new(&weight, &bias, 2).unwrap();
-    for (name, value) in [("ad", 38.84349199257851), ("ic", 0.0), ("ag", 0.0)] {
+    for (name, value) in [("ad_feat", 38.84349199257851), ("ic_feat", 0.0), ("ag_feat", 0.0)] {
         let mut m = metric_by_name(name).unwrap();
         add_feature(m.as_mut(), &faithful_input(head, 0)).unwrap();
         close(only(m.as_ref()).value.unwrap(), value);
@@ -331,7 +331,7 @@ fn faithfulness_is_nan_free_at_saturated_probabilities() {
     // Logits ±2000: p is exactly 1 (1 − p underflows to 0) or exactly 0.
     let (weight, bias) = ([1000.0f32, 0.0, -1000.0, 0.0], [0.0f32, 0.0]);
     let head = Head::new(&weight, &bias, 2).unwrap();
-    for name in ["ad", "ic", "ag"] {
+    for name in ["ad_feat", "ic_feat", "ag_feat"] {
         let mut m = metric_by_name(name).unwrap();
         add_feature(m.as_mut(), &faithful_input(head, 0)).unwrap();
         add_feature(m.as_mut(), &faithful_input(head, 1)).unwrap();
@@ -344,7 +344,7 @@ fn faithfulness_is_nan_free_at_saturated_probabilities() {
 fn faithfulness_rejects_bad_input() {
     let (weight, bias) = ([1.0f32, 0.0, 0.0, 1.0], [0.0f32, 0.0]);
     let head = Head::new(&weight, &bias, 2).unwrap();
-    let mut ad = metric_by_name("ad").unwrap();
+    let mut ad = metric_by_name("ad_feat").unwrap();
     add_feature(ad.as_mut(), &faithful_input(head, 0)).unwrap();
     for target in [2, -1] {
         let err = add_feature(ad.as_mut(), &faithful_input(head, target)).unwrap_err();
@@ -366,7 +366,13 @@ fn faithfulness_rejects_bad_input() {
     assert_eq!(only(ad.as_ref()).images, 1);
     // No feature input at all.
     let err = ad.add(&ImageInput::new(map(4, 4, &COMPONENT))).unwrap_err();
-    assert!(matches!(err, MetricError::MissingInput { metric: "ad", .. }));
+    assert!(matches!(
+        err,
+        MetricError::MissingInput {
+            metric: "ad_feat",
+            ..
+        }
+    ));
     // Head shapes.
     assert!(Head::new(&weight, &bias, 3).is_err());
     assert!(Head::new(&weight, &[], 2).is_err());
@@ -447,33 +453,43 @@ fn maps_are_checked() {
 
 #[test]
 fn names_parse_with_clear_errors() {
-    let parsed = metrics_by_names("loc, ad,loc").unwrap();
+    let parsed = metrics_by_names("loc, ad_feat,loc").unwrap();
     let names: Vec<_> = parsed.iter().map(|m| m.name()).collect();
-    assert_eq!(names, ["loc", "ad"]);
+    assert_eq!(names, ["loc", "ad_feat"]);
     for name in METRIC_NAMES {
         assert_eq!(metric_by_name(name).unwrap().name(), *name);
     }
     let err = metric_by_name("bogus").err().unwrap().to_string();
     assert_eq!(
         err,
-        "unknown metric `bogus`; valid metrics: loc, iou, pointing, energy, ad, ic, ag, robust, complexity"
+        "unknown metric `bogus`; valid metrics: loc, iou, pointing, energy, ad_feat, ic_feat, ag_feat, robust, complexity"
     );
     let err = metric_by_name("loc_acc").err().unwrap().to_string();
     assert!(err.contains("reported by metric `loc`"), "{err}");
-    let err = metric_by_name("AD").err().unwrap().to_string();
-    assert!(err.contains("did you mean `ad`?"), "{err}");
+    let err = metric_by_name("AD_FEAT").err().unwrap().to_string();
+    assert!(err.contains("did you mean `ad_feat`?"), "{err}");
+    // The image-level names re-run the model: they point to the feature-level metric and to Python.
+    for name in ["ad", "ic", "ag"] {
+        let err = metric_by_name(name).err().unwrap();
+        assert_eq!(err, MetricError::NeedsModel { name: name.into() });
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("`{name}_feat`")) && text.contains("camc.torch.evaluate"),
+            "{text}"
+        );
+    }
     assert_eq!(metrics_by_names(" , ").err().unwrap(), MetricError::NoMetric);
     assert!(metrics_by_names("iou,nope").is_err());
 }
 
 #[test]
 fn needs_name_the_missing_tensor() {
-    let ad = metric_by_name("ad").unwrap();
+    let ad = metric_by_name("ad_feat").unwrap();
     let has = |t: &str| ["A", "G", "target"].contains(&t);
     let err = check_needs(ad.as_ref(), "x.safetensors", has, false).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "metric `ad` needs tensor `head.weight`, which cache x.safetensors does not have"
+        "metric `ad_feat` needs tensor `head.weight`, which cache x.safetensors does not have"
     );
     let all = |_: &str| true;
     assert!(check_needs(ad.as_ref(), "c", all, false).is_ok());
@@ -648,7 +664,7 @@ fn precomputed_confidences_are_used() {
             masked: 0.75,
         },
     ];
-    for (name, value) in [("ad", 12.5), ("ic", 50.0), ("ag", 25.0)] {
+    for (name, value) in [("ad_feat", 12.5), ("ic_feat", 50.0), ("ag_feat", 25.0)] {
         let mut m = metric_by_name(name).unwrap();
         for c in cases {
             let mut input = ImageInput::new(map(2, 2, &zeros));

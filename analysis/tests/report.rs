@@ -35,14 +35,14 @@ fn sample() -> Report {
                 values: vec![
                     value("loc", Some(0.5), Better::Higher),
                     value("loc_acc", Some(0.25), Better::Higher),
-                    value("ad", Some(31.41592), Better::Lower),
+                    value("ad_feat", Some(31.41592), Better::Lower),
                 ],
             },
             MetricRow {
                 program: "<my cam>".into(),
                 values: vec![
                     value("loc", Some(0.625), Better::Higher),
-                    value("ad", None, Better::Lower),
+                    value("ad_feat", None, Better::Lower),
                 ],
             },
         ],
@@ -61,7 +61,7 @@ fn report_has_the_table_the_directions_and_the_images() {
         "<td class=\"num best\" title=\"10 images, 2 skipped\">31.4159</td>",
         ">n/a</td>",
         "<th title=\"higher is better\">loc ↑</th>",
-        "<th title=\"lower is better\">ad ↓</th>",
+        "<th title=\"lower is better\">ad_feat ↓</th>",
         "<img src=\"gradcam/00000.png\"",
         "<img src=\"my%20cam/00000.png\"",
         "<img src=\"gradcam/00001.png\"",

@@ -9,7 +9,7 @@ use crate::output;
 use crate::progress;
 use crate::Reported;
 use camc_analysis::evaluate::{values, Evaluation, MetricData};
-use camc_analysis::metrics::{metrics_by_names, MetricValue};
+use camc_analysis::metrics::{metrics_by_names, MetricError, MetricValue};
 use camc_analysis::overlay::OverlayStyle;
 use camc_analysis::report::{write_report, GridRow, MetricRow, Report};
 use camc_compiler::opt::Level;
@@ -29,7 +29,7 @@ pub struct Args {
     stdlib: bool,
     #[arg(long)]
     cache: String,
-    /// Metrics, comma-separated: loc iou pointing energy ad ic ag robust complexity.
+    /// Metrics, comma-separated: loc iou pointing energy ad_feat ic_feat ag_feat robust complexity.
     #[arg(long)]
     metric: String,
     /// Write the rows as JSON.
@@ -58,6 +58,15 @@ fn fail(message: impl std::fmt::Display) -> Reported {
     Reported
 }
 
+/// A metric that cannot be computed from a cache: asking a cache for an image-level metric
+/// (`ad`, which re-runs the model) is a usage error (exit 2); other metric errors exit 1.
+pub(super) fn metric_failure(error: MetricError) -> Reported {
+    match error {
+        MetricError::NeedsModel { .. } => crate::usage_error(&error.to_string()),
+        other => fail(other),
+    }
+}
+
 struct Row {
     program: String,
     values: Vec<MetricValue>,
@@ -65,7 +74,7 @@ struct Row {
 }
 
 pub fn run(args: Args) -> Result<(), Reported> {
-    let probe = metrics_by_names(&args.metric).map_err(fail)?;
+    let probe = metrics_by_names(&args.metric).map_err(metric_failure)?;
     let cache = Cache::open(&args.cache).map_err(fail)?;
     let perturbed_cache = match &args.perturbed {
         Some(spec) => Some(Cache::open(spec).map_err(fail)?),
@@ -126,7 +135,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
             batch: args.batch as usize,
             perturbed: perturbed_maps.as_deref(),
         };
-        let mut groups = vec![metrics_by_names(&args.metric).map_err(fail)?];
+        let mut groups = vec![metrics_by_names(&args.metric).map_err(metric_failure)?];
         let outputs = evaluation.outputs(&groups);
         let mut executor = backend::executor(args.backend, kernel, binding.dims, outputs)?;
         let name = kernel.name.clone();

@@ -2,6 +2,7 @@
 //! `relu(sum[k](WEIGHTS * A))` that score best on a metric (docs/search.md).
 
 use super::backend::{self, Backend};
+use super::eval::metric_failure;
 use super::{outputs, program, sizes};
 use crate::output;
 use crate::progress;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 pub struct Args {
     #[arg(long)]
     cache: String,
-    /// A metric (loc iou pointing energy ad ic ag complexity); `agree=PROGRAM`: mean Pearson
+    /// A metric (loc iou pointing energy ad_feat ic_feat ag_feat complexity); `agree=PROGRAM`: mean Pearson
     /// correlation with that program's heatmaps; or a weighted sum `loc:1,energy:0.5` (a
     /// lower-is-better metric counts negatively).
     #[arg(long)]
@@ -89,9 +90,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
         &outputs::inputs(&[&cache], &[], &others),
         [Some(args.out.as_path())],
     )?;
-    let (objective, reference_program) = parse_objective(&args.metric).map_err(fail)?;
+    let (objective, reference_program) = parse_objective(&args.metric)?;
     let better = match &objective[..] {
-        [(name, _)] => metric_by_name(name).map_err(fail)?.better(),
+        [(name, _)] => metric_by_name(name).map_err(metric_failure)?.better(),
         _ => Better::Higher,
     };
     let accumulators = objective
@@ -154,7 +155,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
 type Objective = Vec<(&'static str, f64)>;
 
 /// `--metric`: `M`, `agree=PROGRAM` (as `robust` against PROGRAM's maps), or `M:W,M:W...`.
-fn parse_objective(text: &str) -> Result<(Objective, Option<String>), String> {
+fn parse_objective(text: &str) -> Result<(Objective, Option<String>), Reported> {
     if let Some(program) = text.strip_prefix("agree=") {
         return Ok((vec![("robust", 1.0)], Some(program.to_string())));
     }
@@ -165,19 +166,21 @@ fn parse_objective(text: &str) -> Result<(Objective, Option<String>), String> {
                 let weight: f64 = weight
                     .trim()
                     .parse()
-                    .map_err(|_| format!("`{part}`: the weight must be a number"))?;
+                    .map_err(|_| fail(format!("`{part}`: the weight must be a number")))?;
                 (name.trim(), weight)
             }
             None => (part, 1.0),
         };
-        let metric = metric_by_name(name).map_err(|e| e.to_string())?;
+        let metric = metric_by_name(name).map_err(metric_failure)?;
         if metric.name() == "robust" {
-            return Err("`robust` needs a second cache; search with `agree=PROGRAM` instead".into());
+            return Err(fail(
+                "`robust` needs a second cache; search with `agree=PROGRAM` instead",
+            ));
         }
         objective.push((metric.name(), weight));
     }
     if objective.is_empty() {
-        return Err("no metric given".into());
+        return Err(fail("no metric given"));
     }
     Ok((objective, None))
 }

@@ -125,20 +125,20 @@ pub fn confidences(input: &FeatureInput<'_>) -> Result<Confidences, MetricError>
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FaithfulnessKind {
-    /// `ad`: mean(max(0, p − p') / p) · 100, lower is better.
+    /// `ad_feat`: mean(max(0, p − p') / p) · 100, lower is better.
     AverageDrop,
-    /// `ic`: mean(p' > p) · 100, higher is better.
+    /// `ic_feat`: mean(p' > p) · 100, higher is better.
     IncreaseInConfidence,
-    /// `ag`: mean(max(0, p' − p) / (1 − p)) · 100, higher is better.
+    /// `ag_feat`: mean(max(0, p' − p) / (1 − p)) · 100, higher is better.
     AverageGain,
 }
 
 impl FaithfulnessKind {
     fn name(self) -> &'static str {
         match self {
-            FaithfulnessKind::AverageDrop => "ad",
-            FaithfulnessKind::IncreaseInConfidence => "ic",
-            FaithfulnessKind::AverageGain => "ag",
+            FaithfulnessKind::AverageDrop => "ad_feat",
+            FaithfulnessKind::IncreaseInConfidence => "ic_feat",
+            FaithfulnessKind::AverageGain => "ag_feat",
         }
     }
 
@@ -161,7 +161,7 @@ impl FaithfulnessKind {
     }
 }
 
-/// The accumulator of `ad`, `ic` or `ag`.
+/// The accumulator of `ad_feat`, `ic_feat` or `ag_feat`.
 #[derive(Clone, Debug)]
 pub struct Faithfulness {
     kind: FaithfulnessKind,

@@ -90,6 +90,15 @@ impl Need {
 pub enum MetricError {
     #[error("unknown metric `{name}`{hint}; valid metrics: {}", METRIC_NAMES.join(", "))]
     UnknownMetric { name: String, hint: String },
+    /// An image-level metric, which re-runs the model: not computable from a cache alone.
+    #[error(
+        "metric `{name}` re-runs the model on masked images, which a cache cannot; from a cache, \
+         camc computes the feature-level `{name}_feat` (the map masks the activations, read through \
+         the linear head after global average pooling); the image-level `{name}` is \
+         camc.torch.evaluate(model, target_layers, programs, images, metrics=[\"{name}\"]) in Python \
+         (docs/metrics.md)"
+    )]
+    NeedsModel { name: String },
     #[error("no metric given; valid metrics: {}", METRIC_NAMES.join(", "))]
     NoMetric,
     #[error("metric `{metric}` needs tensor `{tensor}`, which cache {cache} does not have")]
@@ -155,12 +164,12 @@ pub struct ImageInput<'a> {
     /// Ground-truth boxes of this image in input pixels: `None` when the cache has none,
     /// `Some(&[])` for an image without boxes (skipped and counted by box metrics).
     pub boxes: Option<&'a [BBox]>,
-    /// Inputs of `ad`, `ic`, `ag`.
+    /// Inputs of `ad_feat`, `ic_feat`, `ag_feat`.
     pub feature: Option<FeatureInput<'a>>,
     /// The same image's post-processed heatmap from the perturbed cache (`robust`).
     pub perturbed: Option<Map<'a>>,
     /// `p` and `p'` already computed with [`confidences`] from `feature`: when several of
-    /// `ad`, `ic`, `ag` are evaluated, the caller computes them once per image and each metric
+    /// `ad_feat`, `ic_feat`, `ag_feat` are evaluated, the caller computes them once per image and each metric
     /// uses them instead of recomputing (`feature` may then be `None`).
     pub confidences: Option<Confidences>,
 }
@@ -216,7 +225,7 @@ pub trait Metric: Send + Sync {
     /// The values so far (does not reset).
     fn finish(&self) -> Vec<MetricValue>;
     /// The factor from an image's [`Metric::score`] to the unit the primary value is reported
-    /// in (100 for the percentages `ad`, `ic`, `ag`).
+    /// in (100 for the percentages `ad_feat`, `ic_feat`, `ag_feat`).
     fn unit(&self) -> f64 {
         1.0
     }
@@ -228,9 +237,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "iou",
     "pointing",
     "energy",
-    "ad",
-    "ic",
-    "ag",
+    "ad_feat",
+    "ic_feat",
+    "ag_feat",
     "robust",
     "complexity",
 ];
@@ -242,9 +251,14 @@ pub fn metric_by_name(name: &str) -> Result<Box<dyn Metric>, MetricError> {
         "iou" => Box::new(Iou::default()),
         "pointing" => Box::new(Pointing::default()),
         "energy" => Box::new(Energy::default()),
-        "ad" => Box::new(Faithfulness::new(FaithfulnessKind::AverageDrop)),
-        "ic" => Box::new(Faithfulness::new(FaithfulnessKind::IncreaseInConfidence)),
-        "ag" => Box::new(Faithfulness::new(FaithfulnessKind::AverageGain)),
+        "ad_feat" => Box::new(Faithfulness::new(FaithfulnessKind::AverageDrop)),
+        "ic_feat" => Box::new(Faithfulness::new(FaithfulnessKind::IncreaseInConfidence)),
+        "ag_feat" => Box::new(Faithfulness::new(FaithfulnessKind::AverageGain)),
+        name @ ("ad" | "ic" | "ag") => {
+            return Err(MetricError::NeedsModel {
+                name: name.to_string(),
+            })
+        }
         "robust" => Box::new(Robust::default()),
         "complexity" => Box::new(Complexity::default()),
         other => {
@@ -284,7 +298,7 @@ pub fn metrics_by_names(list: &str) -> Result<Vec<Box<dyn Metric>>, MetricError>
 
 /// Checks that a cache can feed a metric: `has_tensor(name)` says whether cache `cache` holds
 /// a tensor, `has_perturbed` whether a perturbed cache was given. The first missing input is
-/// the error ("metric `ad` needs tensor `head.weight`, which cache X does not have").
+/// the error ("metric `ad_feat` needs tensor `head.weight`, which cache X does not have").
 pub fn check_needs(
     metric: &dyn Metric,
     cache: &str,

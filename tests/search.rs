@@ -178,6 +178,23 @@ fn finds_a_formula_that_beats_gradcam_on_a_synthetic_cache() {
         best_holdout > gradcam_holdout + 0.3,
         "best {best_holdout} vs gradcam {gradcam_holdout}"
     );
+    // The report compares rank 1 with the stdlib method best on holdout (energy: higher).
+    let (best_stdlib, best_stdlib_holdout) = report["stdlib"]
+        .as_array()
+        .expect("stdlib rows")
+        .iter()
+        .filter_map(|r| Some((r["program"].as_str()?.to_string(), r["holdout"].as_f64()?)))
+        .fold(
+            (String::new(), f64::NEG_INFINITY),
+            |a, b| if b.1 > a.1 { b } else { a },
+        );
+    let versus = &report["versus_stdlib"];
+    assert_eq!(versus["best_stdlib"], best_stdlib.as_str(), "{versus}");
+    assert_eq!(versus["best_stdlib_holdout"].as_f64(), Some(best_stdlib_holdout));
+    assert_eq!(
+        versus["margin"].as_f64(),
+        Some(best_holdout - best_stdlib_holdout)
+    );
 }
 
 #[test]

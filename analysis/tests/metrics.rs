@@ -478,6 +478,14 @@ fn names_parse_with_clear_errors() {
             "{text}"
         );
     }
+    for name in ["deletion", "insertion", "road", "coherency", "adcc"] {
+        let text = metric_by_name(name).err().unwrap().to_string();
+        assert!(
+            text.contains(&format!("metric `{name}` re-runs the model"))
+                && text.contains("camc.torch.evaluate"),
+            "{text}"
+        );
+    }
     assert_eq!(metrics_by_names(" , ").err().unwrap(), MetricError::NoMetric);
     assert!(metrics_by_names("iou,nope").is_err());
 }

@@ -14,9 +14,11 @@ PyTorch tensors (CPU and CUDA).
 """
 
 from ._errors import DeviceError, Error, InputError, InputTypeError, ProgramError
+from ._camc import __version__
 from ._program import Program, compile
 
 __all__ = [
+    "__version__",
     "compile",
     "Program",
     "show_cam_on_image",

@@ -5,7 +5,9 @@
 //! subclasses of `camc/_errors.py`, with the CLI's messages.
 
 mod inputs;
+mod metrics;
 mod program;
+mod search;
 
 use camc_runtime::program::{is_source_text, resolve, resolve_text};
 use pyo3::prelude::*;
@@ -60,6 +62,10 @@ fn stdlib_source(name: &str) -> Option<&'static str> {
 fn _camc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(stdlib_source, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<metrics::CacheMetrics>()?;
+    m.add_function(wrap_pyfunction!(metrics::write_eval_report, m)?)?;
     m.add_class::<program::Program>()?;
+    m.add_function(wrap_pyfunction!(search::search, m)?)?;
     Ok(())
 }

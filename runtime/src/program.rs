@@ -186,3 +186,23 @@ fn choose(
         }
     }
 }
+
+/// Every stdlib method's kernel with default knobs, by name (the baselines of `eval --stdlib`
+/// and of a search).
+pub fn stdlib_kernels() -> Vec<(&'static str, camc_compiler::ir::Kernel)> {
+    stdlib::names()
+        .filter_map(|method| {
+            let checked = check_stdlib(method)?;
+            let program = checked.program.as_ref()?;
+            let root = program.exported(method)?;
+            let kernel = camc_compiler::compile_kernel(
+                program,
+                root,
+                &std::collections::HashMap::new(),
+                camc_compiler::opt::Level::Exact,
+            )
+            .ok()?;
+            Some((method, kernel))
+        })
+        .collect()
+}

@@ -223,7 +223,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
 fn runnable_stdlib(caches: &[&Cache]) -> (Vec<String>, Vec<(String, String)>) {
     let mut runnable = Vec::new();
     let mut skipped = Vec::new();
-    for (method, kernel) in program::stdlib_kernels() {
+    for (method, kernel) in camc_runtime::program::stdlib_kernels() {
         match caches
             .iter()
             .try_for_each(|cache| Binding::new(cache, &kernel).map(drop))

@@ -5,7 +5,6 @@ use crate::output;
 use crate::Reported;
 use camc_compiler::diag::Diagnostic;
 use camc_compiler::span::Span;
-use camc_compiler::{check_stdlib, stdlib};
 use camc_runtime::program::ResolveError;
 pub use camc_runtime::program::Resolved;
 
@@ -76,23 +75,4 @@ pub fn parse_knob(text: &str) -> Result<(String, f32), String> {
         return Err(format!("`{text}`: the value must be finite"));
     }
     Ok((name.trim().to_string(), value))
-}
-
-/// Every stdlib method's kernel with default knobs, by name.
-pub fn stdlib_kernels() -> Vec<(&'static str, camc_compiler::ir::Kernel)> {
-    stdlib::names()
-        .filter_map(|method| {
-            let checked = check_stdlib(method)?;
-            let program = checked.program.as_ref()?;
-            let root = program.exported(method)?;
-            let kernel = camc_compiler::compile_kernel(
-                program,
-                root,
-                &std::collections::HashMap::new(),
-                camc_compiler::opt::Level::Exact,
-            )
-            .ok()?;
-            Some((method, kernel))
-        })
-        .collect()
 }

@@ -10,11 +10,11 @@ use crate::Reported;
 use camc_analysis::evaluate::MetricData;
 use camc_analysis::metrics::{metric_by_name, Better};
 use camc_analysis::search::checkpoint::Start;
-use camc_analysis::search::driver::{split, ExecutorFactory, Outcome, Search};
+use camc_analysis::search::driver::Search;
+use camc_analysis::search::results::{stdlib_baselines, summary, write_results};
 use camc_analysis::search::space::SpaceFile;
 use camc_compiler::opt::Level;
-use camc_runtime::cache::{Binding, Cache};
-use camc_runtime::output::write_file;
+use camc_runtime::cache::Cache;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -124,6 +124,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         batch: 64,
         reference: reference.as_deref(),
         data: &data,
+        scorer: None,
     };
     let start = match (args.resume, args.force) {
         (true, _) => Start::Resume,
@@ -145,9 +146,9 @@ pub fn run(args: Args) -> Result<(), Reported> {
         })
         .map_err(fail)?;
     bar.finish_and_clear();
-    let baselines = stdlib_baselines(&search, &factory);
-    write_results(&args, &search, &outcome, &baselines)?;
-    print_summary(&args.metric, better, &outcome, &baselines);
+    let baselines = stdlib_baselines(&search, &factory).map_err(fail)?;
+    write_results(&search, &outcome, &baselines, args.keep).map_err(fail)?;
+    print!("{}", summary(&search, &outcome, &baselines));
     Ok(())
 }
 
@@ -194,112 +195,4 @@ fn reference_maps(
     let resolved = program::resolve(program)?;
     let kernel = program::compile(&resolved, &HashMap::new(), Level::Exact)?;
     super::eval::maps_of(cache, &kernel, backend, size, 64)
-}
-
-/// Every stdlib method the cache can run, scored on the same split: `(name, train, holdout)`.
-fn stdlib_baselines(search: &Search, factory: ExecutorFactory) -> Vec<(String, Option<f64>, Option<f64>)> {
-    let n = search.cache.images().unwrap_or(0);
-    let is_train = split(n, search.holdout, search.seed);
-    let mut rows = Vec::new();
-    for (method, kernel) in program::stdlib_kernels() {
-        if Binding::new(search.cache, &kernel).is_err() {
-            continue;
-        }
-        if let Ok((train, holdout)) = search.score_kernel(&kernel, &is_train, factory) {
-            rows.push((method.to_string(), train, holdout));
-        }
-    }
-    rows
-}
-
-fn fmt(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |x| format!("{x:.4}"))
-}
-
-fn write_results(
-    args: &Args,
-    search: &Search,
-    outcome: &Outcome,
-    baselines: &[(String, Option<f64>, Option<f64>)],
-) -> Result<(), Reported> {
-    for (i, winner) in outcome.ranked.iter().take(args.keep).enumerate() {
-        let name = format!("rank_{:02}", i + 1);
-        let text = format!(
-            "# camc search: rank {} for metric `{}` ({} better)\n# train {} on {} images, holdout {} on {} images\n# size {}; cache {}; seed {}; holdout fraction {}\n{}",
-            i + 1,
-            args.metric,
-            search.better.as_str(),
-            fmt(winner.train),
-            outcome.train_images,
-            fmt(winner.holdout),
-            outcome.holdout_images,
-            winner.size,
-            args.cache,
-            args.seed,
-            args.holdout,
-            winner.program(&name)
-        );
-        let path = args.out.join(format!("rank-{:02}.cam", i + 1));
-        write_file(&path, text.as_bytes()).map_err(fail)?;
-    }
-    // Rank files of an earlier run of this search that kept more.
-    let written = outcome.ranked.len().min(args.keep);
-    for rank in written + 1.. {
-        let path = args.out.join(format!("rank-{rank:02}.cam"));
-        if std::fs::remove_file(&path).is_err() {
-            break;
-        }
-    }
-    let report = serde_json::json!({
-        "metric": args.metric,
-        "better": search.better.as_str(),
-        "cache": args.cache,
-        "seed": args.seed,
-        "holdout_fraction": args.holdout,
-        "budget": args.budget,
-        "space": {
-            "max_size": search.space.max_size,
-            "terminals": search.space.terminals,
-            "constants": search.space.constants,
-        },
-        "outcome": outcome,
-        "candidates_per_second": outcome.evaluated as f64 / outcome.seconds.max(1e-9),
-        "image_evaluations_per_second": (outcome.evaluated * (outcome.train_images + outcome.holdout_images)) as f64 / outcome.seconds.max(1e-9),
-        "stdlib": baselines.iter().map(|(m, t, h)| serde_json::json!({"program": m, "train": t, "holdout": h})).collect::<Vec<_>>(),
-    });
-    let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
-    write_file(&args.out.join("report.json"), text.as_bytes()).map_err(fail)
-}
-
-fn print_summary(
-    metric: &str,
-    better: Better,
-    outcome: &Outcome,
-    baselines: &[(String, Option<f64>, Option<f64>)],
-) {
-    let p = &outcome.pruning;
-    println!(
-        "search: {} terms built; pruned {} syntactically, {} non-finite, {} equivalent on the probe, {} with the same map; {} candidates, {} evaluated ({} from checkpoint) in {:.1}s ({:.1} candidates/s)",
-        p.built, p.syntactic, p.non_finite, p.equivalent, p.same_map, p.candidates, outcome.evaluated + outcome.resumed, outcome.resumed, outcome.seconds,
-        outcome.evaluated as f64 / outcome.seconds.max(1e-9)
-    );
-    println!(
-        "metric {metric} ({} better); train {} images, holdout {}",
-        better.as_str(),
-        outcome.train_images,
-        outcome.holdout_images
-    );
-    println!("{:<10} {:>10} {:>10}  program", "rank", "train", "holdout");
-    for (i, s) in outcome.ranked.iter().take(5).enumerate() {
-        println!(
-            "{:<10} {:>10} {:>10}  relu(sum[k]({} * A))",
-            format!("rank-{:02}", i + 1),
-            fmt(s.train),
-            fmt(s.holdout),
-            s.weights
-        );
-    }
-    for (name, train, holdout) in baselines {
-        println!("{:<10} {:>10} {:>10}  stdlib", name, fmt(*train), fmt(*holdout));
-    }
 }

@@ -91,13 +91,7 @@ pub enum MetricError {
     #[error("unknown metric `{name}`{hint}; valid metrics: {}", METRIC_NAMES.join(", "))]
     UnknownMetric { name: String, hint: String },
     /// An image-level metric, which re-runs the model: not computable from a cache alone.
-    #[error(
-        "metric `{name}` re-runs the model on masked images, which a cache cannot; from a cache, \
-         camc computes the feature-level `{name}_feat` (the map masks the activations, read through \
-         the linear head after global average pooling); the image-level `{name}` is \
-         camc.torch.evaluate(model, target_layers, programs, images, metrics=[\"{name}\"]) in Python \
-         (docs/metrics.md)"
-    )]
+    #[error("{}", needs_model_message(name))]
     NeedsModel { name: String },
     #[error("no metric given; valid metrics: {}", METRIC_NAMES.join(", "))]
     NoMetric,
@@ -244,6 +238,35 @@ pub const METRIC_NAMES: &[&str] = &[
     "complexity",
 ];
 
+/// The metrics that re-run the model on perturbed inputs (`camc.torch.evaluate` in Python,
+/// docs/metrics.md): a cache alone cannot give them.
+pub const IMAGE_METRIC_NAMES: &[&str] = &[
+    "ad",
+    "ic",
+    "ag",
+    "deletion",
+    "insertion",
+    "road",
+    "coherency",
+    "adcc",
+];
+
+fn needs_model_message(name: &str) -> String {
+    let call = format!(
+        "camc.torch.evaluate(model, target_layers, programs, images, metrics=[\"{name}\"]) in Python \
+         (docs/metrics.md)"
+    );
+    if ["ad", "ic", "ag"].contains(&name) {
+        format!(
+            "metric `{name}` re-runs the model on masked images, which a cache cannot; from a cache, \
+             camc computes the feature-level `{name}_feat` (the map masks the activations, read \
+             through the linear head after global average pooling); the image-level `{name}` is {call}"
+        )
+    } else {
+        format!("metric `{name}` re-runs the model on perturbed images, which a cache cannot; it is {call}")
+    }
+}
+
 /// A fresh accumulator for a metric name (case-sensitive, surrounding blanks ignored).
 pub fn metric_by_name(name: &str) -> Result<Box<dyn Metric>, MetricError> {
     let metric: Box<dyn Metric> = match name.trim() {
@@ -254,7 +277,7 @@ pub fn metric_by_name(name: &str) -> Result<Box<dyn Metric>, MetricError> {
         "ad_feat" => Box::new(Faithfulness::new(FaithfulnessKind::AverageDrop)),
         "ic_feat" => Box::new(Faithfulness::new(FaithfulnessKind::IncreaseInConfidence)),
         "ag_feat" => Box::new(Faithfulness::new(FaithfulnessKind::AverageGain)),
-        name @ ("ad" | "ic" | "ag") => {
+        name if IMAGE_METRIC_NAMES.contains(&name) => {
             return Err(MetricError::NeedsModel {
                 name: name.to_string(),
             })

@@ -4,6 +4,7 @@
 use super::checkpoint::{self, Key, Start};
 use super::enumerate::{Enumerator, PruneStats};
 use super::probe_set::probes;
+use super::scorer::{score_maps, MapScorer, ScoreError};
 use super::space::Space;
 use super::term::{source, tensors_used, Term, TermId};
 use crate::evaluate::{fresh, values, Evaluation, MetricData};
@@ -14,6 +15,7 @@ use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;
 use camc_runtime::cache::{Binding, Cache};
 use camc_runtime::exec::{Executor, Outputs};
+use camc_runtime::run::Run;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,10 +57,14 @@ pub struct Search<'a> {
     pub space: Space,
     /// The objective: one metric (ranked by its primary value, e.g. `loc`'s mean IoU, in its
     /// own direction), or several with weights, ranked by `Σ weight · ±value` (higher better;
-    /// a lower-is-better metric counts negatively).
+    /// a lower-is-better metric counts negatively). Unused (may be empty) with a `scorer`.
     pub objective: Vec<(&'static str, f64)>,
-    /// The objective as the user wrote it (`--metric`), recorded in the checkpoint.
+    /// The objective as the user wrote it (`--metric`), recorded in the checkpoint. With a
+    /// `scorer`, it must name what the scorer computes (its model, metric and images), since
+    /// `--resume` trusts results recorded under the same text.
     pub metric: String,
+    /// The direction of the ranking: the metric's own, `Higher` for a weighted sum, the
+    /// scorer's with a scorer.
     pub better: Better,
     pub budget: usize,
     pub holdout: f64,
@@ -67,7 +73,11 @@ pub struct Search<'a> {
     pub batch: usize,
     /// Maps a metric compares against (`robust`-style agreement), image-major.
     pub reference: Option<&'a [f32]>,
+    /// What the metrics read from the cache; with a `scorer`, only `data.size` is used.
     pub data: &'a MetricData,
+    /// Scores the post-processed maps instead of `objective` (a model-based metric computed
+    /// outside camc, e.g. by Python); `batch` images per call.
+    pub scorer: Option<&'a dyn MapScorer>,
 }
 
 /// What a search found.
@@ -259,16 +269,53 @@ impl Search<'_> {
         self.score_kernel(&kernel, is_train, factory)
     }
 
+    /// The objective's value (or the scorer's) on train and on holdout for a kernel.
     pub fn score_kernel(
         &self,
         kernel: &Kernel,
         is_train: &[bool],
         factory: ExecutorFactory,
     ) -> Result<(Option<f64>, Option<f64>), String> {
-        let binding = Binding::new(self.cache, kernel).map_err(|e| e.to_string())?;
+        self.try_score_kernel(kernel, is_train, factory)
+            .map_err(String::from)
+    }
+
+    /// [`Search::score_kernel`], telling the scorer's failures from the program's.
+    pub fn try_score_kernel(
+        &self,
+        kernel: &Kernel,
+        is_train: &[bool],
+        factory: ExecutorFactory,
+    ) -> Result<(Option<f64>, Option<f64>), ScoreError> {
+        let program = ScoreError::Program;
+        let binding = Binding::new(self.cache, kernel).map_err(|e| program(e.to_string()))?;
+        let Some(scorer) = self.scorer else {
+            return self
+                .score_on_metrics(kernel, &binding, is_train, factory)
+                .map_err(program);
+        };
+        let size = self.data.size.clone();
+        let map_len = size.iter().product();
+        let mut executor = factory(kernel, binding.dims, Outputs::processed(size)).map_err(program)?;
+        let job = Run {
+            binding: &binding,
+            batch: self.batch,
+            strict: false,
+        };
+        score_maps(scorer, &job, executor.as_mut(), map_len, is_train)
+    }
+
+    /// The objective's value on train and on holdout, from the cache metrics.
+    fn score_on_metrics(
+        &self,
+        kernel: &Kernel,
+        binding: &Binding,
+        is_train: &[bool],
+        factory: ExecutorFactory,
+    ) -> Result<(Option<f64>, Option<f64>), String> {
         let evaluation = Evaluation {
             kernel,
-            binding: &binding,
+            binding,
             cache: self.cache,
             data: self.data,
             batch: self.batch,

@@ -6,5 +6,7 @@ pub mod driver;
 pub mod enumerate;
 pub mod probe;
 pub mod probe_set;
+pub mod results;
+pub mod scorer;
 pub mod space;
 pub mod term;

@@ -4,6 +4,10 @@
     cam = CAM(model, target_layers=[model.layer4[-1]], program="gradcampp", reshape_transform=None)
     maps = cam(input_tensor, targets=None)  # torch.float32 [n, H, W] on input_tensor's device
 
+    from camc.torch import evaluate              # the metrics that re-run the model
+    rows = evaluate(model, [model.layer4[-1]], ["gradcam", "gradcampp"], images,
+                    metrics=["ad", "ic", "ag", "deletion", "insertion"])
+
 `import camc` does not import torch; `import camc.torch` does. The building blocks are public
 for the exporter and for custom pipelines: `LayerTap` (layer capture), `score_cam_scores`,
 `ablation_scores`, `hessian_vector_product`, `classifier_weights` with `find_head` (the model-dependent inputs
@@ -14,6 +18,8 @@ of Score-CAM, Ablation-CAM, ShapleyCAM and the original CAM), `aggregate_layers`
 
 from ._cam import CAM, aggregate_layers
 from ._capture import LayerTap
+from ._evaluate import MODEL_METRICS, evaluate
+from ._search import SEARCH_METRICS, search
 from ._method_inputs import (
     HessianResult,
     ablation_scores,
@@ -26,6 +32,10 @@ from ._targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget, res
 
 __all__ = [
     "CAM",
+    "evaluate",
+    "MODEL_METRICS",
+    "search",
+    "SEARCH_METRICS",
     "aggregate_layers",
     "LayerTap",
     "score_cam_scores",

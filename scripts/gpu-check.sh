@@ -45,6 +45,7 @@ run)
         echo "== Python: camc.compile and camc.torch.CAM on CUDA tensors"
         PYTHONPATH=python "$py" -m unittest -v python/tests/test_cuda.py
         PYTHONPATH=python "$py" benches/python_cam.py --device cuda
+        PYTHONPATH=python "$py" benches/python_metrics.py --device cuda --images 256 --size 224
     else
         echo "== Python CUDA tests skipped: no Python with torch and a GPU ($py)"
     fi

@@ -223,6 +223,23 @@ class CudaTest(unittest.TestCase):
                 self.assertIsInstance(caught.exception, camc.Error)
                 self.assertIn(text, str(caught.exception))
 
+    def test_evaluate_on_the_gpu_equals_the_cpu(self):
+        # camc.torch.evaluate with the model and images on the GPU: the same rows as on the CPU.
+        import models
+        from camc.torch import evaluate
+
+        metrics = ["ad", "ic", "ag", "deletion", "insertion", "coherency", "complexity"]
+        rows = {}
+        for device in ("cpu", "cuda"):
+            model = models.demo_model().to(device)
+            x = models.demo_images(4).to(device)
+            rows[device] = evaluate(model, [model.features.relu4], ["gradcam", "gradcampp"], x,
+                                    targets=[0, 1, 2, 3], metrics=metrics, per_image=True)
+        for cpu, gpu in zip(rows["cpu"], rows["cuda"]):
+            self.assertEqual((cpu["program"], cpu["metric"]), (gpu["program"], gpu["metric"]))
+            np.testing.assert_allclose(gpu["per_image"], cpu["per_image"], rtol=1e-3, atol=1e-3,
+                                       err_msg=f"{cpu['program']} {cpu['metric']}")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -256,6 +256,11 @@ fn needs_model_message(name: &str) -> String {
         "camc.torch.evaluate(model, target_layers, programs, images, metrics=[\"{name}\"]) in Python \
          (docs/metrics.md)"
     );
+    let call = if name == "coherency" || name == "adcc" {
+        call
+    } else {
+        format!("{call}; a search against it is camc.torch.search(model, target_layers, images, metric=\"{name}\")")
+    };
     if ["ad", "ic", "ag"].contains(&name) {
         format!(
             "metric `{name}` re-runs the model on masked images, which a cache cannot; from a cache, \

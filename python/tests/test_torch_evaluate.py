@@ -172,6 +172,39 @@ class HandComputed(unittest.TestCase):
         self.assertAlmostEqual(row(rows, "deletion")["value"], expected, places=6)
 
 
+class RoadImputation(unittest.TestCase):
+    def test_a_missing_pixel_is_the_weighted_mean_of_its_neighbours(self):
+        from camc.torch._road import impute
+
+        image = np.arange(9, dtype=np.float32).reshape(1, 3, 3) ** 2
+        keep = np.ones((3, 3), dtype=bool)
+        keep[1, 1] = False
+        filled = impute(image, keep, noise=0.0, generator=None)
+        # Edges 1/6, corners 1/12: (1 + 9 + 25 + 49)/6 + (0 + 4 + 36 + 64)/12.
+        self.assertAlmostEqual(float(filled[0, 1, 1]), (1 + 9 + 25 + 49) / 6 + (0 + 4 + 36 + 64) / 12, places=5)
+        np.testing.assert_array_equal(np.delete(filled.reshape(-1), 4), np.delete(image.reshape(-1), 4))
+
+    def test_two_missing_neighbours_solve_together_and_a_corner_uses_its_three_neighbours(self):
+        from camc.torch._road import impute
+
+        image = np.zeros((1, 2, 2), dtype=np.float32)
+        image[0, 1, 1] = 12.0
+        keep = np.array([[False, True], [True, True]])
+        # (0,0)'s neighbours inside the image: (0,1) 1/6, (1,0) 1/6, (1,1) 1/12; their mean
+        # weighted by those weights (which sum to 5/12): 12 · (1/12) / (5/12) = 2.4.
+        self.assertAlmostEqual(float(impute(image, keep, 0.0, None)[0, 0, 0]), 2.4, places=5)
+        keep = np.array([[False, False], [True, True]])
+        # Two unknowns a=(0,0), b=(0,1): 5/12·a = b/6 + 0/6 + 12/12 and 5/12·b = a/6 + 12/6 + 0/12.
+        a = np.linalg.solve([[5 / 12, -1 / 6], [-1 / 6, 5 / 12]], [1.0, 2.0])
+        np.testing.assert_allclose(impute(image, keep, 0.0, None)[0, 0], a, rtol=1e-5)
+
+    def test_no_pixel_kept_imputes_zeros(self):
+        from camc.torch._road import impute
+
+        image = np.ones((3, 4, 4), dtype=np.float32)
+        np.testing.assert_array_equal(impute(image, np.zeros((4, 4), dtype=bool), 0.0, None), 0.0)
+
+
 class Usage(unittest.TestCase):
     def setUp(self):
         self.model = LinearOnPixels([1.0, 1.0, 1.0, 1.0])

@@ -41,6 +41,7 @@ from ._method_inputs import (
     hessian_vector_product,
     score_cam_scores,
 )
+from ._recipro import RECIPRO_METHODS, RECIPRO_PROGRAM, mosaic, placements, recipro_scores
 from ._targets import TargetsLike, resolve_targets, target_classes
 
 __all__ = ["CAM", "aggregate_layers"]
@@ -56,6 +57,7 @@ _PROVIDED: Dict[str, Tuple[str, ...]] = {
     "logit": ("[]",),
     "W": ("[k]",),
     "target": ("[]",),
+    "recipro": ("[h,w]",),
 }
 
 # eigen_smooth=True: pytorch-grad-cam replaces the channel sum of the weighted activations by
@@ -74,6 +76,9 @@ _EIGEN_UNCHANGED = ("eigencam", "eigengradcam", "fem")
 # takes batch_size=32.
 _SCORE_BATCH = 16
 _ABLATION_BATCH = 32
+# Recipro-CAM: model inputs per forward pass (images plus their h·w copies each); at least one
+# image and its copies.
+_RECIPRO_BATCH = 256
 
 
 def _run(prog, size: Optional[Tuple[int, ...]], scalars: Mapping[str, float], tensors: Mapping[str, torch.Tensor],
@@ -124,6 +129,16 @@ def _layer_names(model: nn.Module, layers: Sequence[nn.Module]) -> List[str]:
     return [names.get(id(l), type(l).__name__) for l in layers]
 
 
+def _slice_targets(targets: TargetsLike, start: int, count: int, n: int) -> TargetsLike:
+    """The targets of images start..start+count of n: a per-image list or tensor is cut; None, an
+    int or one callable applies to all."""
+    if isinstance(targets, torch.Tensor) and targets.dim() == 1 and targets.shape[0] == n:
+        return targets[start:start + count]
+    if isinstance(targets, (list, tuple)) and len(targets) == n:
+        return list(targets[start:start + count])
+    return targets
+
+
 class CAM:
     """A camc program run on a PyTorch model: a drop-in for pytorch-grad-cam's CAM classes.
 
@@ -139,13 +154,16 @@ class CAM:
       pytorch-grad-cam's aggregation (`aggregate_layers`).
     - `program`: a stdlib method name (`"gradcam"`, `"gradcampp"`, `"xgradcam"`, `"hirescam"`,
       `"layercam"`, `"gradcam_elementwise"`, `"eigencam"`, `"eigengradcam"`, `"scorecam"`,
-      `"ablationcam"`, `"fem"`, `"shapleycam"`, `"fc_cam"`), a `path.cam` (`path.cam:name`),
+      `"ablationcam"`, `"fem"`, `"shapleycam"`, `"fc_cam"`), Recipro-CAM (`"reciprocam"`,
+      `"reciprocam_gauss"`: the mosaic copies of the layer's output run through the rest of the
+      model in the same forward pass, see _recipro.py), a `path.cam` (`path.cam:name`),
       source text, or a compiled `camc.Program`.
     - `reshape_transform`: as pytorch-grad-cam's: maps the layer's output (and gradient, and
       Hessian-vector product) to `[n, k, h, w]`, e.g. ViT/Swin tokens to a grid.
     - `batch_size`: masked / ablated copies per forward pass for Score-CAM (default 16, as
-      pytorch-grad-cam's ScoreCAM) and Ablation-CAM (default 32, as its AblationCAM); also the
-      attribute `cam.batch_size`, and a keyword of `__call__`.
+      pytorch-grad-cam's ScoreCAM) and Ablation-CAM (default 32, as its AblationCAM), model
+      inputs per forward pass for Recipro-CAM (default 256: images with their h·w copies each,
+      at least one image); also the attribute `cam.batch_size`, and a keyword of `__call__`.
     - `scalars`: values of the program's scalar parameters (`{"eps": 1e-5}`, FEM's `{"k": 3}`).
     - `ratio_channels_to_ablate`: only 1.0 (every channel, pytorch-grad-cam's default).
 
@@ -205,8 +223,13 @@ class CAM:
         self.reshape_transform = reshape_transform
         self.batch_size = batch_size
         self.scalars: Dict[str, float] = {}
-        if isinstance(program, str):
+        self._gaussian = False
+        if isinstance(program, str) and program in RECIPRO_METHODS:
             self._spec: Optional[str] = program
+            self._gaussian = RECIPRO_METHODS[program]
+            self.program = _camc_compile(RECIPRO_PROGRAM.format(name=program))
+        elif isinstance(program, str):
+            self._spec = program
             self.program = _camc_compile(program)
         elif isinstance(program, Program):
             self._spec = None
@@ -246,9 +269,14 @@ class CAM:
                     f"program parameter `{name}: {ty}` is not something CAM can compute from the model; "
                     f"it provides {', '.join(_PROVIDED)} (and scalars with a default, or set with scalars=)"
                 )
-        if "A" not in self._params:
+        if "A" not in self._params and "recipro" not in self._params:
             raise InputError(f"program `{self.program.name}` does not read the activations `A: [k,h,w]`")
         self._needs = set(self._params) & set(_PROVIDED)
+        if "recipro" in self._needs and (len(target_layers) != 1 or reshape_transform is not None or "H" in self._needs):
+            raise InputError("Recipro-CAM runs on one target layer whose output is [n, k, h, w] (no "
+                             "reshape_transform, no Hessian-vector product)")
+        self._positions = 0
+        self._copy_outputs: Optional[torch.Tensor] = None
         self._layer_names = _layer_names(model, target_layers)
         self._taps = [LayerTap(layer, name) for layer, name in zip(target_layers, self._layer_names)]
         for tap in self._taps:
@@ -280,7 +308,8 @@ class CAM:
             device = str(self.device)
         except Exception:  # a half-built object
             device = "?"
-        return f"camc.torch.CAM(program={name!r}, layers=[{layers}], device={device}{state})"
+        path = ", path='hooks'" if "recipro" in getattr(self, "_needs", ()) else ""
+        return f"camc.torch.CAM(program={name!r}, layers=[{layers}], device={device}{path}{state})"
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -363,6 +392,25 @@ class CAM:
         )
 
     def _forward(self, prog, input_tensor: torch.Tensor, targets: TargetsLike, batch_size: Optional[int]) -> torch.Tensor:
+        if "recipro" not in self._needs:
+            return self._forward_batch(prog, input_tensor, targets, batch_size)
+        # Recipro-CAM: groups of images whose copies fit `batch_size` model inputs (one image
+        # and its h·w copies at least); the first group is one image, which tells h·w.
+        per_forward = batch_size or self.batch_size or _RECIPRO_BATCH
+        n = input_tensor.shape[0]
+        maps, outputs = [], []
+        start, per_image = 0, None
+        while start < n:
+            g = 1 if per_image is None else max(1, per_forward // per_image)
+            part = _slice_targets(targets, start, g, n)
+            maps.append(self._forward_batch(prog, input_tensor[start:start + g], part, batch_size))
+            outputs.append(self.outputs)
+            per_image = 1 + self._positions
+            start += g
+        self.outputs = torch.cat(outputs)
+        return torch.cat(maps)
+
+    def _forward_batch(self, prog, input_tensor: torch.Tensor, targets: TargetsLike, batch_size: Optional[int]) -> torch.Tensor:
         device = self.device
         x = input_tensor.to(device)
         needs = self._needs
@@ -397,6 +445,13 @@ class CAM:
                 if "logit" in needs:
                     with torch.no_grad():
                         tensors["logit"] = torch.stack([_scalar(fn(o), a.device) for fn, o in zip(fns, outputs)])
+                if "recipro" in needs:
+                    if classes is None:
+                        raise InputError("Recipro-CAM scores a class per image: give int targets "
+                                         "(or target objects with an int `category`)")
+                    cls = torch.tensor(classes, dtype=torch.int64, device=a.device)
+                    tensors["recipro"] = recipro_scores(self._copy_outputs, cls, a.shape[2], a.shape[3])
+                    self._copy_outputs = None
                 if "W" in needs or "target" in needs:
                     if classes is None:
                         raise InputError(
@@ -407,7 +462,7 @@ class CAM:
                         tensors["target"] = torch.tensor(classes, dtype=torch.int64, device=a.device)
                     if "W" in needs:
                         tensors["W"] = classifier_weights(self.model, a, outputs, classes)
-                tensors = {k: _prepare(v) for k, v in tensors.items()}
+                tensors = {k: _prepare(v) for k, v in tensors.items() if k in needs}
                 maps.append(self._call_program(prog, size if single else None, tensors, a.device))
             result = maps[0] if single else aggregate_layers(maps, size)
         finally:
@@ -443,12 +498,28 @@ class CAM:
             tap.reset()
             tap.enabled = True
             tap.want_grad = want_grad
+        recipro = "recipro" in needs
+        if recipro:
+            self._taps[0].extend = self._with_copies
         xin = x
         if want_grad and not x.requires_grad and not any(p.requires_grad for p in self.model.parameters()):
             xin = x.detach().requires_grad_(True)  # a frozen model: let the gradient flow from the input
-        with torch.set_grad_enabled(want_grad):
-            outputs = self.model(xin)
+        try:
+            with torch.set_grad_enabled(want_grad):
+                outputs = self.model(xin)
+        finally:
+            self._taps[0].extend = None
         self._check_output(outputs)
+        if recipro:
+            n = x.shape[0]
+            if outputs.shape[0] != n * (1 + self._positions):
+                raise InputError(
+                    f"Recipro-CAM: the model returned {outputs.shape[0]} rows for {n} images and their "
+                    f"{n * self._positions} copies; its layers after `{self._taps[0].name}` must treat "
+                    "each row of the batch on its own"
+                )
+            self._copy_outputs = outputs[n:].detach()
+            outputs = outputs[:n]
         for tap in self._taps:
             if tap.calls != 1:
                 raise _calls_error(tap)
@@ -469,6 +540,16 @@ class CAM:
         outputs = outputs.detach()
         self.outputs = outputs
         return outputs, fns, None
+
+    def _with_copies(self, output: torch.Tensor) -> torch.Tensor:
+        """The layer's output followed by its Recipro-CAM mosaic copies (see _recipro.py)."""
+        if output.dim() != 4:
+            raise InputError(f"Recipro-CAM needs a layer output [n, k, h, w]; `{self._taps[0].name}` "
+                             f"returns shape {list(output.shape)}")
+        _, _, h, w = output.shape
+        self._positions = h * w
+        place = placements(h, w, self._gaussian, output.device, output.dtype)
+        return torch.cat([output, mosaic(output.detach(), place)])
 
     def _gradients(self, loss: torch.Tensor, xin: torch.Tensor) -> None:
         """Sets each tap's `gradient`: d loss / d (the layer's output).

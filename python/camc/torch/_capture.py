@@ -37,6 +37,9 @@ class LayerTap:
     - `replace`: when set, a function `output -> tensor` whose result replaces the layer's
       output (Ablation-CAM's ablated activations); applied even when the tap is disabled, and
       nothing is recorded then;
+    - `extend`: when set (and the tap enabled), a function `output -> tensor` applied after the
+      output is recorded, whose result the rest of the model gets instead (Recipro-CAM's output
+      followed by its mosaic copies);
     - `want_grad`: register the gradient hook (only when the output requires grad; the hook
       records only while `want_grad` is still True), and keep `output`, the graph-connected
       output, with `output_version` (its `_version` then: a later in-place op changes it), so
@@ -61,6 +64,7 @@ class LayerTap:
         self.output_version = 0
         self.graph_gradient: Optional[torch.Tensor] = None
         self.replace: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+        self.extend: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
         self.want_grad = False
         self.keep_graph = False
         self.enabled = True
@@ -86,8 +90,9 @@ class LayerTap:
             if self.keep_graph:
                 # The rest of the model gets a copy, so that no later in-place op changes the
                 # tensor second-order quantities are taken with respect to.
-                return output.clone()
-        return None
+                output = output.clone()
+                return output if self.extend is None else self.extend(output)
+        return None if self.extend is None else self.extend(output)
 
     def _backward(self, grad: torch.Tensor) -> None:
         if not self.want_grad:
@@ -136,6 +141,7 @@ class LayerTap:
             self.handle.remove()
             self.handle = None
         self.replace = None
+        self.extend = None
         self.want_grad = False
         self.keep_graph = False
         self.reset()

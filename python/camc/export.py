@@ -69,6 +69,7 @@ def export(
     score_output: str = "logit",
     ablation: bool = False,
     hvp: bool = False,
+    recipro: bool = False,
     channel_batch: int = 64,
     perturb: Optional[float] = None,
     seed: int = 0,
@@ -171,6 +172,7 @@ def export(
         score_output=score_output,
         ablation=ablation,
         hvp=hvp,
+        recipro=recipro,
         channel_batch=channel_batch,
         perturb=perturb,
         seed=seed,
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--score", action="store_true", help="Score-CAM channel scores (k forward passes per image)")
     ap.add_argument("--score-output", choices=["logit", "prob"], default="logit", help="what --score records (default logit, as pytorch-grad-cam)")
     ap.add_argument("--ablation", action="store_true", help="Ablation-CAM channel scores (k forward passes per image)")
+    ap.add_argument("--recipro", action="store_true",
+                    help="Recipro-CAM's per-position scores `recipro [n,h,w]` (the layers after the target run on h*w copies per image)")
     ap.add_argument("--hvp", action="store_true", help="ShapleyCAM's Hessian-vector product H (a second backward pass)")
     ap.add_argument("--channel-batch", type=int, default=64, help="masked/ablated copies per forward pass (default 64)")
     ap.add_argument("--perturb", type=float, metavar="SIGMA", help="also write OUT_perturbed: images + gaussian noise of std SIGMA (pixel units 0..1)")
@@ -300,6 +304,7 @@ def main(argv=None) -> int:
             score_output=args.score_output,
             ablation=args.ablation,
             hvp=args.hvp,
+            recipro=args.recipro,
             channel_batch=args.channel_batch,
             perturb=args.perturb,
             seed=args.seed,

@@ -515,6 +515,24 @@ def ablation_matches_pytorch_grad_cam_ablationcam():
     assert_close(mine, lib, 1e-4, "Ablation-CAM before the ReLU vs pytorch-grad-cam")
 
 
+@test
+def recipro_equals_camc_torch_reciprocam():
+    from camc.torch import CAM
+
+    out = tmp("recipro.safetensors")
+    assert export("--model", f"{MODELS}:TinyStride", "--layer", "features.3", "--images",
+                  save_images(4, 32, 5), "--recipro", "--channel-batch", "20", "-o", out) == 0
+    t = load_file(str(out))
+    assert list(t["recipro"].shape) == [4] + list(t["A"].shape[2:]), t["recipro"].shape
+    assert "Recipro-CAM" in meta(out)["recipro"]
+    mine = postprocess(t["recipro"].numpy(), (32, 32))
+    model = TinyStride().eval()
+    x = images(4, 32, 5).float() / 255
+    with CAM(model, [model.features[3]], program="reciprocam") as cam:
+        ref = cam(x, targets=[int(c) for c in t["target"]]).numpy()
+    assert_close(mine, ref, 1e-5, "cached recipro vs camc.torch.CAM(program='reciprocam')")
+
+
 def shapley_cache():
     """TinySmooth on 6 random 32x32 images, f32, with H (--hvp)."""
     out = tmp("shapley.safetensors")

@@ -16,6 +16,7 @@ from ..torch import (
     ablation_scores,
     find_head,
     hessian_vector_product,
+    reciprocam_scores,
     score_cam_scores,
 )
 from .base import DTYPES, PROG, ExportError
@@ -23,7 +24,7 @@ from .inputs import Pixels
 from .writer import CacheWriter, check_output, perturbed_path
 
 RESERVED = {"A", "G", "H", "target", "logits", "logit", "W", "head.weight", "head.bias", "image", "boxes",
-            "box_count", "score", "ablation"}
+            "box_count", "score", "ablation", "recipro"}
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ExportOptions:
     score_output: str = "logit"
     ablation: bool = False
     hvp: bool = False
+    recipro: bool = False
     channel_batch: int = 64
     perturb: Optional[float] = None
     seed: int = 0
@@ -259,8 +261,8 @@ def export_pixels(
                                     sh["head.bias"] = head.bias.detach().float().cpu().clone()
                                 else:
                                     sh["head.bias"] = torch.zeros(head.out_features)
-                        if (opts.score or opts.ablation) and a.dim() != 4:
-                            raise ExportError(f"--score/--ablation support 2-D layers ([k, h, w]) only{which(name)}")
+                        if (opts.score or opts.ablation or opts.recipro) and a.dim() != 4:
+                            raise ExportError(f"--score/--ablation/--recipro support 2-D layers ([k, h, w]) only{which(name)}")
                         meta = {
                             "image_size": ",".join(str(s) for s in data.shape[2:]),
                             "model": opts.model_name or type(model).__name__,
@@ -278,13 +280,16 @@ def export_pixels(
                             meta["ablation"] = ("pytorch-grad-cam AblationCAM: target logit with channel k set to 0 "
                                                 "(if min(A) != 0: min(A) - j*1e7 for the j-th channel of each batch of "
                                                 f"{opts.channel_batch})")
+                        if opts.recipro:
+                            meta["recipro"] = ("Recipro-CAM (sybyun/ReciproCAM): softmax probability of the target "
+                                               "for each position's mosaic copy, min-max normalized over [h, w]")
                         if opts.hvp:
                             meta["hvp"] = ("pytorch-grad-cam ShapleyCAM: H = d(G . A)/dA, the Hessian of the "
                                            "target logit times A")
                         meta.update(opts.metadata)
                         metas[name], shared[name] = meta, sh
                         summary["layers"][name]["head"] = head_name
-                xin = model_input(px) if (not perturbed and (opts.score or opts.ablation)) else None
+                xin = model_input(px) if (not perturbed and (opts.score or opts.ablation or opts.recipro)) else None
                 for tap in taps:
                     name = tap.name
                     a, g, h = per_layer[name]
@@ -323,6 +328,10 @@ def export_pixels(
                         if opts.ablation:
                             row["ablation"] = ablation_scores(model, tap, xin, a, classes,
                                                               batch_size=opts.channel_batch).float().cpu()
+                        if opts.recipro:
+                            with tap.suspended():
+                                row["recipro"] = reciprocam_scores(model, tap, xin, classes,
+                                                                   batch_size=opts.channel_batch).float().cpu()
                     if name not in writers:
                         meta = dict(metas[name])
                         if perturbed:
@@ -330,6 +339,7 @@ def export_pixels(
                             meta["target"] = "as in the clean cache"
                             meta.pop("score", None)
                             meta.pop("ablation", None)
+                            meta.pop("recipro", None)
                         path = outs[name] if not perturbed else perturbed_path(outs[name], opts.shard_size)
                         writers[name] = CacheWriter(path, opts.shard_size, shared[name], meta)
                     writers[name].add(row)

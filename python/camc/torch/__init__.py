@@ -19,6 +19,7 @@ of Score-CAM, Ablation-CAM, ShapleyCAM and the original CAM), `aggregate_layers`
 from ._cam import CAM, aggregate_layers
 from ._capture import LayerTap
 from ._evaluate import MODEL_METRICS, evaluate
+from ._recipro import reciprocam_scores
 from ._search import SEARCH_METRICS, search
 from ._method_inputs import (
     HessianResult,
@@ -39,6 +40,7 @@ __all__ = [
     "aggregate_layers",
     "LayerTap",
     "score_cam_scores",
+    "reciprocam_scores",
     "ablation_scores",
     "hessian_vector_product",
     "HessianResult",

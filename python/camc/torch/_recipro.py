@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["placements", "mosaic", "recipro_scores", "RECIPRO_METHODS"]
+__all__ = ["placements", "mosaic", "recipro_scores", "reciprocam_scores", "RECIPRO_METHODS"]
 
 # Program name -> whether the copies are spread by the Gaussian kernel.
 RECIPRO_METHODS = {"reciprocam": False, "reciprocam_gauss": True}
@@ -52,3 +52,35 @@ def recipro_scores(copy_outputs: torch.Tensor, classes: torch.Tensor, h: int, w:
     span = scores.amax(dim=1, keepdim=True) - lo
     safe = torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, (scores - lo) / safe, torch.zeros_like(scores)).reshape(n, h, w)
+
+
+def reciprocam_scores(model, tap, x: torch.Tensor, classes, gaussian: bool = False,
+                      batch_size: int = 256) -> torch.Tensor:
+    """Recipro-CAM's min-max normalized scores `[n, h, w]` for the model input `x` and int
+    `classes`, on their own (the exporter's `--recipro`): the model runs on groups of images
+    whose copies fit `batch_size` inputs, `tap`'s layer output replaced by its copies (the layer
+    must return `[n, k, h, w]`). camc.torch.CAM does the same within its own forward pass."""
+    n = x.shape[0]
+    classes = torch.as_tensor(classes, dtype=torch.int64).reshape(-1)
+    shape = {}
+
+    def copies(output: torch.Tensor) -> torch.Tensor:
+        if output.dim() != 4:
+            raise ValueError(f"Recipro-CAM needs a layer output [n, k, h, w], got {list(output.shape)}")
+        shape["hw"] = output.shape[2:]
+        return mosaic(output, placements(*output.shape[2:], gaussian, output.device, output.dtype))
+
+    out, start, per_image = [], 0, None
+    tap.replace = copies
+    try:
+        with torch.no_grad():
+            while start < n:
+                g = 1 if per_image is None else max(1, batch_size // per_image)
+                logits = model(x[start:start + g])
+                h, w = shape["hw"]
+                out.append(recipro_scores(logits, classes[start:start + g], h, w))
+                per_image = h * w
+                start += g
+    finally:
+        tap.replace = None
+    return torch.cat(out)

@@ -88,6 +88,8 @@ class CacheMetrics:
     ) -> List[List[Optional[float]]]:
         """Scores `maps` [n, H, W] (with one list of [x0, y0, x1, y1] boxes per image) and returns,
         per row of `rows()`, each image's value (None: skipped)."""
+    def row_counts(self) -> List[int]:
+        """How many rows each metric gives, in order (`loc`: 2)."""
     def rows(self) -> List[ValueRow]: ...
 
 def write_eval_report(

@@ -147,6 +147,11 @@ impl CacheMetrics {
         Ok(columns)
     }
 
+    /// How many rows each metric gives, in order (`loc`: 2, `loc` and `loc_acc`).
+    fn row_counts(&self) -> Vec<usize> {
+        self.metrics.iter().map(|m| m.finish().len()).collect()
+    }
+
     /// The rows so far: `(name, value, better, images, skipped)`, as `camc eval --json`.
     fn rows(&self) -> Vec<ValueRow> {
         self.metrics

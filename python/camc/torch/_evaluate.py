@@ -192,6 +192,7 @@ class _Run:
         rows: List[Dict[str, Any]] = []
         cache_rows = prog.cache.rows() if prog.cache is not None else []
         cache_at = 0
+        counts = prog.cache.row_counts() if prog.cache is not None else []
         for name in self.names:
             if name in MODEL_METRICS:
                 values = torch.cat(prog.values[name]) if prog.values[name] else torch.zeros(0)
@@ -204,8 +205,7 @@ class _Run:
                     row["per_image"] = [float(v) if math.isfinite(v) else None for v in values.tolist()]
                 rows.append(row)
                 continue
-            produced = 2 if name == "loc" else 1
-            for r in range(produced):
+            for _ in range(counts.pop(0)):
                 metric, value, better, images, skipped = cache_rows[cache_at]
                 row = {"program": prog.label, "metric": metric, "value": value, "better": better,
                        "images": images, "skipped": skipped}

@@ -148,12 +148,7 @@ fn comparisons_logic_and_where_give_ones_and_zeros() {
 fn pc1_of_a_rank_one_matrix() {
     let b = [1.0f32, 2.0, 3.0, 4.0];
     for a in [vec![1.0f32, 0.5, 2.0], vec![1.0, 0.5, 2.0, -1.0, 3.0]] {
-        let dims = Dims {
-            k: a.len(),
-            d: 1,
-            h: 2,
-            w: 2,
-        };
+        let dims = Dims::new(a.len(), 1, 2, 2);
         let x: Vec<f32> = a.iter().flat_map(|ac| b.iter().map(move |bp| ac * bp)).collect();
         let out = run("cam e(A: [k,h,w]) = pc1[k](A)", dims, &[&x]);
         let norm = a.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -262,7 +257,7 @@ proptest! {
 
     #[test]
     fn optimization_preserves_values(program in gen::program(3), k in 1usize..4, h in 1usize..4, w in 1usize..4, seed in any::<u64>()) {
-        let dims = Dims { k, d: 1, h, w };
+        let dims = Dims::new(k, 1, h, w);
         let data = inputs_for(dims, seed);
         let plain = kernel(&program, Level::None);
         let optimized = kernel(&program, Level::Exact);

@@ -5,6 +5,8 @@ use std::fmt;
 /// One named axis of a per-image tensor. The batch axis is implicit and never an `Axis`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Axis {
+    /// The classes of the model's head (programs that read `head.weight`, Recipro-CAM).
+    C,
     K,
     D,
     H,
@@ -12,11 +14,13 @@ pub enum Axis {
 }
 
 impl Axis {
-    /// Canonical order: channels, then the spatial axes outermost to innermost (the cache layout).
-    pub const ALL: [Axis; 4] = [Axis::K, Axis::D, Axis::H, Axis::W];
+    /// Canonical order: classes, channels, then the spatial axes outermost to innermost (the
+    /// cache layout: `head.weight` is `[c,k]`, `A` is `[k,h,w]`).
+    pub const ALL: [Axis; 5] = [Axis::C, Axis::K, Axis::D, Axis::H, Axis::W];
 
     pub fn from_name(name: &str) -> Option<Axis> {
         match name {
+            "c" => Some(Axis::C),
             "k" => Some(Axis::K),
             "d" => Some(Axis::D),
             "h" => Some(Axis::H),
@@ -27,6 +31,7 @@ impl Axis {
 
     pub fn name(self) -> &'static str {
         match self {
+            Axis::C => "c",
             Axis::K => "k",
             Axis::D => "d",
             Axis::H => "h",
@@ -82,14 +87,14 @@ impl AxisSet {
         self.0 == 0
     }
 
-    /// The axes in canonical order (k, d, h, w).
+    /// The axes in canonical order (c, k, d, h, w).
     pub fn iter(self) -> impl Iterator<Item = Axis> {
         Axis::ALL.into_iter().filter(move |&a| self.contains(a))
     }
 
     /// The spatial part of the set (`d`, `h`, `w`).
     pub fn spatial(self) -> AxisSet {
-        self.minus(AxisSet::of(&[Axis::K]))
+        self.minus(AxisSet::of(&[Axis::C, Axis::K]))
     }
 }
 

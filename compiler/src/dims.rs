@@ -1,10 +1,12 @@
 //! Sizes of the named axes for a dataset, and the layout of per-image tensors: canonical axis
-//! order (k, d, h, w), row-major, absent axes omitted.
+//! order (c, k, d, h, w), row-major, absent axes omitted.
 
 use crate::axes::{Axis, AxisSet};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Dims {
+    /// Classes of the model's head; 1 when no tensor of the dataset has the class axis.
+    pub c: usize,
     pub k: usize,
     /// 1 for 2-D layers.
     pub d: usize,
@@ -13,14 +15,22 @@ pub struct Dims {
 }
 
 impl Dims {
+    /// Sizes without a class axis (`c` = 1).
     #[inline]
     pub const fn new(k: usize, d: usize, h: usize, w: usize) -> Dims {
-        Dims { k, d, h, w }
+        Dims { c: 1, k, d, h, w }
+    }
+
+    /// The same sizes with `c` classes.
+    #[inline]
+    pub const fn with_classes(self, c: usize) -> Dims {
+        Dims { c, ..self }
     }
 
     #[inline]
     pub fn size(&self, axis: Axis) -> usize {
         match axis {
+            Axis::C => self.c,
             Axis::K => self.k,
             Axis::D => self.d,
             Axis::H => self.h,
@@ -30,8 +40,8 @@ impl Dims {
 
     /// The sizes in `Axis::ALL` order.
     #[inline]
-    pub const fn array(&self) -> [usize; 4] {
-        [self.k, self.d, self.h, self.w]
+    pub const fn array(&self) -> [usize; 5] {
+        [self.c, self.k, self.d, self.h, self.w]
     }
 
     /// Number of elements of a per-image tensor of type `ty`.
@@ -43,8 +53,8 @@ impl Dims {
     /// The stride of each axis (in `Axis::ALL` order) in a tensor of type `ty`; 0 for absent
     /// axes, which is how broadcasting reads a smaller operand.
     #[inline]
-    pub fn strides(&self, ty: AxisSet) -> [usize; 4] {
-        let mut strides = [0; 4];
+    pub fn strides(&self, ty: AxisSet) -> [usize; 5] {
+        let mut strides = [0; 5];
         let mut stride = 1;
         for (i, axis) in Axis::ALL.iter().enumerate().rev() {
             if ty.contains(*axis) {
@@ -61,15 +71,15 @@ impl Dims {
         self.strides(ty)[axis as usize]
     }
 
-    /// Every multi-index (k, d, h, w) of a tensor of type `ty`, in layout order; absent axes
+    /// Every multi-index (c, k, d, h, w) of a tensor of type `ty`, in layout order; absent axes
     /// stay 0.
     #[inline]
-    pub fn indices(&self, ty: AxisSet) -> impl Iterator<Item = [usize; 4]> + '_ {
-        let extent: [usize; 4] = Axis::ALL.map(|a| if ty.contains(a) { self.size(a) } else { 1 });
+    pub fn indices(&self, ty: AxisSet) -> impl Iterator<Item = [usize; 5]> + '_ {
+        let extent: [usize; 5] = Axis::ALL.map(|a| if ty.contains(a) { self.size(a) } else { 1 });
         let total: usize = extent.iter().product();
         (0..total).map(move |mut flat| {
-            let mut index = [0; 4];
-            for i in (0..4).rev() {
+            let mut index = [0; 5];
+            for i in (0..5).rev() {
                 index[i] = flat % extent[i];
                 flat /= extent[i];
             }
@@ -80,6 +90,6 @@ impl Dims {
 
 /// Offset of a multi-index in a tensor with these strides.
 #[inline]
-pub fn offset(strides: &[usize; 4], index: &[usize; 4]) -> usize {
+pub fn offset(strides: &[usize; 5], index: &[usize; 5]) -> usize {
     strides.iter().zip(index).map(|(s, i)| s * i).sum()
 }

@@ -14,6 +14,8 @@ pub struct FuncId(pub u32);
 pub struct Param {
     pub name: String,
     pub ty: AxisSet,
+    /// One tensor for every image (`shared [c,k]`); only a `cam`'s parameters are.
+    pub shared: bool,
     /// Only scalar parameters have defaults.
     pub default: Option<f32>,
     pub span: Span,
@@ -37,6 +39,13 @@ pub enum ExprKind {
     Normalize(AxisSet, ExprId),
     /// Projection on the first principal direction over the axis (Eigen-CAM).
     Pc1(Axis, ExprId),
+    /// `pick[axis](x, index)`: `x` at position `index` of the axis (NaN where `index` is not
+    /// one of the axis's positions).
+    Pick(Axis, ExprId, ExprId),
+    /// `size[axes]()`: the number of elements over the axes.
+    Size(AxisSet),
+    /// `index[axis]()`: the position along the axis, `0, 1, ..., size - 1`.
+    Index(Axis),
     /// Arguments for the leading parameters; the rest take their defaults.
     Call(FuncId, Vec<ExprId>),
 }

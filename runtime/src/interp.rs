@@ -73,6 +73,8 @@ pub fn eval(kernel: &Kernel, dims: Dims, inputs: &[&[f32]]) -> Result<Vec<f32>, 
             Op::Softmax(axes, x) => groupwise(dims, ty, axes, &values[x.index()], softmax),
             Op::Normalize(axes, x) => groupwise(dims, ty, axes, &values[x.index()], normalize),
             Op::Pc1(axis, x) => project(dims, kernel.node(x).ty, axis, &values[x.index()]),
+            Op::Index(axis) => index(dims, axis),
+            Op::Size(axes) => vec![size(dims, axes)],
         };
         values.push(value);
     }
@@ -208,6 +210,16 @@ pub(crate) fn normalize(g: &[f64]) -> Vec<f64> {
     g.iter()
         .map(|v| (v - min) / (max - min + NORMALIZE_EPS as f64))
         .collect()
+}
+
+/// The positions along `axis`: `0, 1, ..., size - 1`.
+pub(crate) fn index(dims: Dims, axis: Axis) -> Vec<f32> {
+    (0..dims.size(axis)).map(|i| i as f32).collect()
+}
+
+/// The number of elements over `axes`, as the f32 nearest to it.
+pub(crate) fn size(dims: Dims, axes: AxisSet) -> f32 {
+    dims.len(axes) as f32
 }
 
 /// `pc1[axis](x)`: rows are the positions (every other axis), columns the `axis` features.

@@ -58,9 +58,17 @@ pub fn signature(function: &Function) -> String {
     let params: Vec<String> = function
         .params
         .iter()
-        .map(|p| match p.default {
-            Some(d) => format!("{}: {} = {}", p.name, p.ty, camc_compiler::ops::format_number(d)),
-            None => format!("{}: {}", p.name, p.ty),
+        .map(|p| {
+            let shared = if p.shared { "shared " } else { "" };
+            match p.default {
+                Some(d) => format!(
+                    "{}: {shared}{} = {}",
+                    p.name,
+                    p.ty,
+                    camc_compiler::ops::format_number(d)
+                ),
+                None => format!("{}: {shared}{}", p.name, p.ty),
+            }
         })
         .collect();
     format!(

@@ -42,6 +42,10 @@ pub struct Args {
     /// The default is a ResNet-50 last layer.
     #[arg(long, default_value = "2048,7,7", value_parser = parse_dims)]
     dims: [usize; 4],
+    /// Classes of the head (`c`) the CPU kernel is specialized to, for programs over the class
+    /// axis (`--target clif`).
+    #[arg(long, default_value_t = 1000)]
+    classes: usize,
     /// With `--target clif`: fuse the post-processing to this output size `H,W` (min-max,
     /// bilinear resize, min-max) into the function, as `camc run` compiles it.
     #[arg(long, value_parser = parse_size)]
@@ -85,7 +89,13 @@ pub fn run(args: Args) -> Result<(), Reported> {
     let emit = match args.target {
         Target::Ir => Emit::Ir,
         Target::Clif => Emit::Clif {
-            dims: camc_compiler::dims::Dims::new(k, d, h, w),
+            dims: camc_compiler::dims::Dims::new(k, d, h, w).with_classes(
+                if kernel.inputs.iter().any(|i| i.ty.contains(camc_compiler::axes::Axis::C)) {
+                    args.classes.max(1)
+                } else {
+                    1
+                },
+            ),
             size: args.size,
         },
         Target::Cuda => Emit::Cuda,

@@ -98,7 +98,7 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
                 .collect();
             let _ = writeln!(
                 text,
-                "        case {}: emu_launch(grid, [&] {{ k{i}::{}({args}y.data(), s.data(), bad.data(), n, k, d, h, w, oh, ow); }}); break;",
+                "        case {}: emu_launch(grid, [&] {{ k{i}::{}({args}y.data(), s.data(), bad.data(), n, c, k, d, h, w, oh, ow); }}); break;",
                 i * 3 + v,
                 source.entries[v]
             );
@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     const long long cases = rd(in);
     for (long long c = 0; c < cases; ++c) {
         const long long which = rd(in);
-        const int n = rd(in), k = rd(in), d = rd(in), h = rd(in), w = rd(in), grid = rd(in);
+        const int n = rd(in), c = rd(in), k = rd(in), d = rd(in), h = rd(in), w = rd(in), grid = rd(in);
         const int oh = rd(in), ow = rd(in);
         std::vector<int> bad(n, -1);
         std::vector<std::vector<char>> ins(rd(in));
@@ -172,6 +172,7 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
         for v in [
             which,
             case.n,
+            dims.c,
             dims.k,
             dims.d,
             dims.h,

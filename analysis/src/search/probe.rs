@@ -33,7 +33,7 @@ impl Probe {
     fn indexer(&self, ty: AxisSet) -> impl Fn(usize, usize, usize) -> usize {
         let dims = self.dims();
         let (per_image, strides) = (dims.len(ty), dims.strides(ty));
-        move |p, c, s| p * per_image + offset(&strides, &[c, 0, 0, s])
+        move |p, c, s| p * per_image + offset(&strides, &[0, c, 0, 0, s])
     }
 
     pub fn binary(&self, op: BinaryOp, ta: AxisSet, a: &[f32], tb: AxisSet, b: &[f32]) -> Vec<f32> {

@@ -2,8 +2,8 @@
 //! value (a default, or one set by the user) into constants.
 
 use super::{Builder, Input, InputKind, Kernel, NodeId, Op};
-use crate::axes::AxisSet;
-use crate::ops::BinaryOp;
+use crate::axes::{Axis, AxisSet};
+use crate::ops::{BinaryOp, ReduceOp};
 use crate::span::Span;
 use crate::typed::{ExprKind, FuncId, Program};
 use std::collections::HashMap;
@@ -47,10 +47,15 @@ pub fn lower(program: &Program, root: FuncId, knobs: &HashMap<String, f32>) -> R
         let node = match value {
             Some(v) => lowering.push(Op::Const(v), AxisSet::SCALAR, param.span)?,
             None => {
+                let kind = if param.shared {
+                    InputKind::Shared
+                } else {
+                    InputKind::PerImage
+                };
                 lowering.inputs.push(Input {
                     name: param.name.clone(),
                     ty: param.ty,
-                    kind: InputKind::PerImage,
+                    kind,
                     span: param.span,
                 });
                 let index = lowering.inputs.len() as u32 - 1;
@@ -84,6 +89,23 @@ impl Lowering<'_> {
             });
         }
         Ok(self.builder.push(op, ty, span))
+    }
+
+    /// `pick[axis](x, index)` as `sum[axis](where(index[axis] == index, x, 0))`, NaN where no
+    /// position of the axis equals `index` (out of range, or not a whole number).
+    fn pick(&mut self, axis: Axis, x: NodeId, index: NodeId, ty: AxisSet, span: Span) -> Result<NodeId, LowerError> {
+        let axes = AxisSet::SCALAR.with(axis);
+        let scalar = AxisSet::SCALAR;
+        let index_ty = self.builder.nodes[index.index()].ty;
+        let x_ty = self.builder.nodes[x.index()].ty;
+        let position = self.push(Op::Index(axis), axes, span)?;
+        let hit = self.push(Op::Binary(BinaryOp::Eq, position, index), index_ty.with(axis), span)?;
+        let zero = self.push(Op::Const(0.0), scalar, span)?;
+        let chosen = self.push(Op::Select(hit, x, zero), x_ty.union(index_ty), span)?;
+        let picked = self.push(Op::Reduce(ReduceOp::Sum, axes, chosen), ty, span)?;
+        let found = self.push(Op::Reduce(ReduceOp::Max, axes, hit), index_ty, span)?;
+        let nan = self.push(Op::Const(f32::NAN), scalar, span)?;
+        self.push(Op::Select(found, picked, nan), ty, span)
     }
 
     /// Emits the body of `func` with its parameters bound to `args` (missing trailing
@@ -130,6 +152,13 @@ impl Lowering<'_> {
                 ExprKind::Softmax(axes, x) => Op::Softmax(*axes, at(*x)),
                 ExprKind::Normalize(axes, x) => Op::Normalize(*axes, at(*x)),
                 ExprKind::Pc1(axis, x) => Op::Pc1(*axis, at(*x)),
+                ExprKind::Size(axes) => Op::Size(*axes),
+                ExprKind::Index(axis) => Op::Index(*axis),
+                ExprKind::Pick(axis, x, index) => {
+                    let node = self.pick(*axis, at(*x), at(*index), expr.ty, expr.span)?;
+                    values.push(node);
+                    continue;
+                }
             };
             let node = self.push(op, expr.ty, expr.span)?;
             values.push(node);

@@ -38,13 +38,17 @@ pub enum Op {
     Normalize(AxisSet, NodeId),
     /// Projection on the first principal direction over the axis (see `pc1` in docs/language.md).
     Pc1(Axis, NodeId),
+    /// The position along the axis, as a float: `0, 1, ..., size - 1` (type `[axis]`).
+    Index(Axis),
+    /// The number of elements over the axes (a scalar): the product of their sizes.
+    Size(AxisSet),
 }
 
 impl Op {
     /// The operands, in order.
     pub fn operands(&self) -> impl Iterator<Item = NodeId> {
         let list: [Option<NodeId>; 3] = match *self {
-            Op::Input(_) | Op::Const(_) => [None, None, None],
+            Op::Input(_) | Op::Const(_) | Op::Index(_) | Op::Size(_) => [None, None, None],
             Op::Unary(_, x)
             | Op::Reduce(_, _, x)
             | Op::Softmax(_, x)
@@ -59,7 +63,7 @@ impl Op {
     /// The same operation on other operands (`f` maps each operand).
     pub fn map_operands(&self, mut f: impl FnMut(NodeId) -> NodeId) -> Op {
         match *self {
-            Op::Input(_) | Op::Const(_) => *self,
+            Op::Input(_) | Op::Const(_) | Op::Index(_) | Op::Size(_) => *self,
             Op::Unary(op, x) => Op::Unary(op, f(x)),
             Op::Binary(op, a, b) => Op::Binary(op, f(a), f(b)),
             Op::Select(c, a, b) => Op::Select(f(c), f(a), f(b)),

@@ -45,5 +45,7 @@ fn op_text(kernel: &Kernel, op: &Op) -> String {
         Op::Softmax(axes, x) => format!("softmax{} %{}", over(axes), x.0),
         Op::Normalize(axes, x) => format!("normalize{} %{}", over(axes), x.0),
         Op::Pc1(axis, x) => format!("pc1[{axis}] %{}", x.0),
+        Op::Index(axis) => format!("index[{axis}]"),
+        Op::Size(axes) => format!("size{}", over(axes)),
     }
 }

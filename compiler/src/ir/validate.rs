@@ -90,6 +90,8 @@ pub fn validate(kernel: &Kernel) -> Result<Info, Invalid> {
                 }
                 ty(x).minus(axes)
             }
+            Op::Index(axis) => AxisSet::SCALAR.with(axis),
+            Op::Size(_) => AxisSet::SCALAR,
         };
         if node.ty != expected {
             return Err(fail(
@@ -100,7 +102,7 @@ pub fn validate(kernel: &Kernel) -> Result<Info, Invalid> {
     }
     match kernel.nodes.get(kernel.output.index()) {
         None => Err(fail(kernel.output.index(), "the output does not exist".into())),
-        Some(node) if node.ty.contains(crate::axes::Axis::K) || node.ty.is_empty() => Err(fail(
+        Some(node) if node.ty.spatial() != node.ty || node.ty.is_empty() => Err(fail(
             kernel.output.index(),
             format!("the output is {}, not spatial", node.ty),
         )),

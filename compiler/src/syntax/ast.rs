@@ -36,6 +36,8 @@ impl ItemKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
     pub name: Ident,
+    /// `shared`: one tensor for every image, not one per image.
+    pub shared: Option<Span>,
     pub axes: AxisList,
     /// Default value of a scalar parameter, as written.
     pub default: Option<(f64, Span)>,

@@ -75,7 +75,15 @@ impl ItemBuilder {
     fn param(&self, pair: PestPair) -> Result<Param, Diagnostic> {
         let mut inner = pair.into_inner();
         let name = self.ident(inner.next().expect("grammar: parameter name"));
-        let axes = self.axes(inner.next().expect("grammar: parameter type"));
+        let mut next = inner.next().expect("grammar: parameter type");
+        let shared = if next.as_rule() == Rule::shared {
+            let span = self.span(&next);
+            next = inner.next().expect("grammar: type after `shared`");
+            Some(span)
+        } else {
+            None
+        };
+        let axes = self.axes(next);
         let default = match inner.next() {
             Some(default) => {
                 let span = self.span(&default);
@@ -90,7 +98,12 @@ impl ItemBuilder {
             }
             None => None,
         };
-        Ok(Param { name, axes, default })
+        Ok(Param {
+            name,
+            shared,
+            axes,
+            default,
+        })
     }
 
     fn axes(&self, pair: PestPair) -> AxisList {

@@ -59,6 +59,7 @@ pub fn check(index: usize, defs: &Definitions, diagnostics: &mut Vec<Diagnostic>
         .map(|p| typed::Param {
             name: p.name.clone(),
             ty: p.ty.expect("checked: every parameter type is known"),
+            shared: p.shared,
             default: p.default,
             span: p.span,
         })
@@ -355,8 +356,74 @@ impl Body<'_, '_> {
                 let list = axes.expect("checked: axes are present");
                 return self.over_axes(builtin, name, list, args[0], arg_types[0]);
             }
+            Builtin::Pick | Builtin::Size | Builtin::Index => {
+                let list = axes.expect("checked: axes are present");
+                return self.indexing(builtin, name, list, args, &arg_types);
+            }
         };
         Some((kind, all))
+    }
+
+    /// `size[axes]()`, `index[axis]()` and `pick[axis](x, index)`.
+    fn indexing(
+        &mut self,
+        builtin: Builtin,
+        name: &str,
+        list: &AxisList,
+        args: &[ExprId],
+        arg_types: &[AxisSet],
+    ) -> Option<(ExprKind, AxisSet)> {
+        let Some(set) = axis_set(list, self.diagnostics) else {
+            self.ok = false;
+            return None;
+        };
+        if builtin == Builtin::Size && !set.is_empty() {
+            return Some((ExprKind::Size(set), AxisSet::SCALAR));
+        }
+        let axis = match (set.iter().next(), set.len()) {
+            (Some(axis), 1) => axis,
+            _ => {
+                let (problem, example) = match builtin {
+                    Builtin::Size => ("`size` over no axes".to_string(), "`size[h,w]()`"),
+                    Builtin::Index => ("`index` is along exactly one axis".to_string(), "`index[h]()`"),
+                    _ => (format!("`{name}` works along exactly one axis"), "`pick[c](logits, target)`"),
+                };
+                self.error(
+                    Diagnostic::error(list.span, problem)
+                        .label(format!("asks for {set}"))
+                        .help(format!("e.g. {example}")),
+                );
+                return None;
+            }
+        };
+        if builtin == Builtin::Index {
+            return Some((ExprKind::Index(axis), set));
+        }
+        let (x, x_ty) = (args[0], arg_types[0]);
+        if !x_ty.contains(axis) {
+            self.error(
+                Diagnostic::error(
+                    list.span,
+                    format!("cannot apply `{name}` along `{axis}`: the argument has no such axis"),
+                )
+                .label(format!("asks for [{axis}]"))
+                .with(self.typed[x.index()].span, format!("this has axes {x_ty}")),
+            );
+            return None;
+        }
+        let (index, index_ty) = (args[1], arg_types[1]);
+        if index_ty.contains(axis) {
+            self.error(
+                Diagnostic::error(
+                    self.typed[index.index()].span,
+                    format!("the index of `pick[{axis}]` cannot itself vary along `{axis}`"),
+                )
+                .label(format!("this has axes {index_ty}"))
+                .help("the index is one position per image, e.g. the cache's `target: []`"),
+            );
+            return None;
+        }
+        Some((ExprKind::Pick(axis, x, index), x_ty.minus(set).union(index_ty)))
     }
 
     /// A built-in that works over axes of its one argument.
@@ -526,7 +593,9 @@ impl Body<'_, '_> {
         let extra = ty.minus(expected);
         let missing = expected.minus(ty);
         let names = |set: AxisSet| set.iter().map(Axis::name).collect::<Vec<_>>().join(",");
-        let help = if missing.is_empty() {
+        let help = if extra.contains(Axis::C) {
+            "one class per map: pick the target's with `pick[c](x, target)`?".to_string()
+        } else if missing.is_empty() {
             format!("reduce {} with sum[{}](...)?", names(extra), names(extra))
         } else {
             format!(

@@ -13,6 +13,12 @@ pub enum Builtin {
     Softmax,
     Normalize,
     Pc1,
+    /// `pick[c](x, index)`: `x` at one index of the axis.
+    Pick,
+    /// `size[axes]()`: the number of elements over the axes.
+    Size,
+    /// `index[h]()`: the position along the axis.
+    Index,
 }
 
 /// How a built-in takes axes: never, always (a reduction-like), or depending on the form.
@@ -25,6 +31,8 @@ pub enum Axes {
 impl Builtin {
     pub fn arity(self) -> usize {
         match self {
+            Builtin::Size | Builtin::Index => 0,
+            Builtin::Pick => 2,
             Builtin::Unary(_) | Builtin::Reduce(_) | Builtin::Softmax | Builtin::Normalize | Builtin::Pc1 => {
                 1
             }
@@ -35,7 +43,13 @@ impl Builtin {
 
     pub fn axes(self) -> Axes {
         match self {
-            Builtin::Reduce(_) | Builtin::Softmax | Builtin::Normalize | Builtin::Pc1 => Axes::Required,
+            Builtin::Reduce(_)
+            | Builtin::Softmax
+            | Builtin::Normalize
+            | Builtin::Pc1
+            | Builtin::Pick
+            | Builtin::Size
+            | Builtin::Index => Axes::Required,
             _ => Axes::None,
         }
     }
@@ -48,13 +62,16 @@ impl Builtin {
             Builtin::Clamp => "clamp(x, lo, hi)".into(),
             Builtin::Where => "where(cond, then, otherwise)".into(),
             Builtin::Pc1 => "pc1[k](x)".into(),
+            Builtin::Pick => "pick[c](x, index)".into(),
+            Builtin::Size => "size[h,w]()".into(),
+            Builtin::Index => "index[h]()".into(),
             _ => format!("{name}[axes](x)"),
         }
     }
 }
 
 /// Every built-in name, for suggestions and to keep user definitions from taking them.
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 22] = [
     "relu",
     "abs",
     "sign",
@@ -74,6 +91,9 @@ pub const NAMES: [&str; 19] = [
     "softmax",
     "normalize",
     "pc1",
+    "pick",
+    "size",
+    "index",
 ];
 
 /// The built-in called `name`, in the form with axes (`max[h,w](x)`) or without (`max(a,b)`).
@@ -98,6 +118,9 @@ pub fn lookup(name: &str, with_axes: bool) -> Option<Builtin> {
         ("softmax", _) => Builtin::Softmax,
         ("normalize", _) => Builtin::Normalize,
         ("pc1", _) => Builtin::Pc1,
+        ("pick", _) => Builtin::Pick,
+        ("size", _) => Builtin::Size,
+        ("index", _) => Builtin::Index,
         _ => return None,
     })
 }

@@ -3,13 +3,14 @@
 use crate::axes::{Axis, AxisSet};
 use crate::diag::Diagnostic;
 use crate::span::Span;
-use crate::syntax::ast::{AxisList, Item};
+use crate::syntax::ast::{AxisList, Item, ItemKind};
 
 #[derive(Clone, Debug)]
 pub struct ParamSig {
     pub name: String,
     /// `None` when the declared type had an error (already reported).
     pub ty: Option<AxisSet>,
+    pub shared: bool,
     pub default: Option<f32>,
     pub span: Span,
 }
@@ -43,6 +44,17 @@ pub fn check(item: &Item, diagnostics: &mut Vec<Diagnostic>) -> Signature {
             );
         }
         let ty = axis_set(&param.axes, diagnostics);
+        if let (Some(span), ItemKind::Fn) = (param.shared, item.kind) {
+            diagnostics.push(
+                Diagnostic::error(span, "only a `cam`'s parameters can be `shared`")
+                    .label("in a `fn`")
+                    .help(format!(
+                        "`shared` says how a cache tensor is bound; a `fn` receives values from its caller: declare `{}: {}`",
+                        param.name.name,
+                        ty.map_or_else(|| "[...]".to_string(), |t| t.to_string())
+                    )),
+            );
+        }
         let mut default = None;
         if let Some((value, span)) = param.default {
             match ty {
@@ -71,6 +83,7 @@ pub fn check(item: &Item, diagnostics: &mut Vec<Diagnostic>) -> Signature {
         params.push(ParamSig {
             name: param.name.name.clone(),
             ty,
+            shared: param.shared.is_some(),
             default,
             span: param.name.span.to(param.axes.span),
         });
@@ -100,7 +113,7 @@ pub fn axis_set(list: &AxisList, diagnostics: &mut Vec<Diagnostic>) -> Option<Ax
                 diagnostics.push(
                     Diagnostic::error(name.span, format!("unknown axis `{}`", name.name))
                         .label("not an axis")
-                        .help("the axes are k (channels), d (depth), h and w (space)"),
+                        .help("the axes are c (classes), k (channels), d (depth), h and w (space)"),
                 );
                 ok = false;
             }

@@ -3,7 +3,7 @@
 
 use super::{Cache, CacheError, Shard, Values};
 use crate::batch::{Batch, FileSpan};
-use camc_compiler::axes::{Axis, AxisSet};
+use camc_compiler::axes::Axis;
 use camc_compiler::dims::Dims;
 use camc_compiler::ir::{Input, InputKind, Kernel};
 use std::ops::Range;
@@ -90,13 +90,52 @@ fn expected_shape(n: usize, dims: Dims, input: &Input, three_d: bool) -> Vec<usi
     shape
 }
 
+/// The cache tensor a parameter reads: the one of its name, else the one whose name with every
+/// `.` read as `_` is its name (`head_weight` reads `head.weight`: a `.` cannot be in a name).
+pub fn tensor_name(shard: &Shard, param: &str) -> String {
+    if shard.tensors.contains_key(param) {
+        return param.to_string();
+    }
+    let mut dotted = shard.tensors.keys().filter(|name| name.replace('.', "_") == param);
+    match (dotted.next(), dotted.next()) {
+        (Some(name), None) => name.clone(),
+        _ => param.to_string(),
+    }
+}
+
+/// The number of classes: the `c` size of the first input over the class axis (its leading axis
+/// after the image's), or 1.
+fn classes_of(shard: &Shard, kernel: &Kernel, names: &[String]) -> Result<usize, CacheError> {
+    let Some((input, name)) = kernel.inputs.iter().zip(names).find(|(i, _)| i.ty.contains(Axis::C)) else {
+        return Ok(1);
+    };
+    let lead = usize::from(input.kind == InputKind::PerImage);
+    let shape = shard.tensors.get(name).map(|t| t.shape.clone()).unwrap_or_default();
+    match shape.get(lead) {
+        Some(&c) if c > 0 => Ok(c),
+        _ => Err(CacheError::tensor(
+            &shard.path,
+            name,
+            format!(
+                "has shape {shape:?}; the program reads `{}: {}{}`, whose class axis comes {}",
+                input.name,
+                if lead == 0 { "shared " } else { "" },
+                input.ty,
+                if lead == 0 { "first" } else { "after the image axis" }
+            ),
+        )
+        .at(input.span)),
+    }
+}
+
 impl<'c> Binding<'c> {
     pub fn new(cache: &'c Cache, kernel: &Kernel) -> Result<Binding<'c>, CacheError> {
         let first = cache
             .shards
             .first()
             .ok_or_else(|| CacheError::Other(format!("cache `{}` has no shard", cache.spec)))?;
-        let dims = dims_of(first)?;
+        let names: Vec<String> = kernel.inputs.iter().map(|i| tensor_name(first, &i.name)).collect();
+        let dims = dims_of(first)?.with_classes(classes_of(first, kernel, &names)?);
         let three_d = first.tensors["A"].shape.len() == 5;
         if let Some(input) = kernel.inputs.iter().find(|i| i.ty.contains(Axis::D) && !three_d) {
             let error = CacheError::tensor(
@@ -111,7 +150,7 @@ impl<'c> Binding<'c> {
         }
         let mut images = 0;
         for shard in &cache.shards {
-            let shard_dims = dims_of(shard)?;
+            let shard_dims = dims_of(shard)?.with_classes(dims.c);
             if shard_dims != dims {
                 return Err(CacheError::tensor(
                     &shard.path,
@@ -123,21 +162,16 @@ impl<'c> Binding<'c> {
                 ));
             }
             let n = shard.images()?;
-            for input in &kernel.inputs {
-                check_input(
-                    shard,
-                    &input.name,
-                    expected_shape(n, dims, input, three_d),
-                    input.ty,
-                )
-                .map_err(|e| e.at(input.span))?;
+            for (input, name) in kernel.inputs.iter().zip(&names) {
+                check_input(shard, name, expected_shape(n, dims, input, three_d), input)
+                    .map_err(|e| e.at(input.span))?;
             }
             images += n;
         }
         Ok(Binding {
             cache,
             dims,
-            names: kernel.inputs.iter().map(|i| i.name.clone()).collect(),
+            names,
             kinds: kernel.inputs.iter().map(|i| i.kind).collect(),
             images,
         })
@@ -196,24 +230,38 @@ impl<'c> Binding<'c> {
     }
 }
 
-fn check_input(shard: &Shard, name: &str, expected: Vec<usize>, ty: AxisSet) -> Result<(), CacheError> {
+fn check_input(shard: &Shard, name: &str, expected: Vec<usize>, input: &Input) -> Result<(), CacheError> {
+    let param = &input.name;
+    let declared = match input.kind {
+        InputKind::PerImage => input.ty.to_string(),
+        InputKind::Shared => format!("shared {}", input.ty),
+    };
     let Some(info) = shard.tensors.get(name) else {
         let present: Vec<&str> = shard.tensors.keys().map(String::as_str).collect();
+        let dotted = if param.contains('_') {
+            format!(" (or `{}`)", param.replace('_', "."))
+        } else {
+            String::new()
+        };
         return Err(CacheError::tensor(
             &shard.path,
             name,
             format!(
-                "missing: the program reads `{name}: {ty}`, so the cache needs a tensor `{name}` of shape {expected:?}; it has {}",
+                "missing: the program reads `{param}: {declared}`, so the cache needs a tensor `{name}`{dotted} of shape {expected:?}; it has {}",
                 present.join(", ")
             ),
         ));
     };
     if info.shape != expected {
+        let hint = match (input.kind, info.shape.len() + 1 == expected.len()) {
+            (InputKind::PerImage, true) => format!("; a tensor for every image is declared `{param}: shared {}`", input.ty),
+            _ => String::new(),
+        };
         return Err(CacheError::tensor(
             &shard.path,
             name,
             format!(
-                "has shape {:?}; the program reads `{name}: {ty}`, which with A's sizes needs {expected:?}",
+                "has shape {:?}; the program reads `{param}: {declared}`, which with A's sizes needs {expected:?}{hint}",
                 info.shape
             ),
         ));

@@ -151,7 +151,7 @@ impl Cx<'_, '_> {
         }
         let mut signature = Signature::new(self.call_conv);
         if name == HELPER {
-            signature.params = vec![AbiParam::new(types::I64); 9];
+            signature.params = vec![AbiParam::new(types::I64); 10];
         } else {
             let arity = if name == "powf" { 2 } else { 1 };
             signature.params = vec![AbiParam::new(types::F32); arity];
@@ -181,9 +181,12 @@ impl Cx<'_, '_> {
     /// Calls the runtime helper on the node's materialized operand.
     pub(super) fn helper_stage(&mut self, node: NodeId, op: HelperOp) {
         let n = *self.kernel.node(node);
+        // `index` and `size` read no operand: their own buffer stands in for it.
         let (x, axes) = match n.op {
             Op::Reduce(_, axes, x) | Op::Softmax(axes, x) | Op::Normalize(axes, x) => (x, axes),
             Op::Pc1(axis, x) => (x, AxisSet::SCALAR.with(axis)),
+            Op::Index(axis) => (node, AxisSet::SCALAR.with(axis)),
+            Op::Size(axes) => (node, axes),
             _ => return,
         };
         let (Some(src), Some(dst)) = (self.place(x), self.place(node)) else {

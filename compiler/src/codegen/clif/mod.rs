@@ -31,9 +31,9 @@ use cranelift_codegen::ir::types;
 use cranelift_codegen::ir::{AbiParam, Function, Signature, UserExternalNameRef, UserFuncName};
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 
-/// The runtime helper: `camc_helper(x, out, op, ty, axes, k, d, h, w)`, all `i64`: computes the
-/// [`HelperOp`] `op` of the f32 tensor `x` of type `ty` over `axes` (bit `i` is `Axis::ALL[i]`)
-/// into `out`, for those sizes.
+/// The runtime helper: `camc_helper(x, out, op, ty, axes, c, k, d, h, w)`, all `i64`: computes
+/// the [`HelperOp`] `op` of the f32 tensor `x` of type `ty` over `axes` (bit `i` is
+/// `Axis::ALL[i]`) into `out`, for those sizes. `index` and `size` read no `x`.
 pub const HELPER: &str = "camc_helper";
 
 /// The scalar libm functions the code may call, each `f32 -> f32` except `powf` (two f32).
@@ -85,7 +85,7 @@ pub struct Lowered {
 #[derive(Debug, thiserror::Error)]
 pub enum ClifError {
     #[error("the CPU backend needs every axis to have at least one element, got sizes {0:?}")]
-    EmptyAxis([usize; 4]),
+    EmptyAxis([usize; 5]),
     #[error("too large for the CPU backend: {0}")]
     TooLarge(String),
     #[error("the post-processing needs an [h,w] result, the program's is {0}")]
@@ -167,9 +167,9 @@ fn lower_with(
     match total {
         Some(n) if n <= i32::MAX as usize / 8 => {}
         _ => {
-            let [k, d, h, w] = sizes.array();
+            let [c, k, d, h, w] = sizes.array();
             return Err(ClifError::TooLarge(format!(
-                "k·d·h·w = {k}×{d}×{h}×{w} values per image; the limit is {}",
+                "c·k·d·h·w = {c}×{k}×{d}×{h}×{w} values per image; the limit is {}",
                 i32::MAX as usize / 8
             )));
         }
@@ -181,7 +181,7 @@ fn lower_with(
     }) = scale
     {
         if oh == 0 || ow == 0 {
-            return Err(ClifError::EmptyAxis([1, 1, oh, ow]));
+            return Err(ClifError::EmptyAxis([1, 1, 1, oh, ow]));
         }
         // The post-processing's buffers and tap offsets are byte offsets held in i32.
         match oh.max(h).checked_mul(ow) {
@@ -212,9 +212,10 @@ fn lower_with(
 
 /// The function as Cranelift's text format, with a header naming the sizes.
 pub fn text(kernel: &Kernel, lowered: &Lowered, sizes: Dims) -> String {
-    let [k, d, h, w] = sizes.array();
+    let [c, k, d, h, w] = sizes.array();
+    let classes = if c > 1 { format!("c={c}, ") } else { String::new() };
     let mut out = format!(
-        "; camc kernel `{}` for k={k}, d={d}, h={h}, w={w}; scratch {} bytes\n",
+        "; camc kernel `{}` for {classes}k={k}, d={d}, h={h}, w={w}; scratch {} bytes\n",
         kernel.name, lowered.scratch_bytes
     );
     for import in &lowered.imports {

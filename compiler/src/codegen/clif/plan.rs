@@ -5,8 +5,8 @@
 //! elementwise nodes are not, and are recomputed inside each stage that reads them (within one
 //! stage a node is computed once per iteration, at the outermost loop where its value is known).
 //! The only elementwise nodes that get a buffer are the program's output and the operands of the
-//! operations done by runtime helpers (`std`, `softmax`, `normalize`, `pc1`), which read a
-//! whole tensor.
+//! operations done by runtime helpers (`std`, `softmax`, `normalize`, `pc1`), which read a whole
+//! tensor. `index` and `size` are filled by the helper too: a few values per image.
 
 use crate::axes::{Axis, AxisSet};
 use crate::dims::Dims;
@@ -31,6 +31,8 @@ pub enum HelperOp {
     Softmax = 1,
     Normalize = 2,
     Pc1 = 3,
+    Index = 4,
+    Size = 5,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -59,6 +61,8 @@ fn helper_op(op: &Op) -> Option<HelperOp> {
         Op::Softmax(..) => Some(HelperOp::Softmax),
         Op::Normalize(..) => Some(HelperOp::Normalize),
         Op::Pc1(..) => Some(HelperOp::Pc1),
+        Op::Index(..) => Some(HelperOp::Index),
+        Op::Size(..) => Some(HelperOp::Size),
         _ => None,
     }
 }
@@ -91,7 +95,13 @@ pub fn plan(kernel: &Kernel, info: &Info, sizes: Dims) -> Plan {
         .map(|n| {
             matches!(
                 n.op,
-                Op::Input(_) | Op::Reduce(..) | Op::Softmax(..) | Op::Normalize(..) | Op::Pc1(..)
+                Op::Input(_)
+                    | Op::Reduce(..)
+                    | Op::Softmax(..)
+                    | Op::Normalize(..)
+                    | Op::Pc1(..)
+                    | Op::Index(..)
+                    | Op::Size(..)
             )
         })
         .collect();

@@ -7,7 +7,7 @@
 //!     float* out,                         // n images of the output type, or of out_h × out_w
 //!     float* scratch,                     // gridDim.x * scratch_floats(k,d,h,w) floats
 //!     int* bad,                           // n counts of non-finite values (out_h > 0), or NULL
-//!     int n, int k, int d, int h, int w,  // d = 1 for 2-D layers
+//!     int n, int c, int k, int d, int h, int w,  // c = 1 without a class axis, d = 1 in 2-D
 //!     int out_h, int out_w);              // 0, 0: the raw map; else post-processed (docs/run.md)
 //! ```
 //! Launch with `blockDim.x = 512` and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
@@ -245,7 +245,7 @@ fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot]) {
     );
     let _ = writeln!(
         out,
-        "//     int n, int k, int d, int h, int w,  // d = 1 for 2-D layers"
+        "//     int n, int c, int k, int d, int h, int w,  // c = 1 without classes, d = 1 in 2-D"
     );
     if scaled {
         let _ = writeln!(
@@ -280,7 +280,7 @@ fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
     let types: Vec<&str> = dtypes.iter().map(|&d| c_type(d).unwrap_or("float")).collect();
     let _ = writeln!(
         out,
-        "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}(\n    {}float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {{",
+        "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}(\n    {}float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {{",
         params.iter().map(|p| format!("{p}, ")).collect::<String>()
     );
     let template = if types.is_empty() {
@@ -290,7 +290,7 @@ fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
     };
     let _ = writeln!(
         out,
-        "    camc_body{template}({}out, scratch, bad, n, k, d, h, w, out_h, out_w);\n}}",
+        "    camc_body{template}({}out, scratch, bad, n, c, k, d, h, w, out_h, out_w);\n}}",
         args.iter().map(|a| format!("{a}, ")).collect::<String>()
     );
 }

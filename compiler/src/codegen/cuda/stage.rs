@@ -1,6 +1,6 @@
 //! The body of a kernel: a loop over the block's images, one stage per reduction (in node order,
 //! each ending with `__syncthreads()`), then the output stage. Inside a stage every value an
-//! element needs is a named `float` computed at that element's index (`i_k, i_d, i_h, i_w`):
+//! element needs is a named `float` computed at that element's index (`i_c, i_k, i_d, i_h, i_w`):
 //! inputs are read from global memory, reductions from scratch, the rest is elementwise.
 
 use super::size_expr;
@@ -21,10 +21,10 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
         .collect();
     let _ = writeln!(
         out,
-        "__device__ __forceinline__ void camc_body(\n    {inputs}float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,\n    int n, int k, int d, int h, int w, int out_h, int out_w) {{"
+        "__device__ __forceinline__ void camc_body(\n    {inputs}float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,\n    int n, int c, int k, int d, int h, int w, int out_h, int out_w) {{"
     );
     out.push_str("    __shared__ double camc_red[2 * CAMC_THREADS];\n");
-    out.push_str("    const int K = k, D = d, H = h, W = w;\n");
+    out.push_str("    const int C = c, K = k, D = d, H = h, W = w;\n");
     let scaled = super::scalable(kernel);
     let mut slots: Vec<String> = scratch
         .iter()
@@ -233,6 +233,8 @@ impl Stages<'_> {
             Op::Unary(f, x) => unary(f, &format!("v{}", x.0)),
             Op::Binary(f, a, b) => binary(f, &format!("v{}", a.0), &format!("v{}", b.0)),
             Op::Select(c, a, b) => format!("(v{} != 0.0f ? v{} : v{})", c.0, a.0, b.0),
+            Op::Index(axis) => format!("(float)i_{axis}"),
+            Op::Size(axes) => format!("(float)({})", size_expr(axes)),
             // Expanded away before the writer runs, or kept in scratch.
             Op::Reduce(..) | Op::Softmax(..) | Op::Normalize(..) | Op::Pc1(..) => {
                 format!("CAMC_NAN_F /* unexpected %{} */", id.0)

@@ -105,7 +105,7 @@ pub struct Launch<'a> {
     pub scratch_len: usize,
     pub grid: u32,
     pub n: i32,
-    pub sizes: [i32; 4],
+    pub sizes: [i32; 5],
     pub out_size: [i32; 2],
 }
 
@@ -218,7 +218,7 @@ pub struct RawLaunch {
     pub scratch_bytes: usize,
     pub grid: u32,
     pub n: i32,
-    pub sizes: [i32; 4],
+    pub sizes: [i32; 5],
     pub out_size: [i32; 2],
 }
 
@@ -306,7 +306,7 @@ pub(super) fn launch_on(
     }
     // SAFETY: the arguments match the entry point's ABI (docs/cuda.md): a pointer per input,
     // the output, scratch and count buffers sized for `n` images and `grid` blocks, then
-    // n, k, d, h, w, out_h, out_w.
+    // n, c, k, d, h, w, out_h, out_w.
     unsafe { builder.launch(config) }.map_err(|e| driver_error("kernel launch", e))?;
     Ok(())
 }

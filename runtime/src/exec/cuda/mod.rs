@@ -221,9 +221,10 @@ fn bytes<'a>(data: &Data<'a>) -> &'a [u8] {
     }
 }
 
-/// The kernel's `k, d, h, w` arguments.
-fn sizes_i32(dims: Dims) -> Result<[i32; 4], ExecError> {
+/// The kernel's `c, k, d, h, w` arguments.
+fn sizes_i32(dims: Dims) -> Result<[i32; 5], ExecError> {
     Ok([
+        size_i32(dims.c, "c")?,
         size_i32(dims.k, "k")?,
         size_i32(dims.d, "d")?,
         size_i32(dims.h, "h")?,

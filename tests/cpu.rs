@@ -94,7 +94,10 @@ fn inputs(kernel: &Kernel, dims: Dims, n: usize, seed: u64, specials: bool) -> V
                 (false, "A") => Style::Activations,
                 _ => Style::Signed,
             };
-            (0..n)
+            if input.name == "target" {
+                return support::class_indices(n, dims.c, seed);
+            }
+            (0..support::copies(input, n))
                 .flat_map(|_| values(&mut rng, len, per_channel, style))
                 .collect()
         })
@@ -147,15 +150,16 @@ fn compare(
 
 const TOLERANCE: (f32, f32) = (1e-5, 1e-6);
 
-/// Shapes with axes that are not multiples of 4, 1×1 maps, k = 1 and a ResNet-like layer.
+/// Shapes with axes that are not multiples of 4, 1×1 maps, k = 1 and a ResNet-like layer; one
+/// class to 1000 for the programs over the class axis.
 const SHAPES: [Dims; 7] = [
     Dims::new(1, 1, 1, 1),
-    Dims::new(1, 1, 7, 7),
-    Dims::new(3, 1, 5, 3),
-    Dims::new(5, 1, 1, 9),
-    Dims::new(16, 1, 4, 4),
-    Dims::new(64, 1, 7, 7),
-    Dims::new(2048, 1, 7, 7),
+    Dims::new(1, 1, 7, 7).with_classes(3),
+    Dims::new(3, 1, 5, 3).with_classes(10),
+    Dims::new(5, 1, 1, 9).with_classes(2),
+    Dims::new(16, 1, 4, 4).with_classes(7),
+    Dims::new(64, 1, 7, 7).with_classes(10),
+    Dims::new(2048, 1, 7, 7).with_classes(1000),
 ];
 
 fn stdlib_kernel(name: &str) -> Kernel {

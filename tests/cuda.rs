@@ -307,7 +307,7 @@ fn compare(
         &mut got,
     )
     .map_err(|e| format!("{name}: {e}"))?;
-    match (0..len).find(|&i| !close(want[i], got[i], loose)) {
+    match (0..len).find(|&i| !close(want[i], got[i], loose || amplifies(kernel))) {
         None => Ok(()),
         Some(i) => Err(format!(
             "{name} {dims:?}: value {i}: interp {} vs cuda {}",
@@ -324,16 +324,23 @@ fn on_a_gpu_every_stdlib_method_matches_the_interpreter() {
     let mut failures = Vec::new();
     for (name, kernel) in stdlib_kernels() {
         for (dims, n) in [
-            (Dims::new(2048, 1, 7, 7), 5),
-            (Dims::new(5, 1, 3, 4), 3),
-            (Dims::new(64, 1, 28, 28), 2),
+            (Dims::new(2048, 1, 7, 7).with_classes(1000), 5),
+            (Dims::new(5, 1, 3, 4).with_classes(3), 3),
+            (Dims::new(64, 1, 28, 28).with_classes(10), 2),
         ] {
             if let Err(e) = compare(&name, &kernel, dims, n, Dtype::F32, false) {
                 failures.push(e);
             }
         }
         for dtype in [Dtype::F16, Dtype::Bf16] {
-            if let Err(e) = compare(&name, &kernel, Dims::new(16, 1, 5, 5), 2, dtype, false) {
+            if let Err(e) = compare(
+                &name,
+                &kernel,
+                Dims::new(16, 1, 5, 5).with_classes(10),
+                2,
+                dtype,
+                false,
+            ) {
                 failures.push(format!("{}: {e}", dtype.name()));
             }
         }
@@ -361,7 +368,10 @@ fn inputs_for(kernel: &Kernel, dims: Dims, n: usize) -> Vec<Vec<f32>> {
         .inputs
         .iter()
         .enumerate()
-        .map(|(i, input)| values(n * dims.len(input.ty), i as u64 + 1))
+        .map(|(i, input)| match input.name.as_str() {
+            "target" => support::class_indices(n, dims.c, i as u64),
+            _ => values(support::copies(input, n) * dims.len(input.ty), i as u64 + 1),
+        })
         .collect()
 }
 
@@ -392,7 +402,8 @@ fn compare_emulated(
             &mut want,
         ) {
             failures.push(format!("{name}: interp: {e}"));
-        } else if let Some(i) = (0..got.len()).find(|&i| !close(want[i], got[i], loose)) {
+        } else if let Some(i) = (0..got.len()).find(|&i| !close(want[i], got[i], loose || amplifies(kernel)))
+        {
             failures.push(format!(
                 "{name} {:?}: value {i}: interp {} vs emulated cuda {}",
                 case.dims, want[i], got[i]
@@ -400,6 +411,13 @@ fn compare_emulated(
         }
     }
     failures
+}
+
+/// Recipro-CAM min-max normalizes class probabilities over the positions: divided by their
+/// spread, which with 1000 classes and 3 random channels is ~0.5% of their value, f32 `expf`'s
+/// rounding in the kernel's softmax (the interpreter's is f64) grows to ~2e-5.
+fn amplifies(kernel: &Kernel) -> bool {
+    kernel.name.starts_with("reciprocam")
 }
 
 fn gxx_or_skip(test: &str) -> bool {
@@ -412,12 +430,13 @@ fn gxx_or_skip(test: &str) -> bool {
 
 /// Sizes that reach every path of a reduction stage: warp groups and block-wide groups, more
 /// outputs than threads in both layouts, and several images per block.
+/// Programs over the class axis get from 2 to 1000 classes.
 const EMULATED_SIZES: [(Dims, usize); 5] = [
-    (Dims::new(64, 1, 7, 7), 3),
-    (Dims::new(5, 1, 3, 4), 3),
-    (Dims::new(3, 1, 20, 20), 2),
-    (Dims::new(1000, 1, 2, 2), 1),
-    (Dims::new(2, 1, 1, 1), 3),
+    (Dims::new(64, 1, 7, 7).with_classes(10), 3),
+    (Dims::new(5, 1, 3, 4).with_classes(3), 3),
+    (Dims::new(3, 1, 20, 20).with_classes(1000), 2),
+    (Dims::new(1000, 1, 2, 2).with_classes(7), 1),
+    (Dims::new(2, 1, 1, 1).with_classes(2), 3),
 ];
 
 #[test]

@@ -157,7 +157,8 @@ pub fn sizes_of(kernel: &Kernel, shapes: &[Vec<usize>]) -> Result<(usize, Dims),
             .find(|(a, _, _)| *a == axis)
             .map_or(1, |&(_, s, _)| s)
     };
-    let dims = Dims::new(size(Axis::K), size(Axis::D), size(Axis::H), size(Axis::W)).with_classes(size(Axis::C));
+    let dims =
+        Dims::new(size(Axis::K), size(Axis::D), size(Axis::H), size(Axis::W)).with_classes(size(Axis::C));
     let n = n.map_or(1, |(n, _)| n);
     Ok((n, dims))
 }

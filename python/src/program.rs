@@ -211,7 +211,10 @@ impl Program {
             .function(self.resolved.root)
             .params
             .iter()
-            .map(|p| (p.name.clone(), p.ty.to_string()))
+            .map(|p| {
+                let shared = if p.shared { "shared " } else { "" };
+                (p.name.clone(), format!("{shared}{}", p.ty))
+            })
             .collect()
     }
 

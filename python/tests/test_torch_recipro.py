@@ -116,12 +116,20 @@ def official_maps(model, layer, x, gaussian, classes=None):
         ref.close()
 
 
+def hook_cam(model, layer, program):
+    """A CAM that runs Recipro-CAM's copies through the model even where the fused kernel applies."""
+    cam = CAM(model, [layer], program=program)
+    cam._fused = None
+    return cam
+
+
 class ReciproCamHookPath(unittest.TestCase):
     def check(self, model, layer, x, gaussian, classes=None, **call):
         expected, chosen = official_maps(model, layer, x, gaussian, classes)
         program = "reciprocam_gauss" if gaussian else "reciprocam"
-        with CAM(model, [layer], program=program) as cam:
+        with hook_cam(model, layer, program) as cam:
             got = cam(x, targets=classes, **call)
+            self.assertEqual(cam.path, "hooks")
             np.testing.assert_array_equal(cam.outputs.argmax(dim=1).numpy() if classes is None else classes,
                                           chosen)
         np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
@@ -145,7 +153,7 @@ class ReciproCamHookPath(unittest.TestCase):
     def test_a_batch_of_8_equals_one_by_one_whatever_the_copies_per_pass(self):
         model = models.demo_model()
         x = models.demo_images(8)
-        with CAM(model, [model.features.relu4], program="reciprocam") as cam:
+        with hook_cam(model, model.features.relu4, "reciprocam") as cam:
             together = cam(x)  # 65 inputs per image: 3 images per pass of 256, then 2
             one_pass = cam(x, batch_size=10_000)
             alone = torch.cat([cam(x[i:i + 1]) for i in range(8)])
@@ -154,12 +162,74 @@ class ReciproCamHookPath(unittest.TestCase):
         np.testing.assert_allclose(one_pass.numpy(), alone.numpy(), atol=1e-6)
 
     def test_errors(self):
+        with self.assertRaisesRegex(camc.InputError, "int targets"):
+            model = models.demo_model()
+            with hook_cam(model, model.features.relu4, "reciprocam") as cam:
+                cam(models.demo_images(1), targets=[lambda row: row.sum()])
         model = models.demo_model()
         with self.assertRaisesRegex(camc.InputError, "one target layer"):
             CAM(model, [model.features.relu3, model.features.relu4], program="reciprocam")
         vit = models.tiny_vit()
         with self.assertRaisesRegex(camc.InputError, "no reshape_transform"):
             CAM(vit, [vit.blocks[-1].norm1], program="reciprocam", reshape_transform=models.vit_reshape_transform)
+
+
+class ReciproCamFusedPath(unittest.TestCase):
+    """Where the layer is followed by global average pooling and a linear head, CAM runs
+    stdlib/reciprocam.cam (one kernel over A and the head) instead of the copies."""
+
+    def compare(self, model, layer, x, classes=None):
+        for program in ("reciprocam", "reciprocam_gauss"):
+            with self.subTest(program=program):
+                with CAM(model, [layer], program=program) as cam:
+                    self.assertIn("path='auto'", repr(cam))
+                    fused = cam(x, targets=classes)
+                    self.assertEqual(cam.path, "fused")
+                    self.assertIn("path='fused'", repr(cam))
+                    fused_outputs = cam.outputs
+                with hook_cam(model, layer, program) as cam:
+                    hooks = cam(x, targets=classes)
+                    np.testing.assert_array_equal(fused_outputs.numpy(), cam.outputs.numpy())
+                np.testing.assert_allclose(fused.numpy(), hooks.numpy(), atol=1e-5)
+                expected, _ = official_maps(model, layer, x, program == "reciprocam_gauss", classes)
+                np.testing.assert_allclose(fused.numpy(), expected, atol=1e-5)
+
+    def test_resnet18_layer4(self):
+        model = models.resnet18()
+        self.compare(model, model.layer4, models.images(3, 64, seed=2))
+
+    def test_demo_cnn(self):
+        model = models.demo_model()
+        self.compare(model, model.features.relu4, models.demo_images(4), classes=[3, 1, 4, 1])
+
+    def test_hooks_where_the_head_does_not_follow_the_layer(self):
+        model = models.resnet18()
+        x = models.images(2, 64, seed=1)
+        with CAM(model, [model.layer3], program="reciprocam") as cam:
+            got = cam(x)
+            self.assertEqual(cam.path, "hooks")
+            self.assertIn("path='hooks'", repr(cam))
+        expected, _ = official_maps(model, model.layer3, x, False)
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+    def test_a_head_that_only_nearly_reproduces_the_output_takes_the_hooks(self):
+        model = models.demo_model()
+
+        class Nudged(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner(x) + 1e-3  # head(GAP(A)) is off by 1e-3: not the fused formula
+
+        nudged = Nudged(model)
+        x = models.demo_images(2)
+        with CAM(nudged, [model.features.relu4], program="reciprocam") as cam:
+            got = cam(x)
+            self.assertEqual(cam.path, "hooks")
+        expected, _ = official_maps(nudged, model.features.relu4, x, False)
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
 
 
 if __name__ == "__main__":

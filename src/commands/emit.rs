@@ -90,7 +90,11 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Target::Ir => Emit::Ir,
         Target::Clif => Emit::Clif {
             dims: camc_compiler::dims::Dims::new(k, d, h, w).with_classes(
-                if kernel.inputs.iter().any(|i| i.ty.contains(camc_compiler::axes::Axis::C)) {
+                if kernel
+                    .inputs
+                    .iter()
+                    .any(|i| i.ty.contains(camc_compiler::axes::Axis::C))
+                {
                     args.classes.max(1)
                 } else {
                     1

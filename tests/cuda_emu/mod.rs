@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
     FILE* out = fopen(argv[2], "wb");
     if (!in || !out) return 2;
     const long long cases = rd(in);
-    for (long long c = 0; c < cases; ++c) {
+    for (long long at = 0; at < cases; ++at) {
         const long long which = rd(in);
         const int n = rd(in), c = rd(in), k = rd(in), d = rd(in), h = rd(in), w = rd(in), grid = rd(in);
         const int oh = rd(in), ow = rd(in);

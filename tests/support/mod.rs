@@ -111,3 +111,18 @@ pub fn kernel_sharing(source: &str, name: &str) -> (Kernel, usize) {
     kernel.inputs[index].kind = camc_compiler::ir::InputKind::Shared;
     (kernel, index)
 }
+
+/// How many copies of an input a batch of `n` images holds: `n`, or 1 when it is shared.
+pub fn copies(input: &camc_compiler::ir::Input, n: usize) -> usize {
+    match input.kind {
+        camc_compiler::ir::InputKind::PerImage => n,
+        camc_compiler::ir::InputKind::Shared => 1,
+    }
+}
+
+/// A per-image class index (`target`) for `n` images: whole numbers in `[0, classes)`.
+pub fn class_indices(n: usize, classes: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed)) % classes.max(1) as u64) as f32)
+        .collect()
+}

@@ -93,13 +93,24 @@ impl Lowering<'_> {
 
     /// `pick[axis](x, index)` as `sum[axis](where(index[axis] == index, x, 0))`, NaN where no
     /// position of the axis equals `index` (out of range, or not a whole number).
-    fn pick(&mut self, axis: Axis, x: NodeId, index: NodeId, ty: AxisSet, span: Span) -> Result<NodeId, LowerError> {
+    fn pick(
+        &mut self,
+        axis: Axis,
+        x: NodeId,
+        index: NodeId,
+        ty: AxisSet,
+        span: Span,
+    ) -> Result<NodeId, LowerError> {
         let axes = AxisSet::SCALAR.with(axis);
         let scalar = AxisSet::SCALAR;
         let index_ty = self.builder.nodes[index.index()].ty;
         let x_ty = self.builder.nodes[x.index()].ty;
         let position = self.push(Op::Index(axis), axes, span)?;
-        let hit = self.push(Op::Binary(BinaryOp::Eq, position, index), index_ty.with(axis), span)?;
+        let hit = self.push(
+            Op::Binary(BinaryOp::Eq, position, index),
+            index_ty.with(axis),
+            span,
+        )?;
         let zero = self.push(Op::Const(0.0), scalar, span)?;
         let chosen = self.push(Op::Select(hit, x, zero), x_ty.union(index_ty), span)?;
         let picked = self.push(Op::Reduce(ReduceOp::Sum, axes, chosen), ty, span)?;

@@ -386,7 +386,10 @@ impl Body<'_, '_> {
                 let (problem, example) = match builtin {
                     Builtin::Size => ("`size` over no axes".to_string(), "`size[h,w]()`"),
                     Builtin::Index => ("`index` is along exactly one axis".to_string(), "`index[h]()`"),
-                    _ => (format!("`{name}` works along exactly one axis"), "`pick[c](logits, target)`"),
+                    _ => (
+                        format!("`{name}` works along exactly one axis"),
+                        "`pick[c](logits, target)`",
+                    ),
                 };
                 self.error(
                     Diagnostic::error(list.span, problem)

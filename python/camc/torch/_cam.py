@@ -38,6 +38,7 @@ from ._method_inputs import (
     _scalar,
     ablation_scores,
     classifier_weights,
+    find_head,
     hessian_vector_product,
     score_cam_scores,
 )
@@ -79,6 +80,9 @@ _ABLATION_BATCH = 32
 # Recipro-CAM: model inputs per forward pass (images plus their h·w copies each); at least one
 # image and its copies.
 _RECIPRO_BATCH = 256
+# Recipro-CAM's fused kernel replaces the copies' forward passes when the model's output is
+# head(global average of A) to this fraction of (1 + the largest |logit|).
+_FUSED_TOLERANCE = 1e-5
 
 
 def _run(prog, size: Optional[Tuple[int, ...]], scalars: Mapping[str, float], tensors: Mapping[str, torch.Tensor],
@@ -224,10 +228,15 @@ class CAM:
         self.batch_size = batch_size
         self.scalars: Dict[str, float] = {}
         self._gaussian = False
+        # The stdlib's fused Recipro-CAM kernel, tried before the hooks (see _forward_fused).
+        self._fused: Optional[Program] = None
+        self.path: Optional[str] = None
         if isinstance(program, str) and program in RECIPRO_METHODS:
             self._spec: Optional[str] = program
             self._gaussian = RECIPRO_METHODS[program]
             self.program = _camc_compile(RECIPRO_PROGRAM.format(name=program))
+            if len(target_layers) == 1 and reshape_transform is None:
+                self._fused = _camc_compile(program)
         elif isinstance(program, str):
             self._spec = program
             self.program = _camc_compile(program)
@@ -308,7 +317,10 @@ class CAM:
             device = str(self.device)
         except Exception:  # a half-built object
             device = "?"
-        path = ", path='hooks'" if "recipro" in getattr(self, "_needs", ()) else ""
+        path = ""
+        if "recipro" in getattr(self, "_needs", ()):
+            chosen = getattr(self, "path", None) or ("auto" if getattr(self, "_fused", None) else "hooks")
+            path = f", path={chosen!r}"
         return f"camc.torch.CAM(program={name!r}, layers=[{layers}], device={device}{path}{state})"
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -394,6 +406,12 @@ class CAM:
     def _forward(self, prog, input_tensor: torch.Tensor, targets: TargetsLike, batch_size: Optional[int]) -> torch.Tensor:
         if "recipro" not in self._needs:
             return self._forward_batch(prog, input_tensor, targets, batch_size)
+        if self._fused is not None:
+            maps = self._forward_fused(input_tensor, targets)
+            if maps is not None:
+                self.path = "fused"
+                return maps
+        self.path = "hooks"
         # Recipro-CAM: groups of images whose copies fit `batch_size` model inputs (one image
         # and its h·w copies at least); the first group is one image, which tells h·w.
         per_forward = batch_size or self.batch_size or _RECIPRO_BATCH
@@ -409,6 +427,53 @@ class CAM:
             start += g
         self.outputs = torch.cat(outputs)
         return torch.cat(maps)
+
+    def _forward_fused(self, input_tensor: torch.Tensor, targets: TargetsLike) -> Optional[torch.Tensor]:
+        """Recipro-CAM as one kernel over `A` and the head, when the model's output on this batch is
+        a linear head on the global average of the layer (stdlib/reciprocam.cam); None when it is
+        not, after one forward pass that the hook path does not reuse."""
+        x = input_tensor.to(self.device)
+        tap = self._taps[0]
+        tap.reset()
+        tap.enabled = True
+        try:
+            with torch.no_grad():
+                outputs = self.model(x)
+            tap.enabled = False
+            self._check_output(outputs)
+            if tap.calls != 1:
+                raise _calls_error(tap)
+            a = tap.activation
+            if a is None or a.dim() != 4 or outputs.dim() != 2:
+                return None
+            _, head = find_head(self.model, a, outputs)
+            if head is None:
+                return None
+            with torch.no_grad():
+                pooled = head(a.flatten(2).mean(-1).to(head.weight.dtype))
+            scale = 1.0 + float(outputs.abs().max())
+            if float((pooled - outputs).abs().max()) > _FUSED_TOLERANCE * scale:
+                return None
+            fns = resolve_targets(targets, outputs)
+            classes = target_classes(fns)
+            if classes is None:
+                raise InputError("Recipro-CAM scores a class per image: give int targets "
+                                 "(or target objects with an int `category`)")
+            bias = head.bias if head.bias is not None else torch.zeros(head.out_features, device=a.device)
+            tensors = {
+                "A": a,
+                "head_weight": head.weight.to(a.device),
+                "head_bias": bias.to(a.device),
+                "target": torch.tensor(classes, dtype=torch.int64, device=a.device),
+            }
+            tensors = {k: _prepare(v) for k, v in tensors.items()}
+            self.outputs = outputs.detach()
+            size = tuple(int(s) for s in x.shape[2:])
+            maps = self._call_program(self._fused, size, tensors, a.device)
+        finally:
+            tap.reset()
+            tap.enabled = False
+        return maps.to(device=input_tensor.device, dtype=torch.float32)
 
     def _forward_batch(self, prog, input_tensor: torch.Tensor, targets: TargetsLike, batch_size: Optional[int]) -> torch.Tensor:
         device = self.device

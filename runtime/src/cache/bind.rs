@@ -96,7 +96,10 @@ pub fn tensor_name(shard: &Shard, param: &str) -> String {
     if shard.tensors.contains_key(param) {
         return param.to_string();
     }
-    let mut dotted = shard.tensors.keys().filter(|name| name.replace('.', "_") == param);
+    let mut dotted = shard
+        .tensors
+        .keys()
+        .filter(|name| name.replace('.', "_") == param);
     match (dotted.next(), dotted.next()) {
         (Some(name), None) => name.clone(),
         _ => param.to_string(),
@@ -106,11 +109,20 @@ pub fn tensor_name(shard: &Shard, param: &str) -> String {
 /// The number of classes: the `c` size of the first input over the class axis (its leading axis
 /// after the image's), or 1.
 fn classes_of(shard: &Shard, kernel: &Kernel, names: &[String]) -> Result<usize, CacheError> {
-    let Some((input, name)) = kernel.inputs.iter().zip(names).find(|(i, _)| i.ty.contains(Axis::C)) else {
+    let Some((input, name)) = kernel
+        .inputs
+        .iter()
+        .zip(names)
+        .find(|(i, _)| i.ty.contains(Axis::C))
+    else {
         return Ok(1);
     };
     let lead = usize::from(input.kind == InputKind::PerImage);
-    let shape = shard.tensors.get(name).map(|t| t.shape.clone()).unwrap_or_default();
+    let shape = shard
+        .tensors
+        .get(name)
+        .map(|t| t.shape.clone())
+        .unwrap_or_default();
     match shape.get(lead) {
         Some(&c) if c > 0 => Ok(c),
         _ => Err(CacheError::tensor(
@@ -121,7 +133,11 @@ fn classes_of(shard: &Shard, kernel: &Kernel, names: &[String]) -> Result<usize,
                 input.name,
                 if lead == 0 { "shared " } else { "" },
                 input.ty,
-                if lead == 0 { "first" } else { "after the image axis" }
+                if lead == 0 {
+                    "first"
+                } else {
+                    "after the image axis"
+                }
             ),
         )
         .at(input.span)),
@@ -134,7 +150,11 @@ impl<'c> Binding<'c> {
             .shards
             .first()
             .ok_or_else(|| CacheError::Other(format!("cache `{}` has no shard", cache.spec)))?;
-        let names: Vec<String> = kernel.inputs.iter().map(|i| tensor_name(first, &i.name)).collect();
+        let names: Vec<String> = kernel
+            .inputs
+            .iter()
+            .map(|i| tensor_name(first, &i.name))
+            .collect();
         let dims = dims_of(first)?.with_classes(classes_of(first, kernel, &names)?);
         let three_d = first.tensors["A"].shape.len() == 5;
         if let Some(input) = kernel.inputs.iter().find(|i| i.ty.contains(Axis::D) && !three_d) {
@@ -254,7 +274,10 @@ fn check_input(shard: &Shard, name: &str, expected: Vec<usize>, input: &Input) -
     };
     if info.shape != expected {
         let hint = match (input.kind, info.shape.len() + 1 == expected.len()) {
-            (InputKind::PerImage, true) => format!("; a tensor for every image is declared `{param}: shared {}`", input.ty),
+            (InputKind::PerImage, true) => format!(
+                "; a tensor for every image is declared `{param}: shared {}`",
+                input.ty
+            ),
             _ => String::new(),
         };
         return Err(CacheError::tensor(

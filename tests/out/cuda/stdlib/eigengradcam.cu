@@ -6,7 +6,7 @@
 //     float* out,  // [h,w] per image, or out_h*out_w
 //     float* scratch,  // gridDim.x * (camc_pc1_floats(h*w, k) + h*w + 1 + 1 + h*w) floats
 //     int* bad,  // n non-finite counts when out_h > 0, or NULL
-//     int n, int k, int d, int h, int w,  // d = 1 for 2-D layers
+//     int n, int c, int k, int d, int h, int w,  // c = 1 without classes, d = 1 in 2-D
 //     int out_h, int out_w);  // 0, 0: the raw map; else min-max, resize, min-max
 // T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
 // Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
@@ -266,9 +266,9 @@ __device__ void camc_pc1(double* m, long long rows, long long cols, double* gram
 template <typename T0, typename T1>
 __device__ __forceinline__ void camc_body(
     const T0* __restrict__ in0, const T1* __restrict__ in1, float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,
-    int n, int k, int d, int h, int w, int out_h, int out_w) {
+    int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
     __shared__ double camc_red[2 * CAMC_THREADS];
-    const int K = k, D = d, H = h, W = w;
+    const int C = c, K = k, D = d, H = h, W = w;
     float* const s = scratch + (long long)blockIdx.x * (camc_pc1_floats(H*W, K) + H*W + 1 + 1 + H*W);
     float* const s3 = s + 0;
     float* const s4 = s + 0 + camc_pc1_floats(H*W, K);
@@ -435,16 +435,16 @@ __device__ __forceinline__ void camc_body(
 }
 
 extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_eigengradcam_f32(
-    const float* in0, const float* in1, float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {
-    camc_body<float, float>(in0, in1, out, scratch, bad, n, k, d, h, w, out_h, out_w);
+    const float* in0, const float* in1, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<float, float>(in0, in1, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
 }
 
 extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_eigengradcam_f16(
-    const camc_f16* in0, const camc_f16* in1, float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {
-    camc_body<camc_f16, camc_f16>(in0, in1, out, scratch, bad, n, k, d, h, w, out_h, out_w);
+    const camc_f16* in0, const camc_f16* in1, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<camc_f16, camc_f16>(in0, in1, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
 }
 
 extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_eigengradcam_bf16(
-    const camc_bf16* in0, const camc_bf16* in1, float* out, float* scratch, int* bad, int n, int k, int d, int h, int w, int out_h, int out_w) {
-    camc_body<camc_bf16, camc_bf16>(in0, in1, out, scratch, bad, n, k, d, h, w, out_h, out_w);
+    const camc_bf16* in0, const camc_bf16* in1, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<camc_bf16, camc_bf16>(in0, in1, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
 }

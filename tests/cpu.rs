@@ -446,9 +446,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn random_programs_agree_with_the_interpreter(program in gen::program(3), k in 1usize..6, h in 1usize..6, w in 1usize..10, seed in any::<u64>()) {
+    fn random_programs_agree_with_the_interpreter(program in gen::program(3), k in 1usize..6, h in 1usize..6, w in 1usize..10, c in 1usize..4, seed in any::<u64>()) {
         let kernel = kernel(&program, Level::Exact);
-        let dims = Dims::new(k, 1, h, w);
+        let dims = Dims::new(k, 1, h, w).with_classes(c);
         if let Err(e) = compare(&kernel, dims, 2, seed, false, TOLERANCE) {
             prop_assert!(false, "{}\n{}", program, e);
         }

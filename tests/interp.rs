@@ -262,7 +262,7 @@ proptest! {
         let plain = kernel(&program, Level::None);
         let optimized = kernel(&program, Level::Exact);
         let pick = |k: &Kernel| -> Vec<&[f32]> {
-            k.inputs.iter().map(|i| match i.name.as_str() { "A" => &data[0][..], "G" => &data[1][..], "s" => &data[2][..], _ => &data[3][..] }).collect()
+            k.inputs.iter().map(|i| match i.name.as_str() { "A" => &data[0][..], "G" => &data[1][..], "s" | "l" => &data[2][..], _ => &data[3][..] }).collect()
         };
         let a = eval(&plain, dims, &pick(&plain)).expect("evaluates");
         let b = eval(&optimized, dims, &pick(&optimized)).expect("evaluates");

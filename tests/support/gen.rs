@@ -23,19 +23,22 @@ pub fn axes(ty: Ty) -> String {
     format!("[{}]", names.join(","))
 }
 
-/// The parameters every generated `cam` declares.
-pub const PARAMS: &str = "A: [k,h,w], G: [k,h,w], s: [k], t: []";
+/// The parameters every generated `cam` declares (`l` is a shared head `[c,k]`).
+pub const PARAMS: &str = "A: [k,h,w], G: [k,h,w], s: [k], t: [], l: shared [c,k]";
 
 fn leaf(ty: Ty) -> Option<BoxedStrategy<String>> {
     match ty {
         KHW => Some(prop_oneof![Just("A".to_string()), Just("G".to_string())].boxed()),
-        K => Some(Just("s".to_string()).boxed()),
+        K => Some(prop_oneof![Just("s".to_string()), Just("pick[c](l, 0)".to_string())].boxed()),
+        H => Some(Just("index[h]()".to_string()).boxed()),
+        W => Some(Just("index[w]()".to_string()).boxed()),
         0 => Some(
             prop_oneof![
                 Just("t".to_string()),
                 Just("2".to_string()),
                 Just("0.5".to_string()),
                 Just("1e-3".to_string()),
+                Just("size[h,w]()".to_string()),
             ]
             .boxed(),
         ),

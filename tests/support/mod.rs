@@ -99,8 +99,8 @@ pub fn host_processed(raw: &mut [f32], shape: &[usize], size: &[usize]) -> (Vec<
     (processed, bad)
 }
 
-/// The kernel of `source` with its input `name` shared by all images (the language cannot
-/// declare a shared parameter yet), and that input's index.
+/// The kernel of `source` with its input `name` made shared by all images after compiling (as
+/// declaring it `shared` does), and that input's index.
 pub fn kernel_sharing(source: &str, name: &str) -> (Kernel, usize) {
     let mut kernel = kernel(source, Level::Exact);
     let index = kernel

@@ -268,3 +268,115 @@ fn weighted_objectives_combine_metric_values() {
         assert!((mixed - (value - 0.5 * c)).abs() < 1e-9, "{weights}: {mixed}");
     }
 }
+
+/// A cache whose `A` and `G` carry no location (a flat channel and noise) and whose `recipro`
+/// (Recipro-CAM's per-position scores, `[n,h,w]`) marks each image's box.
+fn recipro_cache(path: &Path) {
+    let (n, k, h, w) = (8, 2, 8, 8);
+    let noise = noise(11, 2 * n * k * h * w);
+    let mut a = vec![0.0f32; n * k * h * w];
+    let mut g = vec![0.0f32; n * k * h * w];
+    let mut recipro = vec![0.0f32; n * h * w];
+    let mut boxes = Vec::new();
+    for i in 0..n {
+        let (bx, by) = (i % 5, (i * 3) % 5);
+        boxes.extend([bx as f32, by as f32, (bx + 3) as f32, (by + 3) as f32]);
+        for y in 0..h {
+            for x in 0..w {
+                let at = |c: usize| ((i * k + c) * h + y) * w + x;
+                a[at(0)] = 1.0;
+                a[at(1)] = noise[at(1)].abs();
+                g[at(0)] = noise[n * k * h * w + at(0)];
+                g[at(1)] = noise[n * k * h * w + at(1)];
+                let inside = (bx..bx + 3).contains(&x) && (by..by + 3).contains(&y);
+                recipro[(i * h + y) * w + x] = if inside { 0.9 } else { 0.0 };
+            }
+        }
+    }
+    let shape = [n, k, h, w];
+    write_safetensors(
+        path,
+        &[
+            ("A", f32s(&shape, &a)),
+            ("G", f32s(&shape, &g)),
+            ("recipro", f32s(&[n, h, w], &recipro)),
+            ("boxes", f32s(&[n, 4], &boxes)),
+        ],
+        &[("image_size", "8,8")],
+    );
+}
+
+#[test]
+fn a_per_position_terminal_such_as_recipro_takes_part_in_the_search() {
+    let dir = temp_dir();
+    let cache = dir.path().join("recipro.safetensors");
+    recipro_cache(&cache);
+    let space = dir.path().join("space.toml");
+    std::fs::write(&space, "max_size = 4\nterminals = [\"A\", \"G\", \"recipro\"]\n").expect("space");
+    let out = dir.path().join("out");
+    let report = search(
+        &cache,
+        &out,
+        &[
+            "--metric",
+            "energy",
+            "--budget",
+            "200",
+            "--space",
+            path_str(&space),
+        ],
+    );
+    let best = &report["outcome"]["ranked"][0];
+    assert!(
+        best["weights"].as_str().expect("weights").contains("recipro"),
+        "{best}"
+    );
+    assert!(
+        best["params"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .any(|p| p == "recipro: [h,w]"),
+        "{best}"
+    );
+    // Every bit of the winner's map lies in the box (the map is recipro · Σ_k A, up to how the
+    // winner scales it); no stdlib method, which cannot read `recipro`, comes close.
+    let best_holdout = best["holdout"].as_f64().expect("holdout");
+    assert!(best_holdout > 0.999, "{best}");
+    for row in report["stdlib"].as_array().expect("stdlib rows") {
+        if let Some(holdout) = row["holdout"].as_f64() {
+            assert!(holdout < best_holdout - 0.2, "{row} vs {best}");
+        }
+    }
+    let rank1 = out.join("rank-01.cam");
+    assert_eq!(camc(&["check", path_str(&rank1)]).status.code(), Some(0));
+    let wrong = dir.path().join("wrong.safetensors");
+    write_safetensors(
+        &wrong,
+        &[
+            ("A", f32s(&[1, 2, 8, 8], &[1.0; 128])),
+            ("G", f32s(&[1, 2, 8, 8], &[1.0; 128])),
+            ("recipro", f32s(&[1, 4, 4], &[1.0; 16])),
+        ],
+        &[("image_size", "8,8")],
+    );
+    let o = camc(&[
+        "search",
+        "--cache",
+        path_str(&wrong),
+        "--out",
+        path_str(&dir.path().join("w")),
+        "--metric",
+        "complexity",
+        "--space",
+        path_str(&space),
+        "--backend",
+        "interp",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("recipro") && stderr.contains("[n,h,w]"),
+        "{stderr}"
+    );
+}

@@ -251,6 +251,7 @@ fn exporter_hint(tensor: &str) -> String {
     let how = match tensor {
         "score" => "python -m camc.export ... --score writes it",
         "ablation" => "python -m camc.export ... --ablation writes it",
+        "recipro" => "python -m camc.export ... --recipro writes it",
         "H" => "python -m camc.export ... --hvp writes it",
         "W" | "head.weight" | "head.bias" => {
             "python -m camc.export writes it unless --no-head; name the linear head with --head when it is not detected"

@@ -1,13 +1,13 @@
 //! Bottom-up, type-directed enumeration of WEIGHTS terms by size, with pruning: constants are
 //! leaves only (no constant expressions), commutative operands in one order, terms whose probe
 //! values are not finite anywhere dropped, and terms equal on the probe set to an earlier
-//! (smaller) term dropped (observational equivalence). A term of type `[k]` or `[k,h,w]` is a
+//! (smaller) term dropped (observational equivalence). A term of type `[k]`, `[h,w]` or `[k,h,w]` is a
 //! candidate unless its map `relu(sum[k](WEIGHTS * A))` equals an earlier candidate's on the
 //! full-channel probe images up to a positive scale.
 
 use super::probe::{fingerprint, map_fingerprint, Probe};
 use super::space::Space;
-use super::term::{khw, Term, TermId, TermOp};
+use super::term::{hw, khw, Term, TermId, TermOp};
 use camc_compiler::axes::{Axis, AxisSet};
 use std::collections::HashSet;
 
@@ -46,8 +46,10 @@ pub struct Enumerator<'p> {
     pub candidates: Vec<TermId>,
 }
 
+/// The types a term may have: `[]`, `[k]`, `[h,w]` (a per-position terminal such as Recipro-CAM's
+/// cached scores, and what it combines with scalars) and `[k,h,w]`.
 fn allowed(ty: AxisSet) -> bool {
-    ty.is_scalar() || ty == AxisSet::of(&[Axis::K]) || ty == khw()
+    ty.is_scalar() || ty == AxisSet::of(&[Axis::K]) || ty == hw() || ty == khw()
 }
 
 impl<'p> Enumerator<'p> {

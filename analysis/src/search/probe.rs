@@ -1,6 +1,6 @@
 //! Values of terms on a probe set of images: how the enumerator tells equivalent terms apart
-//! without compiling them. A term of type `[]`, `[k]` or `[k,h,w]` holds, per probe image,
-//! 1, `channels` or `channels·spatial` values. Reductions are the interpreter's
+//! without compiling them. A term of type `[]`, `[k]`, `[h,w]` or `[k,h,w]` holds, per probe
+//! image, 1, `channels`, `spatial` or `channels·spatial` values. Reductions are the interpreter's
 //! ([`reduce_group`]: f64 accumulation, NaN-propagating max/min, population std).
 
 use super::term::{Term, TermId, TermOp, SAFE_DIV_EPS};

@@ -3,8 +3,8 @@
 //! channel).
 
 use super::probe::Probe;
-use super::term::{k, khw};
-use camc_compiler::axes::AxisSet;
+use super::term::{hw, k, khw};
+use camc_compiler::axes::{Axis, AxisSet};
 use camc_runtime::cache::{Cache, CacheError};
 
 /// Terminal `name`'s type from its cache shape, given `A`'s `[n,k,h,w]`.
@@ -22,6 +22,8 @@ fn terminal_type(cache: &Cache, name: &str, a_shape: &[usize]) -> Result<AxisSet
         Ok(khw())
     } else if shape.len() == 2 && shape[1] == a_shape[1] {
         Ok(k())
+    } else if shape.len() == 3 && shape[1..] == a_shape[2..] {
+        Ok(hw())
     } else if shape.len() == 1 {
         Ok(AxisSet::SCALAR)
     } else {
@@ -29,7 +31,7 @@ fn terminal_type(cache: &Cache, name: &str, a_shape: &[usize]) -> Result<AxisSet
             &shard.path,
             name,
             format!(
-                "has shape {shape:?}; a search terminal must be [n,k,h,w], [n,k] or [n] (A is {a_shape:?})"
+                "has shape {shape:?}; a search terminal must be [n,k,h,w], [n,k], [n,h,w] or [n] (A is {a_shape:?})"
             ),
         ))
     }
@@ -126,7 +128,7 @@ fn select_channels(
     spatial: usize,
     chosen: &[usize],
 ) -> Vec<f32> {
-    if ty.is_scalar() {
+    if !ty.contains(Axis::K) {
         return values.to_vec();
     }
     let per_channel = if ty == khw() { spatial } else { 1 };

@@ -10,7 +10,8 @@ use serde::Deserialize;
 pub struct SpaceFile {
     /// Largest WEIGHTS expression, counted in nodes (leaves, operators, reductions).
     pub max_size: usize,
-    /// Cache tensors a program may read; each must be `[n,k,h,w]`, `[n,k]` or `[n]`.
+    /// Cache tensors a program may read; each must be `[n,k,h,w]`, `[n,k]`, `[n,h,w]` (e.g.
+    /// Recipro-CAM's `recipro`) or `[n]`.
     pub terminals: Vec<String>,
     pub constants: Vec<f32>,
     /// `relu abs sign exp log sqrt sigmoid tanh neg`.

@@ -1,5 +1,5 @@
-//! Terms of the search: WEIGHTS expressions built bottom-up, each typed `[]`, `[k]` or
-//! `[k,h,w]`, and printed as `.cam` source.
+//! Terms of the search: WEIGHTS expressions built bottom-up, each typed `[]`, `[k]`, `[h,w]`
+//! or `[k,h,w]`, and printed as `.cam` source.
 
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_compiler::ops::{format_number, BinaryOp, ReduceOp, UnaryOp};
@@ -32,6 +32,10 @@ pub struct Term {
 
 pub fn k() -> AxisSet {
     AxisSet::of(&[Axis::K])
+}
+
+pub fn hw() -> AxisSet {
+    AxisSet::of(&[Axis::H, Axis::W])
 }
 
 pub fn khw() -> AxisSet {

@@ -54,8 +54,10 @@ def copies_during(fn):
     return sum("HtoD" in n for n in names), sum("DtoH" in n for n in names)
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def resnet50_batch(parser):
+    """Parses the common options (--device --batch --size --repeats --threads and the caller's
+    own), sets torch's threads and builds ResNet-50 with random weights (seed 0), a batch of
+    random images and their argmax classes: (args, device, model, x, classes)."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
@@ -70,9 +72,14 @@ def main():
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     with torch.no_grad():
         classes = model(x).argmax(1).tolist()
-    layers = [model.layer4[-1]]
     print(f"resnet50 (random weights), batch {args.batch}, {args.size}x{args.size}, {device}, "
           f"{torch.get_num_threads()} CPU threads, best of {args.repeats}")
+    return args, device, model, x, classes
+
+
+def main():
+    args, device, model, x, classes = resnet50_batch(argparse.ArgumentParser())
+    layers = [model.layer4[-1]]
 
     def forward_backward():
         model.zero_grad(set_to_none=True)

@@ -5,6 +5,7 @@
 
 mod support;
 
+use camc_compiler::axes::Axis;
 use camc_compiler::codegen::clif;
 use camc_compiler::dims::Dims;
 use camc_compiler::ir::Kernel;
@@ -320,10 +321,12 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
 
 #[test]
 fn clif_snapshots_of_every_stdlib_method() {
-    let sizes = Dims::new(2048, 1, 7, 7);
     let mut failures = Vec::new();
     for name in camc_compiler::stdlib::names() {
         let kernel = stdlib_kernel(name);
+        // ImageNet's 1000 classes where the program has a class axis (Recipro-CAM's head).
+        let classes = kernel.nodes.iter().any(|n| n.ty.contains(Axis::C));
+        let sizes = Dims::new(2048, 1, 7, 7).with_classes(if classes { 1000 } else { 1 });
         let info = camc_compiler::ir::validate(&kernel).expect("valid");
         let lowered = clif::lower(&kernel, &info, sizes, clif::default_target()).expect("lowers");
         if let Err(e) = support::snapshot(
@@ -552,4 +555,61 @@ fn fused_equals_host(
         return Err(format!("{dims:?} -> {size:?}: both maps differ from the host's"));
     }
     Ok(())
+}
+
+/// Sums of a product that are matrix products run as one GEMM call (`camc_contract`), on any
+/// layout that flattens to a matrix, and agree with the interpreter; a layout that does not
+/// flatten keeps the loop nest.
+#[test]
+fn contractions_run_as_a_gemm_and_agree_with_the_interpreter() {
+    let cases = [
+        ("cam t(A: [k,h,w], l: shared [c,k]) = max[c](sum[k](l * A))", true),
+        ("cam t(A: [k,h,w], l: shared [c,k]) = sum[c](sum[k](A * l))", true),
+        ("cam t(x: [k,h], y: [k,w]) = sum[k](x * y)", true),
+        ("cam t(x: [c,h,w], y: [c,k]) = max[k](sum[c](x * y))", true),
+        ("cam t(x: [c,k,w], y: [c,k,h]) = sum[c,k](x * y)", true),
+        // Rows (c, h) of x are not one stride apart: the loop nest.
+        ("cam t(x: [c,k,h], y: [k,w]) = sum[c](sum[k](x * y))", false),
+        // A matrix-vector product (weights per channel): the loop nest.
+        ("cam t(A: [k,h,w], v: [k]) = sum[k](v * A)", false),
+    ];
+    let shapes = [
+        Dims::new(3, 2, 5, 4).with_classes(7),
+        Dims::new(64, 1, 7, 7).with_classes(10),
+        Dims::new(300, 3, 2, 9).with_classes(40),
+    ];
+    let mut failures = Vec::new();
+    for (source, gemm) in cases {
+        let kernel = kernel(source, Level::Exact);
+        for (i, dims) in shapes.iter().enumerate() {
+            let info = camc_compiler::ir::validate(&kernel).expect("valid");
+            let lowered = clif::lower(&kernel, &info, *dims, clif::default_target()).expect("lowers");
+            let calls = lowered.imports.iter().any(|i| i.name == clif::CONTRACT);
+            if calls != gemm {
+                failures.push(format!("{source} at {dims:?}: camc_contract called: {calls}"));
+            }
+            for specials in [false, true] {
+                if let Err(e) = compare(&kernel, *dims, 3, i as u64 + 3, specials, TOLERANCE) {
+                    failures.push(format!("{source} (specials: {specials}): {e}"));
+                }
+            }
+        }
+    }
+    support::report(failures);
+    // ResNet-50's head on a 14×14 layer (448-pixel inputs): the product [c,k,h,w] (401M values)
+    // is never formed, so the kernel compiles; the same product in a loop nest is too large.
+    let big = Dims::new(2048, 1, 14, 14).with_classes(1000);
+    let lower = |kernel: &Kernel| {
+        let info = camc_compiler::ir::validate(kernel).expect("valid");
+        clif::lower(kernel, &info, big, clif::default_target()).map(|_| ())
+    };
+    assert!(lower(&stdlib_kernel("reciprocam")).is_ok());
+    let looped = kernel(
+        "cam t(A: [k,h,w], l: shared [c,k]) = max[c](sum[k](relu(l * A)))",
+        Level::Exact,
+    );
+    match lower(&looped) {
+        Err(clif::ClifError::TooLarge(message)) => assert!(message.contains("401408000"), "{message}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
 }

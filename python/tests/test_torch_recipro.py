@@ -161,6 +161,15 @@ class ReciproCamHookPath(unittest.TestCase):
         np.testing.assert_allclose(together.numpy(), alone.numpy(), atol=1e-6)
         np.testing.assert_allclose(one_pass.numpy(), alone.numpy(), atol=1e-6)
 
+    def test_copies_per_pass_on_a_gpu_follow_its_free_memory(self):
+        from camc.torch._cam import inputs_that_fit
+
+        # One image of 7x7 positions (50 rows) peaked at 50 MB: 1 MB a row; half of 8 GB free.
+        self.assertEqual(inputs_that_fit(8_000_000_000, 50_000_000, 50), 4000)
+        # Never fewer than one image's rows, whatever the memory says.
+        self.assertEqual(inputs_that_fit(10_000_000, 50_000_000, 50), 50)
+        self.assertEqual(inputs_that_fit(0, 0, 50), 50)
+
     def test_errors(self):
         with self.assertRaisesRegex(camc.InputError, "int targets"):
             model = models.demo_model()

@@ -80,6 +80,18 @@ _ABLATION_BATCH = 32
 # Recipro-CAM: model inputs per forward pass (images plus their h·w copies each); at least one
 # image and its copies.
 _RECIPRO_BATCH = 256
+# Share of the GPU's free memory the copies' forward passes may take when CAM sizes them.
+_RECIPRO_MEMORY_SHARE = 0.5
+
+
+def inputs_that_fit(free_bytes: int, peak_bytes: int, inputs: int) -> int:
+    """Model inputs per Recipro-CAM forward pass on a GPU: as many as `_RECIPRO_MEMORY_SHARE` of
+    the free memory holds, at `peak_bytes / inputs` each (the peak of a pass over one image's
+    `inputs` = 1 + h·w rows), and never fewer than one image's rows."""
+    per_input = max(1.0, peak_bytes / max(1, inputs))
+    return max(inputs, int(_RECIPRO_MEMORY_SHARE * free_bytes / per_input))
+
+
 # Recipro-CAM's fused kernel replaces the copies' forward passes when the model's output is
 # head(global average of A) to this fraction of (1 + the largest |logit|).
 _FUSED_TOLERANCE = 1e-5
@@ -166,8 +178,9 @@ class CAM:
       Hessian-vector product) to `[n, k, h, w]`, e.g. ViT/Swin tokens to a grid.
     - `batch_size`: masked / ablated copies per forward pass for Score-CAM (default 16, as
       pytorch-grad-cam's ScoreCAM) and Ablation-CAM (default 32, as its AblationCAM), model
-      inputs per forward pass for Recipro-CAM (default 256: images with their h·w copies each,
-      at least one image); also the attribute `cam.batch_size`, and a keyword of `__call__`.
+      inputs per forward pass for Recipro-CAM (images with their h·w copies each, at least one
+      image; default 256 on a CPU, on a GPU as many as half its free memory holds); also the
+      attribute `cam.batch_size`, and a keyword of `__call__`.
     - `scalars`: values of the program's scalar parameters (`{"eps": 1e-5}`, FEM's `{"k": 3}`).
     - `ratio_channels_to_ablate`: only 1.0 (every channel, pytorch-grad-cam's default).
 
@@ -412,17 +425,28 @@ class CAM:
                 self.path = "fused"
                 return maps
         self.path = "hooks"
-        # Recipro-CAM: groups of images whose copies fit `batch_size` model inputs (one image
-        # and its h·w copies at least); the first group is one image, which tells h·w.
-        per_forward = batch_size or self.batch_size or _RECIPRO_BATCH
+        # Recipro-CAM: groups of images whose copies fit `per_forward` model inputs (one image
+        # and its h·w copies at least); the first group is one image, which tells h·w and, on a
+        # GPU when no batch_size is given, the memory one model input takes.
+        per_forward = batch_size or self.batch_size
+        device = self.device
+        measure = per_forward is None and device.type == "cuda"
+        per_forward = per_forward or _RECIPRO_BATCH
         n = input_tensor.shape[0]
         maps, outputs = [], []
         start, per_image = 0, None
         while start < n:
             g = 1 if per_image is None else max(1, per_forward // per_image)
             part = _slice_targets(targets, start, g, n)
+            if measure and per_image is None:
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
             maps.append(self._forward_batch(prog, input_tensor[start:start + g], part, batch_size))
             outputs.append(self.outputs)
+            if measure and per_image is None:
+                peak = torch.cuda.max_memory_allocated(device) - before
+                free, _ = torch.cuda.mem_get_info(device)
+                per_forward = inputs_that_fit(free, peak, 1 + self._positions)
             per_image = 1 + self._positions
             start += g
         self.outputs = torch.cat(outputs)

@@ -1,10 +1,11 @@
 //! The function body: the entry block reads the input pointers, then each stage of the plan
 //! emits its loop nest, in node order (operands before users).
 
+use super::contract::Gemm;
 use super::nest::{Env, Mode, Nest};
 use super::plan::{HelperOp, Place, Plan};
 use super::postprocess::{Buffers, Scale};
-use super::{axis_bits, DataObject, Import, HELPER};
+use super::{axis_bits, DataObject, Import, CONTRACT, HELPER};
 use crate::axes::AxisSet;
 use crate::dims::Dims;
 use crate::ir::{Kernel, NodeId, Op};
@@ -152,6 +153,8 @@ impl Cx<'_, '_> {
         let mut signature = Signature::new(self.call_conv);
         if name == HELPER {
             signature.params = vec![AbiParam::new(types::I64); 10];
+        } else if name == CONTRACT {
+            signature.params = vec![AbiParam::new(types::I64); 12];
         } else {
             let arity = if name == "powf" { 2 } else { 1 };
             signature.params = vec![AbiParam::new(types::F32); arity];
@@ -203,6 +206,19 @@ impl Cx<'_, '_> {
         }
         let helper = self.func(HELPER);
         self.b.ins().call(helper, &args);
+    }
+
+    /// Calls the runtime's GEMM on the materialized operands of a contraction.
+    pub(super) fn contract_stage(&mut self, node: NodeId, a: NodeId, b: NodeId, gemm: Gemm) {
+        let (Some(a), Some(b), Some(c)) = (self.place(a), self.place(b), self.place(node)) else {
+            unreachable!("the plan materializes a contraction's operands and result")
+        };
+        let mut args = vec![self.base(a), self.base(b), self.base(c)];
+        for v in gemm.arguments() {
+            args.push(self.b.ins().iconst(types::I64, v));
+        }
+        let contract = self.func(CONTRACT);
+        self.b.ins().call(contract, &args);
     }
 
     /// Offsets all start at 0, before any loop.

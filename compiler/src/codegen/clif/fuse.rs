@@ -77,7 +77,7 @@ impl Cx<'_, '_> {
                 Some(job) => Prepared::Reduce { job, node },
                 None => Prepared::Helper(stage),
             },
-            Stage::Helper { .. } => Prepared::Helper(stage),
+            Stage::Helper { .. } | Stage::Contract { .. } => Prepared::Helper(stage),
         }
     }
 
@@ -116,6 +116,9 @@ impl Cx<'_, '_> {
     fn emit_alone(&mut self, stage: &Prepared) {
         match stage {
             Prepared::Helper(Stage::Helper { node, op }) => self.helper_stage(*node, *op),
+            Prepared::Helper(Stage::Contract { node, a, b, gemm }) => {
+                self.contract_stage(*node, *a, *b, *gemm)
+            }
             Prepared::Helper(_) => {}
             _ => {
                 self.prologue(stage);

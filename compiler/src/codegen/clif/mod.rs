@@ -6,13 +6,14 @@
 //! `inputs[i]` points at input `i` of the image (f32, canonical layout), `out` at the image's
 //! result, `scratch` at [`Lowered::scratch_bytes`] bytes aligned to 16 that the function uses for
 //! intermediate buffers. It calls the functions of [`Lowered::imports`], which the caller must
-//! link: `expf`, `logf`, `powf`, `tanhf` (f32 → f32, with Rust's `f32` semantics) and
-//! `camc_helper` (see [`HELPER`]).
+//! link: `expf`, `logf`, `powf`, `tanhf` (f32 → f32, with Rust's `f32` semantics),
+//! `camc_helper` (see [`HELPER`]) and `camc_contract` (see [`CONTRACT`]).
 //!
 //! [`lower_scaled`] adds the post-processing (docs/run.md) to the function: it then returns the
 //! number of non-finite values of the map as an `i64`, writes the resized map to `out`, and
 //! reads its resize taps from a data object the caller must define ([`Lowered::data`]).
 
+mod contract;
 mod emit;
 mod fuse;
 mod nest;
@@ -21,6 +22,7 @@ mod postprocess;
 mod reduce;
 mod values;
 
+pub use contract::Gemm;
 pub use plan::{HelperOp, Place};
 pub use postprocess::Scale;
 
@@ -35,6 +37,11 @@ use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 /// the [`HelperOp`] `op` of the f32 tensor `x` of type `ty` over `axes` (bit `i` is
 /// `Axis::ALL[i]`) into `out`, for those sizes. `index` and `size` read no `x`.
 pub const HELPER: &str = "camc_helper";
+
+/// The runtime's matrix product: `camc_contract(a, b, c, m, n, k, rs_a, cs_a, rs_b, cs_b, rs_c,
+/// cs_c)`, all `i64`: the f32 [`Gemm`] `c = a · b` with those sizes and strides (in elements),
+/// overwriting `c`.
+pub const CONTRACT: &str = "camc_contract";
 
 /// The scalar libm functions the code may call, each `f32 -> f32` except `powf` (two f32).
 pub const LIBM: [&str; 4] = ["expf", "logf", "powf", "tanhf"];
@@ -160,20 +167,6 @@ fn lower_with(
     if sizes.array().contains(&0) {
         return Err(ClifError::EmptyAxis(sizes.array()));
     }
-    let total = sizes
-        .array()
-        .iter()
-        .try_fold(1usize, |acc, &s| acc.checked_mul(s));
-    match total {
-        Some(n) if n <= i32::MAX as usize / 8 => {}
-        _ => {
-            let [c, k, d, h, w] = sizes.array();
-            return Err(ClifError::TooLarge(format!(
-                "c·k·d·h·w = {c}×{k}×{d}×{h}×{w} values per image; the limit is {}",
-                i32::MAX as usize / 8
-            )));
-        }
-    }
     if let Some(Scale {
         from: [h, _],
         to: [oh, ow],
@@ -194,7 +187,28 @@ fn lower_with(
             }
         }
     }
+    // Sizes whose product overflows would overflow the plan's buffer sizes: refuse them first.
+    let limit = i32::MAX as usize / 8;
+    let too_large = |what: String| ClifError::TooLarge(format!("{what}; the limit is {limit}"));
+    let fits = sizes
+        .array()
+        .iter()
+        .try_fold(1usize, |acc, &s| acc.checked_mul(s))
+        .is_some();
+    if !fits || sizes.array().iter().any(|&s| s > limit) {
+        let [c, k, d, h, w] = sizes.array();
+        return Err(too_large(format!(
+            "sizes c, k, d, h, w = {c}, {k}, {d}, {h}, {w}"
+        )));
+    }
     let plan = plan::plan(kernel, info, sizes);
+    let walked = plan::largest_walked(kernel, &plan, sizes);
+    if walked > limit {
+        let [c, k, d, h, w] = sizes.array();
+        return Err(too_large(format!(
+            "a tensor of {walked} values per image (c, k, d, h, w = {c}, {k}, {d}, {h}, {w})"
+        )));
+    }
     let mut function = Function::with_name_signature(
         UserFuncName::user(0, 0),
         signature(target.default_call_conv, scale),

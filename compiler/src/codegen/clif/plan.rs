@@ -6,8 +6,10 @@
 //! stage a node is computed once per iteration, at the outermost loop where its value is known).
 //! The only elementwise nodes that get a buffer are the program's output and the operands of the
 //! operations done by runtime helpers (`std`, `softmax`, `normalize`, `pc1`), which read a whole
-//! tensor. `index` and `size` are filled by the helper too: a few values per image.
+//! tensor. `index` and `size` are filled by the helper too: a few values per image. A sum that
+//! is a matrix product (see `contract.rs`) is a GEMM call on its two materialized operands.
 
+use super::contract::{contraction, Gemm};
 use crate::axes::{Axis, AxisSet};
 use crate::dims::Dims;
 use crate::ir::{Info, Kernel, NodeId, Op};
@@ -45,6 +47,13 @@ pub enum Stage {
     Reduce { node: NodeId, acc: Option<usize> },
     /// A node computed by the runtime helper from its materialized operand.
     Helper { node: NodeId, op: HelperOp },
+    /// A `sum` of a product computed as a matrix product of the materialized `a` and `b`.
+    Contract {
+        node: NodeId,
+        a: NodeId,
+        b: NodeId,
+        gemm: Gemm,
+    },
 }
 
 pub struct Plan {
@@ -106,6 +115,14 @@ pub fn plan(kernel: &Kernel, info: &Info, sizes: Dims) -> Plan {
         })
         .collect();
     materialized[kernel.output.index()] = true;
+    let contractions: Vec<_> = kernel
+        .ids()
+        .map(|id| contraction(kernel, id, sizes).filter(|_| live[id.index()]))
+        .collect();
+    for &(a, b, _) in contractions.iter().flatten() {
+        materialized[a.index()] = true;
+        materialized[b.index()] = true;
+    }
     for node in &kernel.nodes {
         if helper_op(&node.op).is_some() {
             for operand in node.op.operands() {
@@ -134,6 +151,10 @@ pub fn plan(kernel: &Kernel, info: &Info, sizes: Dims) -> Plan {
             Place::Scratch(at)
         };
         place[i] = Some(dst);
+        if let Some((a, b, gemm)) = contractions[i] {
+            stages.push(Stage::Contract { node: id, a, b, gemm });
+            continue;
+        }
         match node.op {
             Op::Input(_) => {}
             Op::Reduce(op, axes, x) if helper_op(&node.op).is_none() => {
@@ -187,4 +208,29 @@ pub fn fused(kernel: &Kernel, plan: &Plan, root: NodeId) -> Vec<NodeId> {
         }
     }
     kernel.ids().filter(|id| seen[id.index()]).collect()
+}
+
+/// Values of the largest tensor the function's loops walk for one image: every node a stage
+/// computes or reads, a contraction's operands and result (its product is never formed).
+pub fn largest_walked(kernel: &Kernel, plan: &Plan, sizes: Dims) -> usize {
+    let len = |id: NodeId| sizes.len(kernel.node(id).ty);
+    plan.stages
+        .iter()
+        .flat_map(|stage| match *stage {
+            Stage::Map { node, .. } => fused(kernel, plan, node),
+            Stage::Reduce { node, .. } | Stage::Helper { node, .. } => {
+                let mut nodes: Vec<NodeId> = kernel
+                    .node(node)
+                    .op
+                    .operands()
+                    .flat_map(|x| fused(kernel, plan, x))
+                    .collect();
+                nodes.push(node);
+                nodes
+            }
+            Stage::Contract { node, a, b, .. } => vec![node, a, b],
+        })
+        .map(len)
+        .max()
+        .unwrap_or(1)
 }

@@ -1,11 +1,12 @@
 //! Functions the JIT-compiled code calls, linked by name: the scalar libm functions (through
 //! Rust's `f32` methods, so they are the very functions the interpreter calls) and
 //! `camc_helper`, which computes `std`, `softmax`, `normalize`, `pc1`, `index` and `size`
-//! with the interpreter's own code (in f64), on a tensor the kernel has materialized.
+//! with the interpreter's own code (in f64), on a tensor the kernel has materialized, and
+//! `camc_contract`, the matrix product of a contraction (`matrixmultiply`'s blocked `sgemm`).
 
 use crate::interp;
 use camc_compiler::axes::AxisSet;
-use camc_compiler::codegen::clif::{axes_from_bits, HelperOp, HELPER, LIBM};
+use camc_compiler::codegen::clif::{axes_from_bits, HelperOp, CONTRACT, HELPER, LIBM};
 use camc_compiler::dims::Dims;
 use camc_compiler::ops::ReduceOp;
 
@@ -35,6 +36,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
     ];
     let mut all: Vec<(&'static str, *const u8)> = LIBM.into_iter().zip(libm).collect();
     all.push((HELPER, camc_helper as *const u8));
+    all.push((CONTRACT, camc_contract as *const u8));
     all
 }
 
@@ -109,4 +111,86 @@ unsafe extern "C" fn camc_helper(
         Ok(values) if values.len() == len => out.copy_from_slice(&values),
         _ => out.fill(f32::NAN),
     }
+}
+
+/// `camc_contract(a, b, c, m, n, k, rs_a, cs_a, rs_b, cs_b, rs_c, cs_c)` (see
+/// `camc_compiler::codegen::clif::CONTRACT`): `c = a · b`, overwriting `c`. The product is a
+/// `dgemm` on f64 copies: every other sum of the CPU backend and the interpreter accumulates in
+/// f64, and an f32 GEMM misses 1e-5 where a sum cancels (signed weights).
+///
+/// # Safety
+/// The three matrices lie in buffers of the kernel's plan that hold every element the sizes and
+/// strides reach (the compiler derives them from the operands' layouts); `c` does not overlap
+/// `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn camc_contract(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    m: i64,
+    n: i64,
+    k: i64,
+    rs_a: i64,
+    cs_a: i64,
+    rs_b: i64,
+    cs_b: i64,
+    rs_c: i64,
+    cs_c: i64,
+) {
+    let (m, n, k) = (m as usize, n as usize, k as usize);
+    // The elements a matrix's strides reach: the whole operand (its axes are the matrix's).
+    let extent =
+        |rows: usize, cols: usize, rs: i64, cs: i64| (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1;
+    let (len_a, len_b, len_c) = (
+        extent(m, k, rs_a, cs_a),
+        extent(k, n, rs_b, cs_b),
+        extent(m, n, rs_c, cs_c),
+    );
+    // SAFETY: the caller's contract above.
+    let (a, b, c) = unsafe {
+        (
+            std::slice::from_raw_parts(a, len_a),
+            std::slice::from_raw_parts(b, len_b),
+            std::slice::from_raw_parts_mut(c, len_c),
+        )
+    };
+    WIDE.with_borrow_mut(|(wa, wb, wc)| {
+        wa.clear();
+        wa.extend(a.iter().map(|&v| v as f64));
+        wb.clear();
+        wb.extend(b.iter().map(|&v| v as f64));
+        wc.clear();
+        wc.resize(len_c, 0.0);
+        // SAFETY: the f64 copies have the f32 buffers' layouts; beta = 0 writes `wc` only.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                wa.as_ptr(),
+                rs_a as isize,
+                cs_a as isize,
+                wb.as_ptr(),
+                rs_b as isize,
+                cs_b as isize,
+                0.0,
+                wc.as_mut_ptr(),
+                rs_c as isize,
+                cs_c as isize,
+            )
+        }
+        for (out, &v) in c.iter_mut().zip(wc.iter()) {
+            *out = v as f32;
+        }
+    });
+}
+
+type Wide = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+thread_local! {
+    /// f64 copies of a contraction's operands and result, kept per thread between images.
+    static WIDE: std::cell::RefCell<Wide> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new()))
+    };
 }

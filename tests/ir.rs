@@ -170,6 +170,7 @@ fn the_validator_returns_uses_and_liveness() {
         }],
         nodes: b.nodes,
         output,
+        role: ir::Role::Map,
     };
     let info = ir::validate(&kernel).expect("valid");
     assert_eq!(

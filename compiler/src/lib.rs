@@ -6,6 +6,7 @@ pub mod codegen;
 pub mod diag;
 pub mod dims;
 pub mod dtype;
+pub mod grad;
 pub mod ir;
 pub mod ops;
 pub mod opt;

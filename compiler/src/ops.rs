@@ -1,5 +1,82 @@
 //! The operations of the language and their float32 semantics. The interpreter and constant
 //! folding evaluate through these functions, so the meaning of an operation is written once.
+//! They are generic over [`Real`] so that the interpreter can also run a kernel in f64, the
+//! reference that finite differences of gradients are taken on.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// A float type the operations are defined on: f32 (the language's) and f64.
+pub trait Real:
+    Copy
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const NAN: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
+    fn abs(self) -> Self;
+    fn powf(self, e: Self) -> Self;
+    fn is_nan(self) -> bool;
+    /// The smaller of two non-NaN values; of two equal values (±0) the first, as `f32::min`.
+    fn min(self, other: Self) -> Self;
+    fn max(self, other: Self) -> Self;
+}
+
+macro_rules! real {
+    ($t:ty) => {
+        impl Real for $t {
+            const ZERO: $t = 0.0;
+            const ONE: $t = 1.0;
+            const NAN: $t = <$t>::NAN;
+            fn from_f64(v: f64) -> $t {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn exp(self) -> $t {
+                <$t>::exp(self)
+            }
+            fn ln(self) -> $t {
+                <$t>::ln(self)
+            }
+            fn sqrt(self) -> $t {
+                <$t>::sqrt(self)
+            }
+            fn tanh(self) -> $t {
+                <$t>::tanh(self)
+            }
+            fn abs(self) -> $t {
+                <$t>::abs(self)
+            }
+            fn powf(self, e: $t) -> $t {
+                <$t>::powf(self, e)
+            }
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            fn min(self, other: $t) -> $t {
+                <$t>::min(self, other)
+            }
+            fn max(self, other: $t) -> $t {
+                <$t>::max(self, other)
+            }
+        }
+    };
+}
+
+real!(f32);
+real!(f64);
 
 /// Elementwise functions of one value.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -81,40 +158,45 @@ impl UnaryOp {
     }
 
     pub fn apply(self, x: f32) -> f32 {
+        self.eval(x)
+    }
+
+    /// [`UnaryOp::apply`] in any [`Real`] type.
+    pub fn eval<T: Real>(self, x: T) -> T {
         match self {
             UnaryOp::Neg => -x,
             // NaN stays NaN, as with numpy's `maximum(x, 0)` and `torch.relu`.
             UnaryOp::Relu => {
-                if x < 0.0 {
-                    0.0
+                if x < T::ZERO {
+                    T::ZERO
                 } else {
                     x
                 }
             }
             UnaryOp::Abs => x.abs(),
             UnaryOp::Sign => {
-                if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
+                if x > T::ZERO {
+                    T::ONE
+                } else if x < T::ZERO {
+                    -T::ONE
                 } else {
-                    x * 0.0
+                    x * T::ZERO
                 }
             }
             UnaryOp::Exp => x.exp(),
             UnaryOp::Log => x.ln(),
             UnaryOp::Sqrt => x.sqrt(),
-            UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnaryOp::Sigmoid => T::ONE / (T::ONE + (-x).exp()),
             UnaryOp::Tanh => x.tanh(),
         }
     }
 }
 
-fn truth(b: bool) -> f32 {
+fn truth<T: Real>(b: bool) -> T {
     if b {
-        1.0
+        T::ONE
     } else {
-        0.0
+        T::ZERO
     }
 }
 
@@ -141,6 +223,11 @@ impl BinaryOp {
 
     /// `min`/`max` propagate NaN like numpy's `minimum`/`maximum`.
     pub fn apply(self, a: f32, b: f32) -> f32 {
+        self.eval(a, b)
+    }
+
+    /// [`BinaryOp::apply`] in any [`Real`] type.
+    pub fn eval<T: Real>(self, a: T, b: T) -> T {
         match self {
             BinaryOp::Add => a + b,
             BinaryOp::Sub => a - b,
@@ -149,14 +236,14 @@ impl BinaryOp {
             BinaryOp::Pow => a.powf(b),
             BinaryOp::Min => {
                 if a.is_nan() || b.is_nan() {
-                    f32::NAN
+                    T::NAN
                 } else {
                     a.min(b)
                 }
             }
             BinaryOp::Max => {
                 if a.is_nan() || b.is_nan() {
-                    f32::NAN
+                    T::NAN
                 } else {
                     a.max(b)
                 }
@@ -167,8 +254,8 @@ impl BinaryOp {
             BinaryOp::Le => truth(a <= b),
             BinaryOp::Gt => truth(a > b),
             BinaryOp::Ge => truth(a >= b),
-            BinaryOp::And => truth(a != 0.0 && b != 0.0),
-            BinaryOp::Or => truth(a != 0.0 || b != 0.0),
+            BinaryOp::And => truth(a != T::ZERO && b != T::ZERO),
+            BinaryOp::Or => truth(a != T::ZERO || b != T::ZERO),
         }
     }
 

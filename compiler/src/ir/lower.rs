@@ -1,7 +1,7 @@
 //! Typed program → IR: inlines every call, resolves `let`s, and turns scalar parameters with a
 //! value (a default, or one set by the user) into constants.
 
-use super::{Builder, Input, InputKind, Kernel, NodeId, Op};
+use super::{Builder, Input, InputKind, Kernel, NodeId, Op, Role};
 use crate::axes::{Axis, AxisSet};
 use crate::ops::{BinaryOp, ReduceOp};
 use crate::span::Span;
@@ -70,6 +70,7 @@ pub fn lower(program: &Program, root: FuncId, knobs: &HashMap<String, f32>) -> R
         inputs: lowering.inputs,
         nodes: lowering.builder.nodes,
         output,
+        role: Role::Map,
     })
 }
 

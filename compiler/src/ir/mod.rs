@@ -107,6 +107,17 @@ pub enum InputKind {
     Shared,
 }
 
+/// What a kernel's output is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// A program's map: the output is spatial (`[h,w]` or `[d,h,w]`).
+    #[default]
+    Map,
+    /// The gradient of a program's map with respect to its input `wrt`, typed `ty` as that
+    /// input (see `crate::grad`; the input itself may be gone after dead-code elimination).
+    Gradient { wrt: String, ty: AxisSet },
+}
+
 /// One program, ready for a backend: computes `output` for one image from `inputs`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
@@ -115,6 +126,7 @@ pub struct Kernel {
     /// Operands before users.
     pub nodes: Vec<Node>,
     pub output: NodeId,
+    pub role: Role,
 }
 
 impl Kernel {
@@ -126,7 +138,7 @@ impl Kernel {
         self.node(self.output).ty
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = NodeId> {
+    pub fn ids(&self) -> impl DoubleEndedIterator<Item = NodeId> {
         (0..self.nodes.len() as u32).map(NodeId)
     }
 }

@@ -1,7 +1,7 @@
 //! The IR's invariants, checked once after lowering and after every optimizer pass in debug
 //! builds. Backends rely on them and never check again.
 
-use super::{Kernel, NodeId, Op};
+use super::{Kernel, NodeId, Op, Role};
 use crate::axes::AxisSet;
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -102,10 +102,22 @@ pub fn validate(kernel: &Kernel) -> Result<Info, Invalid> {
     }
     match kernel.nodes.get(kernel.output.index()) {
         None => Err(fail(kernel.output.index(), "the output does not exist".into())),
-        Some(node) if node.ty.spatial() != node.ty || node.ty.is_empty() => Err(fail(
-            kernel.output.index(),
-            format!("the output is {}, not spatial", node.ty),
-        )),
-        Some(_) => Ok(Info::of(kernel)),
+        Some(node) if kernel.role == Role::Map && (node.ty.spatial() != node.ty || node.ty.is_empty()) => {
+            Err(fail(
+                kernel.output.index(),
+                format!("the output is {}, not spatial", node.ty),
+            ))
+        }
+        Some(node) => {
+            if let Role::Gradient { wrt, ty } = &kernel.role {
+                if node.ty != *ty {
+                    return Err(fail(
+                        kernel.output.index(),
+                        format!("the gradient with respect to `{wrt}` {ty} is typed {}", node.ty),
+                    ));
+                }
+            }
+            Ok(Info::of(kernel))
+        }
     }
 }

@@ -48,6 +48,7 @@ pub fn expand(kernel: &Kernel) -> Result<Kernel, Error> {
         inputs: kernel.inputs.clone(),
         nodes: b.nodes,
         output: map[kernel.output.index()],
+        role: kernel.role.clone(),
     })
 }
 

@@ -1,0 +1,182 @@
+//! Gradients of programs (compiler/src/grad): the backward kernel, run by the interpreter in
+//! f64, equals central finite differences of the forward kernel in f64, for every operation of
+//! the language and every differentiable stdlib method, before and after optimization.
+
+mod support;
+
+use camc_compiler::dims::Dims;
+use camc_compiler::grad::{backward, GradError, OUT_GRAD};
+use camc_compiler::ir::Kernel;
+use camc_compiler::opt::{optimize, Level};
+use camc_runtime::interp::eval_f64;
+use std::collections::HashMap;
+
+/// A small deterministic generator of values in (-2, 2) (no crate's random stream).
+struct Rng(u64);
+
+impl Rng {
+    fn signed(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
+    }
+}
+
+/// Inputs by name: random, except `target` (a class index).
+fn inputs(kernel: &Kernel, dims: Dims, seed: u64) -> HashMap<String, Vec<f64>> {
+    let mut rng = Rng(seed);
+    kernel
+        .inputs
+        .iter()
+        .map(|input| {
+            let len = dims.len(input.ty);
+            let values = if input.name == "target" {
+                vec![(seed % dims.c as u64) as f64]
+            } else {
+                (0..len).map(|_| rng.signed()).collect()
+            };
+            (input.name.clone(), values)
+        })
+        .collect()
+}
+
+fn run(kernel: &Kernel, dims: Dims, values: &HashMap<String, Vec<f64>>) -> Vec<f64> {
+    let ordered: Vec<&[f64]> = kernel.inputs.iter().map(|i| values[&i.name].as_slice()).collect();
+    eval_f64(kernel, dims, &ordered).expect("runs")
+}
+
+/// `Σ out_grad · forward(values)`.
+fn loss(kernel: &Kernel, dims: Dims, values: &HashMap<String, Vec<f64>>, out_grad: &[f64]) -> f64 {
+    run(kernel, dims, values)
+        .iter()
+        .zip(out_grad)
+        .map(|(y, g)| y * g)
+        .sum()
+}
+
+/// Compares the backward kernel of `wrt` with central differences; the first mismatch.
+fn check(kernel: &Kernel, wrt: &str, dims: Dims, seed: u64, level: Level) -> Result<(), String> {
+    let mut grad = backward(kernel, wrt).map_err(|e| e.to_string())?;
+    optimize(&mut grad, level).map_err(|e| e.to_string())?;
+    let mut values = inputs(kernel, dims, seed);
+    let mut rng = Rng(seed ^ 0x5eed);
+    let out_grad: Vec<f64> = (0..dims.len(kernel.output_ty())).map(|_| rng.signed()).collect();
+    values.insert(OUT_GRAD.to_string(), out_grad.clone());
+    let analytic = run(&grad, dims, &values);
+    let h = 1e-6;
+    for (j, &got) in analytic.iter().enumerate() {
+        let original = values[wrt][j];
+        values.get_mut(wrt).expect("input")[j] = original + h;
+        let up = loss(kernel, dims, &values, &out_grad);
+        values.get_mut(wrt).expect("input")[j] = original - h;
+        let down = loss(kernel, dims, &values, &out_grad);
+        values.get_mut(wrt).expect("input")[j] = original;
+        let numeric = (up - down) / (2.0 * h);
+        if (got - numeric).abs() > 1e-6_f64.max(1e-5 * numeric.abs().max(got.abs())) {
+            return Err(format!(
+                "{}: d/d{wrt}[{j}] backward {got} vs finite differences {numeric}",
+                kernel.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn kernel(source: &str) -> Kernel {
+    support::kernel(source, Level::None)
+}
+
+const DIMS: [Dims; 2] = [Dims::new(3, 1, 2, 3), Dims::new(2, 1, 3, 1)];
+
+/// Every operation, in programs over `A`, `G` and a learnable `w: [k]`.
+const BODIES: &[&str] = &[
+    "sum[k](relu(A) * G)",
+    "sum[k](abs(A) * exp(G))",
+    "sum[k](log(abs(A) + 1) * sqrt(abs(G) + 1))",
+    "sum[k](sigmoid(A) * tanh(G)) - sum[k](-A)",
+    "sum[k](A / (G*G + 1))",
+    "sum[k](max(A, G) - min(A, G) * 2)",
+    "sum[k]((abs(A) + 1) ^ G) + sum[k](A ^ 2)",
+    "sum[k](where(A > G, A * G, A - G)) + sum[k]((A < 0.5) * G) + sum[k]((A == G) + (A != G))",
+    "sum[k](sign(A) * G) + sum[k]((A >= 0 && G <= 1) * A) + sum[k]((A > 1 || G < 0) * G)",
+    "mean[k](A) * max[k](G) + min[k](A * G)",
+    "norm[k](A) + std[k](G) + max[h,w](sum[k](A)) + min[k,h,w](G) + mean[h,w](sum[k](G * A))",
+    "sum[k](softmax[k](w) * relu(A)) + sum[k](softmax[h,w](A) * G)",
+    "normalize[h,w](sum[k](w * A)) + sum[k](normalize[k,h](G))",
+    "sum[k](w * A) / size[k]() + sum[k](index[k]() * G)",
+    "relu(sum[k](mean[h,w](G) * A)) * sum[k](mean[h,w](w * G))",
+];
+
+#[test]
+fn every_operation_agrees_with_finite_differences() {
+    let mut failures = Vec::new();
+    for body in BODIES {
+        let source = format!("cam t(A: [k,h,w], G: [k,h,w], w: [k]) = {body}");
+        let checked = camc_compiler::check_source("test.cam", &source);
+        if checked.program.is_none() {
+            failures.push(format!("{body}: {}", checked.render(false)));
+            continue;
+        }
+        let kernel = kernel(&source);
+        for wrt in ["A", "G", "w"] {
+            for (i, dims) in DIMS.iter().enumerate() {
+                for level in [Level::None, Level::Exact] {
+                    if let Err(e) = check(&kernel, wrt, *dims, i as u64 + 1, level) {
+                        failures.push(format!("{body} ({level:?}): {e}"));
+                    }
+                }
+            }
+        }
+    }
+    support::report(failures);
+}
+
+fn stdlib_kernel(name: &str) -> Kernel {
+    let checked = camc_compiler::check_stdlib(name).expect("listed");
+    let program = checked.program.as_ref().expect("stdlib checks");
+    let root = program.exported(name).expect("file defines its method");
+    camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::None).expect("compiles")
+}
+
+/// Every stdlib method has a gradient with respect to each of its tensor inputs (the class
+/// index `target` aside), equal to finite differences, except the `pc1` methods (Eigen-CAM and
+/// its kin), which say so.
+#[test]
+fn every_stdlib_method_agrees_with_finite_differences_or_says_why_not() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for name in camc_compiler::stdlib::names() {
+        let kernel = stdlib_kernel(name);
+        let uses_pc1 = kernel
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, camc_compiler::ir::Op::Pc1(..)));
+        for input in kernel.inputs.iter().filter(|i| i.name != "target") {
+            if uses_pc1 {
+                match backward(&kernel, &input.name) {
+                    Err(GradError::NotDifferentiable { op: "pc1", .. }) => {}
+                    other => failures.push(format!("{name}: expected pc1 to be refused, got {other:?}")),
+                }
+                continue;
+            }
+            for (i, dims) in DIMS.iter().enumerate() {
+                let dims = dims.with_classes(4);
+                if let Err(e) = check(&kernel, &input.name, dims, i as u64 + 11, Level::Exact) {
+                    failures.push(e);
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked}");
+    support::report(failures);
+}
+
+#[test]
+fn an_unknown_input_is_an_error_naming_the_inputs() {
+    let kernel = kernel("cam t(A: [k,h,w], G: [k,h,w]) = sum[k](A * G)");
+    let e = backward(&kernel, "W").unwrap_err().to_string();
+    assert!(e.contains("`W`") && e.contains("A, G"), "{e}");
+}

@@ -16,7 +16,6 @@ use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::{ExecError, Executor, Outputs};
 use camc_runtime::postprocess::host_maps;
 use proptest::prelude::*;
-use std::collections::HashMap;
 use support::{gen, kernel};
 
 /// A small deterministic generator (the tests must not depend on a crate's random streams).
@@ -163,19 +162,12 @@ const SHAPES: [Dims; 7] = [
     Dims::new(2048, 1, 7, 7).with_classes(1000),
 ];
 
-fn stdlib_kernel(name: &str) -> Kernel {
-    let checked = camc_compiler::check_stdlib(name).expect("listed");
-    let program = checked.program.as_ref().expect("stdlib checks");
-    let root = program.exported(name).expect("file defines its method");
-    camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).expect("compiles")
-}
-
 #[test]
 fn every_stdlib_method_agrees_with_the_interpreter() {
     let mut failures = Vec::new();
     let mut checked = 0;
     for name in camc_compiler::stdlib::names() {
-        let kernel = stdlib_kernel(name);
+        let kernel = support::stdlib_kernel(name, Level::Exact);
         for (i, dims) in SHAPES.iter().enumerate() {
             let n = if dims.k > 100 { 2 } else { 4 };
             if let Err(e) = compare(&kernel, *dims, n, i as u64 + 7, false, TOLERANCE) {
@@ -220,7 +212,7 @@ fn three_dimensional_layers_agree_with_the_interpreter() {
 
 #[test]
 fn half_precision_inputs_are_read_as_their_f32_values() {
-    let kernel = stdlib_kernel("gradcampp");
+    let kernel = support::stdlib_kernel("gradcampp", Level::Exact);
     let dims = Dims::new(6, 1, 5, 5);
     let n = 3;
     let data = inputs(&kernel, dims, n, 11, false);
@@ -270,7 +262,7 @@ fn half_precision_inputs_are_read_as_their_f32_values() {
 
 #[test]
 fn bad_batches_and_empty_axes_are_errors_not_crashes() {
-    let kernel = stdlib_kernel("gradcam");
+    let kernel = support::stdlib_kernel("gradcam", Level::Exact);
     let dims = Dims::new(2, 1, 2, 2);
     let mut cpu = CpuExecutor::new(&kernel, dims, Outputs::untouched()).expect("compiles");
     let a = vec![1.0f32; 8];
@@ -323,7 +315,7 @@ fn bad_batches_and_empty_axes_are_errors_not_crashes() {
 fn clif_snapshots_of_every_stdlib_method() {
     let mut failures = Vec::new();
     for name in camc_compiler::stdlib::names() {
-        let kernel = stdlib_kernel(name);
+        let kernel = support::stdlib_kernel(name, Level::Exact);
         // ImageNet's 1000 classes where the program has a class axis (Recipro-CAM's head).
         let classes = kernel.nodes.iter().any(|n| n.ty.contains(Axis::C));
         let sizes = Dims::new(2048, 1, 7, 7).with_classes(if classes { 1000 } else { 1 });
@@ -342,7 +334,7 @@ fn clif_snapshots_of_every_stdlib_method() {
 /// Loops over the channels in a kernel's CLIF: loop back-edges compare with the bound `k`.
 fn channel_loops(name: &str, k: usize) -> usize {
     let sizes = Dims::new(k, 1, 7, 7);
-    let kernel = stdlib_kernel(name);
+    let kernel = support::stdlib_kernel(name, Level::Exact);
     let info = camc_compiler::ir::validate(&kernel).expect("valid");
     let lowered = clif::lower(&kernel, &info, sizes, clif::default_target()).expect("lowers");
     let text = clif::text(&kernel, &lowered, sizes);
@@ -408,7 +400,7 @@ fn emit_clif_with_a_size_prints_the_post_processing_snapshot() {
 
 #[test]
 fn post_processing_needs_a_two_dimensional_result() {
-    let gradcam = stdlib_kernel("gradcam");
+    let gradcam = support::stdlib_kernel("gradcam", Level::Exact);
     let sizes = Dims::new(8, 1, 7, 7);
     let info = camc_compiler::ir::validate(&gradcam).expect("valid");
     assert!(clif::lower_scaled(&gradcam, &info, sizes, [224, 224], false, clif::default_target()).is_ok());
@@ -484,7 +476,7 @@ proptest! {
 fn post_processing_per_image_equals_the_host_pass() {
     let mut failures = Vec::new();
     for name in camc_compiler::stdlib::names() {
-        let kernel = stdlib_kernel(name);
+        let kernel = support::stdlib_kernel(name, Level::Exact);
         for (dims, size, specials) in [
             (Dims::new(7, 1, 7, 7), [224, 224], false),
             (Dims::new(5, 1, 3, 4), [3, 9], true),
@@ -603,7 +595,7 @@ fn contractions_run_as_a_gemm_and_agree_with_the_interpreter() {
         let info = camc_compiler::ir::validate(kernel).expect("valid");
         clif::lower(kernel, &info, big, clif::default_target()).map(|_| ())
     };
-    assert!(lower(&stdlib_kernel("reciprocam")).is_ok());
+    assert!(lower(&support::stdlib_kernel("reciprocam", Level::Exact)).is_ok());
     let looped = kernel(
         "cam t(A: [k,h,w], l: shared [c,k]) = max[c](sum[k](relu(l * A)))",
         Level::Exact,

@@ -18,18 +18,10 @@ use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::{ExecError, Executor, Outputs};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRng, TestRunner};
-use std::collections::HashMap;
 
 fn stdlib_kernels() -> Vec<(String, Kernel)> {
     camc_compiler::stdlib::names()
-        .map(|name| {
-            let checked = camc_compiler::check_stdlib(name).expect("listed");
-            let program = checked.program.as_ref().expect("stdlib checks");
-            let root = program.exported(name).expect("file defines its method");
-            let kernel = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact)
-                .expect("compiles");
-            (name.to_string(), kernel)
-        })
+        .map(|name| (name.to_string(), support::stdlib_kernel(name, Level::Exact)))
         .collect()
 }
 

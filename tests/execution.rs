@@ -14,18 +14,10 @@ use camc_runtime::exec::cpu::CpuExecutor;
 use camc_runtime::exec::interp::InterpExecutor;
 use camc_runtime::exec::{ExecError, Executor, Outputs};
 use camc_runtime::run::Run;
-use std::collections::HashMap;
 use support::caches::*;
 
 const N: usize = 5;
 const DIMS: Dims = Dims::new(6, 1, 4, 5);
-
-fn stdlib_kernel(name: &str) -> Kernel {
-    let checked = camc_compiler::check_stdlib(name).expect("listed");
-    let program = checked.program.as_ref().expect("stdlib checks");
-    let root = program.exported(name).expect("file defines its method");
-    camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).expect("compiles")
-}
 
 fn executor(backend: &str, kernel: &Kernel, outputs: Outputs) -> Box<dyn Executor> {
     match backend {
@@ -111,7 +103,7 @@ fn host_memory_and_a_cache_with_the_same_numbers_give_the_same_maps() {
     ];
     let mut failures = Vec::new();
     for method in ["gradcam", "gradcampp", "layercam", "eigencam"] {
-        let kernel = stdlib_kernel(method);
+        let kernel = support::stdlib_kernel(method, Level::Exact);
         for (label, cache, data) in &caches {
             let names: Vec<&str> = kernel.inputs.iter().map(|i| i.name.as_str()).collect();
             let inputs = names
@@ -150,7 +142,7 @@ fn both_maps_at_once_equal_each_map_asked_for_alone() {
     let (a, g) = (noise(3, len), noise(4, len));
     let mut failures = Vec::new();
     for method in camc_compiler::stdlib::names() {
-        let kernel = stdlib_kernel(method);
+        let kernel = support::stdlib_kernel(method, Level::Exact);
         if kernel.inputs.iter().any(|i| i.name != "A" && i.name != "G") {
             continue;
         }
@@ -178,7 +170,7 @@ fn both_maps_at_once_equal_each_map_asked_for_alone() {
 
 #[test]
 fn outputs_an_executor_cannot_compute_are_refused_when_it_is_built() {
-    let gradcam = stdlib_kernel("gradcam");
+    let gradcam = support::stdlib_kernel("gradcam", Level::Exact);
     let nothing = Outputs {
         raw: false,
         processed: None,
@@ -216,7 +208,7 @@ fn outputs_an_executor_cannot_compute_are_refused_when_it_is_built() {
 
 #[test]
 fn a_sink_error_stops_the_run_with_its_message() {
-    let gradcam = stdlib_kernel("gradcam");
+    let gradcam = support::stdlib_kernel("gradcam", Level::Exact);
     let len = N * DIMS.k * DIMS.h * DIMS.w;
     let a = noise(5, len);
     let batch = Batch::new(N, vec![Data::F32(&a), Data::F32(&a)]);

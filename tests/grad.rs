@@ -133,13 +133,6 @@ fn every_operation_agrees_with_finite_differences() {
     support::report(failures);
 }
 
-fn stdlib_kernel(name: &str) -> Kernel {
-    let checked = camc_compiler::check_stdlib(name).expect("listed");
-    let program = checked.program.as_ref().expect("stdlib checks");
-    let root = program.exported(name).expect("file defines its method");
-    camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::None).expect("compiles")
-}
-
 /// Every stdlib method has a gradient with respect to each of its tensor inputs (the class
 /// index `target` aside), equal to finite differences, except the `pc1` methods (Eigen-CAM and
 /// its kin), which say so.
@@ -148,7 +141,7 @@ fn every_stdlib_method_agrees_with_finite_differences_or_says_why_not() {
     let mut failures = Vec::new();
     let mut checked = 0;
     for name in camc_compiler::stdlib::names() {
-        let kernel = stdlib_kernel(name);
+        let kernel = support::stdlib_kernel(name, Level::None);
         let uses_pc1 = kernel
             .nodes
             .iter()

@@ -80,6 +80,14 @@ pub fn kernel(source: &str, level: Level) -> Kernel {
     camc_compiler::compile_kernel(program, root, &HashMap::new(), level).expect("compiles")
 }
 
+/// The stdlib method `name` compiled at `level`.
+pub fn stdlib_kernel(name: &str, level: Level) -> Kernel {
+    let checked = camc_compiler::check_stdlib(name).expect("listed");
+    let program = checked.program.as_ref().expect("stdlib checks");
+    let root = program.exported(name).expect("file defines its method");
+    camc_compiler::compile_kernel(program, root, &HashMap::new(), level).expect("compiles")
+}
+
 /// Runs a batch through an executor built for [`camc_runtime::exec::Outputs::untouched`] (or
 /// `raw`) into `out`: every image's raw map, image-major.
 pub fn run_raw(

@@ -922,3 +922,30 @@ fn on_a_gpu_tensors_in_device_memory_give_the_maps_of_host_memory() {
     }
     support::report(failures);
 }
+
+/// Backward kernels (outputs typed like an input, not a map) in the CUDA writer, emulated,
+/// against the interpreter.
+#[test]
+fn emulated_on_the_cpu_backward_kernels_match_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_backward_kernels_match_the_interpreter") {
+        return;
+    }
+    let kernels: Vec<(String, Kernel)> = support::gradients::backward_kernels()
+        .into_iter()
+        .map(|k| (k.name.clone(), k))
+        .collect();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n) in [EMULATED_SIZES[0], EMULATED_SIZES[1]] {
+            cases.push(emu::Case {
+                which,
+                n,
+                dims,
+                inputs: inputs_for(kernel, dims, n),
+                dtype: Dtype::F32,
+                scaled: None,
+            });
+        }
+    }
+    support::report(compare_emulated("backward", &kernels, cases, false));
+}

@@ -10,6 +10,7 @@ use camc_compiler::ir::Kernel;
 use camc_compiler::opt::{optimize, Level};
 use camc_runtime::interp::eval_f64;
 use std::collections::HashMap;
+use support::gradients::{backward_kernels, BODIES};
 
 /// A small deterministic generator of values in (-2, 2) (no crate's random stream).
 struct Rng(u64);
@@ -90,25 +91,6 @@ fn kernel(source: &str) -> Kernel {
 
 const DIMS: [Dims; 2] = [Dims::new(3, 1, 2, 3), Dims::new(2, 1, 3, 1)];
 
-/// Every operation, in programs over `A`, `G` and a learnable `w: [k]`.
-const BODIES: &[&str] = &[
-    "sum[k](relu(A) * G)",
-    "sum[k](abs(A) * exp(G))",
-    "sum[k](log(abs(A) + 1) * sqrt(abs(G) + 1))",
-    "sum[k](sigmoid(A) * tanh(G)) - sum[k](-A)",
-    "sum[k](A / (G*G + 1))",
-    "sum[k](max(A, G) - min(A, G) * 2)",
-    "sum[k]((abs(A) + 1) ^ G) + sum[k](A ^ 2)",
-    "sum[k](where(A > G, A * G, A - G)) + sum[k]((A < 0.5) * G) + sum[k]((A == G) + (A != G))",
-    "sum[k](sign(A) * G) + sum[k]((A >= 0 && G <= 1) * A) + sum[k]((A > 1 || G < 0) * G)",
-    "mean[k](A) * max[k](G) + min[k](A * G)",
-    "norm[k](A) + std[k](G) + max[h,w](sum[k](A)) + min[k,h,w](G) + mean[h,w](sum[k](G * A))",
-    "sum[k](softmax[k](w) * relu(A)) + sum[k](softmax[h,w](A) * G)",
-    "normalize[h,w](sum[k](w * A)) + sum[k](normalize[k,h](G))",
-    "sum[k](w * A) / size[k]() + sum[k](index[k]() * G)",
-    "relu(sum[k](mean[h,w](G) * A)) * sum[k](mean[h,w](w * G))",
-];
-
 #[test]
 fn every_operation_agrees_with_finite_differences() {
     let mut failures = Vec::new();
@@ -172,4 +154,69 @@ fn an_unknown_input_is_an_error_naming_the_inputs() {
     let kernel = kernel("cam t(A: [k,h,w], G: [k,h,w]) = sum[k](A * G)");
     let e = backward(&kernel, "W").unwrap_err().to_string();
     assert!(e.contains("`W`") && e.contains("A, G"), "{e}");
+}
+
+/// The CPU JIT compiles backward kernels (outputs typed like an input, not a map) and agrees
+/// with the interpreter, on a batch of images.
+#[test]
+fn cpu_jit_runs_backward_kernels_like_the_interpreter() {
+    use camc_runtime::batch::{Batch, Data};
+    use camc_runtime::exec::cpu::CpuExecutor;
+    use camc_runtime::exec::interp::InterpExecutor;
+    use camc_runtime::exec::Outputs;
+    let mut failures = Vec::new();
+    let kernels = backward_kernels();
+    assert!(kernels.len() > 60, "{}", kernels.len());
+    for kernel in &kernels {
+        for (i, dims) in [
+            Dims::new(5, 1, 3, 4).with_classes(3),
+            Dims::new(64, 1, 7, 7).with_classes(10),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let n = 3;
+            let mut rng = Rng(i as u64 + 5);
+            let data: Vec<Vec<f32>> = kernel
+                .inputs
+                .iter()
+                .map(|input| {
+                    let count = support::copies(input, n);
+                    if input.name == "target" {
+                        return support::class_indices(count, dims.c, i as u64);
+                    }
+                    (0..count * dims.len(input.ty))
+                        .map(|_| rng.signed() as f32)
+                        .collect()
+                })
+                .collect();
+            let batch = || Batch {
+                files: Vec::new(),
+                n,
+                inputs: data.iter().map(|d| Data::F32(d)).collect(),
+            };
+            let len = n * dims.len(kernel.output_ty());
+            let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+            let mut interp = InterpExecutor::new(kernel, dims, Outputs::untouched()).expect("valid");
+            support::run_raw(&mut interp, &batch(), &mut want).expect("interp runs");
+            let mut cpu = match CpuExecutor::new(kernel, dims, Outputs::untouched()) {
+                Ok(cpu) => cpu,
+                Err(e) => {
+                    failures.push(format!("{}: {e}", kernel.name));
+                    continue;
+                }
+            };
+            support::run_raw(&mut cpu, &batch(), &mut got).expect("cpu runs");
+            let close = |a: f32, b: f32| {
+                (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6f32.max(1e-5 * a.abs().max(b.abs()))
+            };
+            if let Some(j) = (0..len).find(|&j| !close(want[j], got[j])) {
+                failures.push(format!(
+                    "{} at {dims:?}: value {j}: interp {} vs cpu {}",
+                    kernel.name, want[j], got[j]
+                ));
+            }
+        }
+    }
+    support::report(failures);
 }

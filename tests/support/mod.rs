@@ -6,6 +6,7 @@ pub mod caches;
 pub mod cli;
 pub mod gen;
 pub mod golden;
+pub mod gradients;
 
 use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;

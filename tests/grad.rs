@@ -220,3 +220,42 @@ fn cpu_jit_runs_backward_kernels_like_the_interpreter() {
     }
     support::report(failures);
 }
+
+/// Snapshots of optimized backward kernels (tests/out/ir/grad), and `camc emit --grad`.
+#[test]
+fn backward_ir_snapshots_and_emit_grad() {
+    let mut failures = Vec::new();
+    for name in ["gradcam", "gradcampp", "reciprocam"] {
+        let forward = support::stdlib_kernel(name, Level::Exact);
+        for input in forward.inputs.iter().filter(|i| i.name != "target") {
+            let mut grad = backward(&forward, &input.name).expect("differentiable");
+            optimize(&mut grad, Level::Exact).expect("optimizes");
+            let text = camc_compiler::ir::print(&grad);
+            if let Err(e) = support::snapshot(&format!("ir/grad/{name}_{}.txt", input.name), &text) {
+                failures.push(e);
+            }
+        }
+    }
+    support::report(failures);
+    let camc = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_camc"))
+            .args(args)
+            .output()
+            .expect("camc runs")
+    };
+    let both = camc(&["emit", "gradcam", "--target", "ir", "--grad"]);
+    assert_eq!(both.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&both.stdout);
+    assert!(
+        text.contains("kernel gradcam_grad_A(") && text.contains("kernel gradcam_grad_G("),
+        "{text}"
+    );
+    let one = camc(&["emit", "gradcam", "--target", "cuda", "--grad", "G"]);
+    assert_eq!(one.status.code(), Some(0));
+    let pc1 = camc(&["emit", "eigencam", "--target", "ir", "--grad"]);
+    assert_eq!(pc1.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&pc1.stderr).contains("`pc1` is not differentiable"));
+    let unknown = camc(&["emit", "gradcam", "--target", "ir", "--grad", "W"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("inputs: A, G"));
+}

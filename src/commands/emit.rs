@@ -1,8 +1,10 @@
-//! `camc emit PROGRAM --target ir|clif|cuda|ptx [-o FILE]`: the compiled form of a program.
+//! `camc emit PROGRAM --target ir|clif|cuda|ptx [--grad [WRT,...]] [-o FILE]`: the compiled form
+//! of a program, or of its backward kernels.
 
 use super::{outputs, program};
 use crate::output;
 use crate::Reported;
+use camc_compiler::ir::Kernel;
 use camc_compiler::opt::Level;
 use camc_runtime::emit::Emit;
 use std::collections::HashMap;
@@ -48,8 +50,12 @@ pub struct Args {
     classes: usize,
     /// With `--target clif`: fuse the post-processing to this output size `H,W` (min-max,
     /// bilinear resize, min-max) into the function, as `camc run` compiles it.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, conflicts_with = "grad")]
     size: Option<[usize; 2]>,
+    /// The backward kernels instead: for each input named (all tensor inputs but `target` when
+    /// none is), the gradient of `Σ @out_grad · map` with respect to it (docs/ir.md, Gradients).
+    #[arg(long, num_args = 0..=1, value_delimiter = ',', default_missing_value = "", value_name = "WRT,...")]
+    grad: Option<Vec<String>>,
 }
 
 /// `H,W`, as `camc run --size` reads it.
@@ -84,8 +90,13 @@ pub fn run(args: Args) -> Result<(), Reported> {
         (_, true) => Level::Fast,
         _ => Level::Exact,
     };
-    let kernel = program::compile(&resolved, &HashMap::new(), level)?;
+    let forward = program::compile(&resolved, &HashMap::new(), level)?;
+    let kernels = match &args.grad {
+        None => vec![forward],
+        Some(names) => gradients(&forward, names, level)?,
+    };
     let [k, d, h, w] = args.dims;
+    let kernel = &kernels[0];
     let emit = match args.target {
         Target::Ir => Emit::Ir,
         Target::Clif => Emit::Clif {
@@ -105,10 +116,15 @@ pub fn run(args: Args) -> Result<(), Reported> {
         Target::Cuda => Emit::Cuda,
         Target::Ptx => Emit::Ptx { arch: args.arch },
     };
-    let text = camc_runtime::emit::text(&kernel, &emit).map_err(|e| {
-        output::error(&e);
-        Reported
-    })?;
+    let texts = kernels
+        .iter()
+        .map(|kernel| camc_runtime::emit::text(kernel, &emit))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            output::error(&e);
+            Reported
+        })?;
+    let text = texts.join("\n");
     match args.output {
         Some(path) => camc_runtime::output::write_file(&path, text.as_bytes()).map_err(|e| {
             output::error(&e.to_string());
@@ -119,4 +135,38 @@ pub fn run(args: Args) -> Result<(), Reported> {
             Ok(())
         }
     }
+}
+
+/// The optimized backward kernel of `forward` for each name in `names` (every tensor input but
+/// `target` when `names` is empty or holds one empty name).
+fn gradients(forward: &Kernel, names: &[String], level: Level) -> Result<Vec<Kernel>, Reported> {
+    let names: Vec<String> = match names {
+        [] => Vec::new(),
+        [only] if only.is_empty() => Vec::new(),
+        _ => names.to_vec(),
+    };
+    let names = if names.is_empty() {
+        forward
+            .inputs
+            .iter()
+            .filter(|i| i.name != "target")
+            .map(|i| i.name.clone())
+            .collect()
+    } else {
+        names
+    };
+    names
+        .iter()
+        .map(|name| {
+            let mut kernel = camc_compiler::grad::backward(forward, name).map_err(|e| {
+                output::error(&format!("`{}`: {e}", forward.name));
+                Reported
+            })?;
+            camc_compiler::opt::optimize(&mut kernel, level).map_err(|e| {
+                output::error(&e.to_string());
+                Reported
+            })?;
+            Ok(kernel)
+        })
+        .collect()
 }

@@ -134,23 +134,35 @@ class Program:
             where = ", ".join(f"`{n}` on {t.device}" for n, t in sorted(tensors.items()))
             raise InputError(f"the tensors are on different devices ({where}); move them to one")
         device = next(iter(tensors.values())).device
-        if device.type == "cuda":
-            return self._run_cuda(tensors, device, wanted, knobs)
-        if device.type != "cpu":
+        if device.type not in ("cpu", "cuda"):
             raise DeviceError(f"camc computes on the CPU or a CUDA GPU; the tensors are on {device}")
-        return self._run_torch_cpu(tensors, wanted, knobs)
+        import torch
+
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()):
+            from ._autograd import differentiable
+
+            return differentiable(self, tensors, wanted, knobs)
+        return self._run_torch(tensors, wanted, knobs)
+
+    def _run_torch(self, tensors: Dict[str, Any], size, knobs, grad: Optional[str] = None):
+        """The maps of torch tensors on one device (or with `grad`, the backward kernel's result:
+        the gradient of `Σ tensors["@out_grad"] · map` with respect to input `grad`, per image)."""
+        device = next(iter(tensors.values())).device
+        if device.type == "cuda":
+            return self._run_cuda(tensors, device, size, knobs, grad)
+        return self._run_torch_cpu(tensors, size, knobs, grad)
 
     def _signature(self) -> str:
         return f"{self.name}(" + ", ".join(f"{n}: {t}" for n, t in self.params) + ")"
 
-    def _run_host(self, arrays: Dict[str, np.ndarray], bf16: List[str], size, knobs):
+    def _run_host(self, arrays: Dict[str, np.ndarray], bf16: List[str], size, knobs, grad: Optional[str] = None):
         for name, array in arrays.items():
             if name not in bf16 and str(array.dtype) not in _HOST_DTYPES:
                 raise InputTypeError(
                     f"`{name}` has dtype {array.dtype}; camc reads float32 or float16 arrays "
                     f"(bfloat16 from torch; integers for class indices): convert with .astype(np.float32)"
                 )
-        maps, nonfinite = self._native.run_host(arrays, bf16, size, knobs)
+        maps, nonfinite = self._native.run_host(arrays, bf16, size, knobs, grad)
         if nonfinite:
             warnings.warn(
                 f"camc: {self.name}: {nonfinite} non-finite values in the maps were set to 0",
@@ -159,7 +171,7 @@ class Program:
             )
         return maps
 
-    def _run_torch_cpu(self, tensors: Dict[str, Any], size, knobs):
+    def _run_torch_cpu(self, tensors: Dict[str, Any], size, knobs, grad: Optional[str] = None):
         import torch
 
         arrays: Dict[str, np.ndarray] = {}
@@ -172,9 +184,9 @@ class Program:
                 bf16.append(name)
             else:
                 arrays[name] = t.numpy()
-        return torch.from_numpy(self._run_host(arrays, bf16, size, knobs))
+        return torch.from_numpy(self._run_host(arrays, bf16, size, knobs, grad))
 
-    def _run_cuda(self, tensors: Dict[str, Any], device, size, knobs):
+    def _run_cuda(self, tensors: Dict[str, Any], device, size, knobs, grad: Optional[str] = None):
         import torch
 
         if device.index not in (None, 0):
@@ -187,10 +199,10 @@ class Program:
             _check_torch(name, t)
             given[name] = (t.data_ptr(), _dtype_name(t), list(t.shape))
         shapes = {name: shape for name, (_, _, shape) in given.items()}
-        out = torch.empty(self._native.result_shape(shapes, size, knobs), dtype=torch.float32, device=device)
+        out = torch.empty(self._native.result_shape(shapes, size, knobs, grad), dtype=torch.float32, device=device)
         stream = torch.cuda.current_stream(device).cuda_stream
-        self._native.run_device(given, out.data_ptr(), size, knobs, stream)
-        if size is None:
+        self._native.run_device(given, out.data_ptr(), size, knobs, stream, grad)
+        if size is None and grad is None:
             torch.nan_to_num_(out, nan=0.0, posinf=0.0, neginf=0.0)
         return out
 

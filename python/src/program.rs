@@ -27,9 +27,13 @@ type Knobs = Vec<(String, u32)>;
 /// are dropped.
 const MAX_EXECUTORS: usize = 16;
 
+/// Which kernel of a program: its map (None), or its gradient with respect to an input.
+type Variant = Option<String>;
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ExecutorKey {
     knobs: Knobs,
+    variant: Variant,
     dims: Dims,
     outputs: Outputs,
 }
@@ -67,7 +71,7 @@ impl<E> Default for Executors<E> {
 #[pyclass(frozen, module = "camc._camc")]
 pub struct Program {
     resolved: Resolved,
-    kernels: Mutex<HashMap<Knobs, Kernel>>,
+    kernels: Mutex<HashMap<(Knobs, Variant), Kernel>>,
     cpu: Mutex<Executors<CpuExecutor>>,
     cuda: Mutex<Executors<CudaExecutor>>,
 }
@@ -95,7 +99,14 @@ impl Program {
         }
     }
 
-    fn kernel(&self, py: Python<'_>, knobs: &Bound<'_, PyDict>) -> PyResult<(Knobs, Kernel)> {
+    /// The kernel for these scalar values: the map's, or with `grad` the backward kernel of
+    /// that input (its output: the gradient of `Σ @out_grad · map`, see camc_compiler::grad).
+    fn kernel(
+        &self,
+        py: Python<'_>,
+        knobs: &Bound<'_, PyDict>,
+        grad: &Variant,
+    ) -> PyResult<(Knobs, Variant, Kernel)> {
         let mut values = HashMap::new();
         for (name, value) in knobs.iter() {
             let name: String = name.extract()?;
@@ -114,28 +125,36 @@ impl Program {
         let mut key: Knobs = values.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect();
         key.sort();
         let mut kernels = lock(&self.kernels);
-        if let Some(kernel) = kernels.get(&key) {
-            return Ok((key, kernel.clone()));
+        if let Some(kernel) = kernels.get(&(key.clone(), grad.clone())) {
+            return Ok((key, grad.clone(), kernel.clone()));
         }
-        let kernel =
+        let mut kernel =
             camc_compiler::compile_kernel(self.resolved.program(), self.resolved.root, &values, Level::Exact)
                 .map_err(|e| error(py, Kind::Input, e.to_string()))?;
-        kernels.insert(key.clone(), kernel.clone());
-        Ok((key, kernel))
+        if let Some(wrt) = grad {
+            kernel = camc_compiler::grad::backward(&kernel, wrt)
+                .map_err(|e| error(py, Kind::Input, format!("`{}`: {e}", self.resolved.name())))?;
+            camc_compiler::opt::optimize(&mut kernel, Level::Exact)
+                .map_err(|e| error(py, Kind::Input, e.to_string()))?;
+        }
+        kernels.insert((key.clone(), grad.clone()), kernel.clone());
+        Ok((key, grad.clone(), kernel))
     }
 
     /// Checks the shapes (input `j`'s is `shapes[j]`) and the output size.
     fn plan(
         &self,
         py: Python<'_>,
-        knobs: (Knobs, Kernel),
+        knobs: (Knobs, Variant, Kernel),
         shapes: &[Vec<usize>],
         size: Option<Vec<usize>>,
     ) -> PyResult<Plan> {
-        let (knobs, kernel) = knobs;
+        let (knobs, variant, kernel) = knobs;
         let (n, dims) = sizes_of(&kernel, shapes).map_err(|m| error(py, Kind::Input, m))?;
         let raw_shape = Outputs::raw_shape(&kernel, dims);
         let outputs = match size {
+            // A gradient keeps its non-finite values: a NaN must reach the caller.
+            None if variant.is_some() => Outputs::untouched(),
             None => Outputs::raw(),
             Some(wanted) => {
                 let shape = scaled_shape(&raw_shape, &wanted).ok_or_else(|| {
@@ -153,7 +172,12 @@ impl Program {
             .map_err(|e| error(py, Kind::Input, e.to_string()))?;
         let map_shape = outputs.processed.clone().unwrap_or(raw_shape);
         Ok(Plan {
-            key: ExecutorKey { knobs, dims, outputs },
+            key: ExecutorKey {
+                knobs,
+                variant,
+                dims,
+                outputs,
+            },
             kernel,
             n,
             map_shape,
@@ -180,7 +204,9 @@ impl Program {
         // A declared parameter the optimized kernel does not read is ignored, as the CLI
         // ignores a cache's other tensors.
         let function = self.resolved.program().function(self.resolved.root);
-        tensors.retain(|name, _| !function.params.iter().any(|p| &p.name == name));
+        tensors.retain(|name, _| {
+            name != camc_compiler::grad::OUT_GRAD && !function.params.iter().any(|p| &p.name == name)
+        });
         if let Some(name) = tensors.keys().min() {
             let params: Vec<String> = self
                 .params()
@@ -236,23 +262,24 @@ impl Program {
     }
 
     /// The shape of the result `[n, ...map]` for tensors of these shapes (by name).
-    #[pyo3(signature = (shapes, size, knobs))]
+    #[pyo3(signature = (shapes, size, knobs, grad = None))]
     fn result_shape(
         &self,
         py: Python<'_>,
         shapes: HashMap<String, Vec<usize>>,
         size: Option<Vec<usize>>,
         knobs: &Bound<'_, PyDict>,
+        grad: Variant,
     ) -> PyResult<Vec<usize>> {
-        let knobs = self.kernel(py, knobs)?;
-        let shapes = self.take(py, &knobs.1, shapes)?;
+        let knobs = self.kernel(py, knobs, &grad)?;
+        let shapes = self.take(py, &knobs.2, shapes)?;
         let plan = self.plan(py, knobs, &shapes, size)?;
         Ok([plan.n].into_iter().chain(plan.map_shape).collect())
     }
 
     /// Runs on host arrays (by name; `bf16` names arrays of bf16 bits): the maps `[n, ...]`
     /// (post-processed to `size` when given), and the count of non-finite values set to 0.
-    #[pyo3(signature = (tensors, bf16, size, knobs))]
+    #[pyo3(signature = (tensors, bf16, size, knobs, grad = None))]
     fn run_host<'py>(
         &self,
         py: Python<'py>,
@@ -260,9 +287,10 @@ impl Program {
         bf16: Vec<String>,
         size: Option<Vec<usize>>,
         knobs: &Bound<'py, PyDict>,
+        grad: Variant,
     ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, usize)> {
-        let knobs = self.kernel(py, knobs)?;
-        let kernel = knobs.1.clone();
+        let knobs = self.kernel(py, knobs, &grad)?;
+        let kernel = knobs.2.clone();
         let given = self.take(py, &kernel, tensors)?;
         let mut hosts = Vec::with_capacity(given.len());
         for (value, input) in given.iter().zip(&kernel.inputs) {
@@ -329,7 +357,8 @@ impl Program {
     /// `out` (f32, as many values as [`Program::result_shape`] says) on the CUDA `stream`
     /// (torch's current one): post-processed to `size` by the kernel, or raw maps as computed
     /// (non-finite values kept). Returns once the work is queued.
-    #[pyo3(signature = (tensors, out, size, knobs, stream))]
+    #[pyo3(signature = (tensors, out, size, knobs, stream, grad = None))]
+    #[allow(clippy::too_many_arguments)]
     fn run_device(
         &self,
         py: Python<'_>,
@@ -338,9 +367,10 @@ impl Program {
         size: Option<Vec<usize>>,
         knobs: &Bound<'_, PyDict>,
         stream: u64,
+        grad: Variant,
     ) -> PyResult<()> {
-        let knobs = self.kernel(py, knobs)?;
-        let given = self.take(py, &knobs.1, tensors)?;
+        let knobs = self.kernel(py, knobs, &grad)?;
+        let given = self.take(py, &knobs.2, tensors)?;
         let shapes: Vec<Vec<usize>> = given.iter().map(|(_, _, s)| s.clone()).collect();
         let mut plan = self.plan(py, knobs, &shapes, size)?;
         if plan.key.outputs.processed.is_none() {
@@ -402,7 +432,7 @@ impl Program {
         knobs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<String> {
         let empty = PyDict::new(py);
-        let (_, kernel) = self.kernel(py, knobs.unwrap_or(&empty))?;
+        let (_, _, kernel) = self.kernel(py, knobs.unwrap_or(&empty), &None)?;
         let emit = match target {
             "ir" => Emit::Ir,
             "cuda" => Emit::Cuda,

@@ -64,9 +64,10 @@ pub fn check(
             .image_size()
             .expect("image_size")
             .expect("golden caches have image_size");
-        // Recipro-CAM is not in pytorch-grad-cam: its goldens are the official algorithm, run
-        // by python/tests/test_torch_recipro.py against these programs (the fused path).
-        for method in camc_compiler::stdlib::names().filter(|m| !m.starts_with("reciprocam")) {
+        // Recipro-CAM and Opti-CAM are not in pytorch-grad-cam: their goldens are the official
+        // algorithms, run by python/tests/test_torch_recipro.py and test_torch_opticam.py.
+        let official = |m: &&str| m.starts_with("reciprocam") || *m == "opticam";
+        for method in camc_compiler::stdlib::names().filter(|m| !official(m)) {
             let checked = camc_compiler::check_stdlib(method).expect("stdlib method");
             let program = checked.program.as_ref().expect("stdlib checks");
             let root = program.exported(method).expect("method is exported");

@@ -19,6 +19,7 @@ of Score-CAM, Ablation-CAM, ShapleyCAM and the original CAM), `aggregate_layers`
 from ._cam import CAM, aggregate_layers
 from ._capture import LayerTap
 from ._evaluate import MODEL_METRICS, evaluate
+from ._optimize import optimize
 from ._recipro import reciprocam_scores
 from ._search import SEARCH_METRICS, search
 from ._method_inputs import (
@@ -34,6 +35,7 @@ from ._targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget, res
 __all__ = [
     "CAM",
     "evaluate",
+    "optimize",
     "MODEL_METRICS",
     "search",
     "SEARCH_METRICS",

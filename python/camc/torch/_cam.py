@@ -183,6 +183,9 @@ class CAM:
       attribute `cam.batch_size`, and a keyword of `__call__`.
     - `scalars`: values of the program's scalar parameters (`{"eps": 1e-5}`, FEM's `{"k": 3}`).
     - `ratio_channels_to_ablate`: only 1.0 (every channel, pytorch-grad-cam's default).
+    - `learn`: a per-image parameter of the program (`w: [k]`) learned for each batch by
+      Opti-CAM's optimization (camc.torch.optimize, with its defaults); `program="opticam"`
+      learns `w`.
 
     The activations are copied in the forward hook (`detach().clone()`), before any later
     in-place op; the gradient comes from a tensor hook on the layer's output. (On the CPU
@@ -206,6 +209,7 @@ class CAM:
         batch_size: Optional[int] = None,
         scalars: Optional[Mapping[str, float]] = None,
         ratio_channels_to_ablate: float = 1.0,
+        learn: Optional[str] = None,
     ) -> None:
         self._taps: List[LayerTap] = []
         if not isinstance(model, nn.Module):
@@ -268,6 +272,11 @@ class CAM:
                 f"got {type(program).__name__}{hint}"
             )
         self._params: Dict[str, str] = dict(self.program.params)
+        if learn is None and self._spec == "opticam":
+            learn = "w"
+        if learn is not None and learn not in self._params:
+            raise InputError(f"learn: `{learn}` is not a parameter of `{self.program.name}`")
+        self.learn: Optional[str] = learn
         for name, value in (scalars or {}).items():
             if name not in self._params:
                 raise InputError(
@@ -280,6 +289,8 @@ class CAM:
                 raise InputTypeError(f"scalars: `{name}` must be a number, got {type(value).__name__}")
             self.scalars[name] = float(value)
         for name, ty in self._params.items():
+            if name == learn:
+                continue
             if name in _PROVIDED:
                 if ty not in _PROVIDED[name]:
                     raise InputError(
@@ -293,7 +304,7 @@ class CAM:
                 )
         if "A" not in self._params and "recipro" not in self._params:
             raise InputError(f"program `{self.program.name}` does not read the activations `A: [k,h,w]`")
-        self._needs = set(self._params) & set(_PROVIDED)
+        self._needs = (set(self._params) & set(_PROVIDED)) - {learn}
         if "recipro" in self._needs and (len(target_layers) != 1 or reshape_transform is not None or "H" in self._needs):
             raise InputError("Recipro-CAM runs on one target layer whose output is [n, k, h, w] (no "
                              "reshape_transform, no Hessian-vector product)")
@@ -417,6 +428,10 @@ class CAM:
         )
 
     def _forward(self, prog, input_tensor: torch.Tensor, targets: TargetsLike, batch_size: Optional[int]) -> torch.Tensor:
+        if self.learn is not None:
+            from ._optimize import learned_maps
+
+            return learned_maps(self, prog, input_tensor, targets)[0]
         if "recipro" not in self._needs:
             return self._forward_batch(prog, input_tensor, targets, batch_size)
         if self._fused is not None:

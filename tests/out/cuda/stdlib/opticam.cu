@@ -1,0 +1,405 @@
+// camc kernel `opticam`: CUDA C for NVRTC, no headers needed.
+// ABI (docs/cuda.md), one entry point per input dtype variant:
+//   extern "C" __global__ void camc_opticam_<dtype>(
+//     const T0* in0,  // `A` [k,h,w] per image
+//     const T1* in1,  // `w` [k] per image
+//     float* out,  // [h,w] per image, or out_h*out_w
+//     float* scratch,  // gridDim.x * (1 + 1 + h*w + 1 + 1 + h*w) floats
+//     int* bad,  // n non-finite counts when out_h > 0, or NULL
+//     int n, int c, int k, int d, int h, int w,  // c = 1 without classes, d = 1 in 2-D
+//     int out_h, int out_w);  // 0, 0: the raw map; else min-max, resize, min-max
+// T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
+// Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
+// no dynamic shared memory.
+
+#define CAMC_THREADS 512
+#define CAMC_NAN_F __int_as_float(0x7fc00000)
+#define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
+#define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
+
+// f16 and bf16 inputs are read as their bits and widened to f32 (exactly, in integer code).
+struct camc_f16 { unsigned short bits; };
+struct camc_bf16 { unsigned short bits; };
+__device__ __forceinline__ float camc_ld(float x) { return x; }
+__device__ __forceinline__ float camc_ld(camc_f16 x) {
+    const unsigned int sign = ((unsigned int)x.bits & 0x8000u) << 16;
+    const unsigned int exponent = (x.bits >> 10) & 0x1fu, mantissa = x.bits & 0x3ffu;
+    if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent != 0) return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    const float tiny = (float)mantissa * 5.9604644775390625e-8f;  // subnormal: mantissa * 2^-24
+    return sign ? -tiny : tiny;
+}
+__device__ __forceinline__ float camc_ld(camc_bf16 x) {
+    return __uint_as_float(((unsigned int)x.bits) << 16);
+}
+// Integer inputs (a class index per image) are read as the nearest float.
+__device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
+__device__ __forceinline__ float camc_ld(int x) { return (float)x; }
+
+// min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
+__device__ __forceinline__ float camc_max(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fmaxf(a, b);
+}
+__device__ __forceinline__ float camc_min(float a, float b) {
+    return (a != a || b != b) ? CAMC_NAN_F : fminf(a, b);
+}
+__device__ __forceinline__ float camc_sign(float x) {
+    return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x * 0.0f);
+}
+
+// Combining partial reductions: 0 adds, 1 takes the maximum, 2 the minimum (NaN wins).
+template <int J> __device__ __forceinline__ double camc_join(double a, double b) {
+    if (J == 0) return a + b;
+    if (a != a || b != b) return CAMC_NAN;
+    return J == 1 ? fmax(a, b) : fmin(a, b);
+}
+
+// Joins the values of aligned groups of `g` lanes (g a power of two <= 32) with shuffles;
+// every lane of the warp must call it.
+template <int J> __device__ __forceinline__ double camc_warp_join(double v, int g) {
+    for (int offset = g / 2; offset > 0; offset /= 2) {
+        v = camc_join<J>(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    }
+    return v;
+}
+
+// How a block's threads share a reduction of O outputs of R values each. `inner`: each output's
+// values are contiguous, so a group of g consecutive lanes (a power of two) reads one output and
+// P = CAMC_THREADS / g outputs are done at once. Otherwise the outputs are contiguous and
+// P consecutive threads take P consecutive outputs, g = CAMC_THREADS / P threads per output.
+struct camc_split { int g, p, slot, lane; };
+__device__ __forceinline__ camc_split camc_split_for(int O, int R, bool inner) {
+    const int t = threadIdx.x;
+    camc_split s;
+    if (inner) {
+        int g = 1;
+        while (g < R && g < CAMC_THREADS) g *= 2;
+        if (O >= CAMC_THREADS / 32 && g > 32) g = 32;
+        // Smaller groups when every thread still has work: each lane then issues up to 16
+        // independent loads per output, which keeps enough reads in flight (measured on an H100:
+        // 8 gave 51% of the copy bandwidth, 16 gave 62%, 4 gave 36%).
+        while (g > 1 && (g / 2) * 16 >= R && O * (g / 2) >= CAMC_THREADS) g /= 2;
+        s.g = g; s.p = CAMC_THREADS / g; s.slot = t / g; s.lane = t % g;
+    } else {
+        const int p = O < 1 ? 1 : (O < CAMC_THREADS ? (int)O : CAMC_THREADS);
+        s.p = p; s.g = CAMC_THREADS / p; s.slot = t % p; s.lane = t / p;
+    }
+    return s;
+}
+
+// The thread that holds member m of the group of `slot`.
+__device__ __forceinline__ int camc_member(camc_split s, bool inner, int m) {
+    return inner ? s.slot * s.g + m : m * s.p + s.slot;
+}
+
+// A block-wide reduction of one value per thread through `red` (CAMC_THREADS doubles): J = 0
+// adds, 1 takes the maximum, 2 the minimum. Every thread gets the result.
+template <int J> __device__ double camc_block_reduce(double v, double* red) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int half = CAMC_THREADS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            const double a = red[threadIdx.x], b = red[threadIdx.x + half];
+            red[threadIdx.x] = J == 0 ? a + b : (J == 1 ? fmax(a, b) : fmin(a, b));
+        }
+        __syncthreads();
+    }
+    const double result = red[0];
+    __syncthreads();
+    return result;
+}
+
+// One axis of the half-pixel bilinear resize (OpenCV INTER_LINEAR, clamped at the edges): the
+// two source indices of output index `dst` and the weight of the second.
+__device__ __forceinline__ void camc_tap(int dst, int from, int to, int* low, int* high, float* t) {
+    const float position = (float)(((double)dst + 0.5) * ((double)from / (double)to) - 0.5);
+    const float below = floorf(position);
+    if (below < 0.0f) { *low = 0; *high = 0; *t = 0.0f; return; }
+    const int l = (int)below;
+    if (l >= from - 1) { *low = from - 1; *high = from - 1; *t = 0.0f; return; }
+    *low = l; *high = l + 1; *t = position - below;
+}
+
+// The post-processing of one h x w map by the whole block (docs/run.md), as pytorch-grad-cam's
+// scale_cam_image does it: non-finite values set to 0 (counted into *bad), min-max, bilinear
+// resize to oh x ow (along w first, then h), min-max again, written to y.
+__device__ void camc_scale_image(float* raw, float* y, int* bad, int h, int w, int oh, int ow,
+                                 double* red) {
+    double count = 0.0, lo = CAMC_INF, hi = -CAMC_INF;
+    for (int e = threadIdx.x; e < h * w; e += CAMC_THREADS) {
+        float v = raw[e];
+        if (!(v - v == 0.0f)) { v = 0.0f; raw[e] = 0.0f; count += 1.0; }
+        lo = fmin(lo, (double)v);
+        hi = fmax(hi, (double)v);
+    }
+    count = camc_block_reduce<0>(count, red);
+    const float min1 = (float)camc_block_reduce<2>(lo, red);
+    const float scale1 = ((float)camc_block_reduce<1>(hi, red) - min1) + 1e-7f;
+    if (threadIdx.x == 0 && bad) *bad = (int)count;
+    for (int e = threadIdx.x; e < h * w; e += CAMC_THREADS) raw[e] = (raw[e] - min1) / scale1;
+    __syncthreads();
+    lo = CAMC_INF; hi = -CAMC_INF;
+    for (int e = threadIdx.x; e < oh * ow; e += CAMC_THREADS) {
+        int y0, y1, x0, x1;
+        float ty, tx;
+        camc_tap(e / ow, h, oh, &y0, &y1, &ty);
+        camc_tap(e % ow, w, ow, &x0, &x1, &tx);
+        const float top = raw[y0 * w + x0] * (1.0f - tx) + raw[y0 * w + x1] * tx;
+        const float bottom = raw[y1 * w + x0] * (1.0f - tx) + raw[y1 * w + x1] * tx;
+        const float v = top * (1.0f - ty) + bottom * ty;
+        y[e] = v;
+        lo = fmin(lo, (double)v);
+        hi = fmax(hi, (double)v);
+    }
+    const float min2 = (float)camc_block_reduce<2>(lo, red);
+    const float scale2 = ((float)camc_block_reduce<1>(hi, red) - min2) + 1e-7f;
+    for (int e = threadIdx.x; e < oh * ow; e += CAMC_THREADS) y[e] = (y[e] - min2) / scale2;
+    __syncthreads();
+}
+
+template <typename T0, typename T1>
+__device__ __forceinline__ void camc_body(
+    const T0* __restrict__ in0, const T1* __restrict__ in1, float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,
+    int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
+    __shared__ double camc_red[2 * CAMC_THREADS];
+    const int C = c, K = k, D = d, H = h, W = w;
+    float* const s = scratch + (long long)blockIdx.x * (1 + 1 + H*W + 1 + 1 + H*W);
+    float* const s2 = s + 0;
+    float* const s5 = s + 0 + 1;
+    float* const s9 = s + 0 + 1 + 1;
+    float* const s10 = s + 0 + 1 + 1 + H*W;
+    float* const s11 = s + 0 + 1 + 1 + H*W + 1;
+    float* const map = s + 0 + 1 + 1 + H*W + 1 + 1;
+    for (long long img = blockIdx.x; img < n; img += gridDim.x) {
+        const T0* const x0 = in0 + img * (K*H*W);
+        const T1* const x1 = in1 + img * (K);
+        { // %2 = max[k](%1): [k] -> []
+            const int O = 1, R = K;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
+                double a0 = -CAMC_INF, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_k;
+                        i_k = r;
+                        const float v1 = camc_ld(x1[i_k]);
+                        a0 = camc_join<1>(a0, (double)v1);
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<1>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s2[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<1>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s2[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // %5 = sum[k](%4): [k] -> []
+            const int O = 1, R = K;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
+                double a0 = 0.0, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_k;
+                        i_k = r;
+                        const float v1 = camc_ld(x1[i_k]);
+                        const float v2 = s2[0];
+                        const float v3 = v1 - v2;
+                        const float v4 = expf(v3);
+                        a0 += (double)v4;
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<0>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s5[o] = (float)(a0);
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<0>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s5[o] = (float)(a0);
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // %9 = sum[k](%8): [k,h,w] -> [h,w]
+            const int O = H*W, R = K;
+            const bool inner = false;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
+                double a0 = 0.0, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_k, i_h, i_w;
+                        { int t = o; i_w = t % W; t /= W; i_h = t; }
+                        i_k = r;
+                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                        const float v1 = camc_ld(x1[i_k]);
+                        const float v2 = s2[0];
+                        const float v3 = v1 - v2;
+                        const float v4 = expf(v3);
+                        const float v5 = s5[0];
+                        const float v6 = v4 / v5;
+                        const float v7 = (v0 < 0.0f ? 0.0f : v0);
+                        const float v8 = v6 * v7;
+                        a0 += (double)v8;
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<0>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s9[o] = (float)(a0);
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<0>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s9[o] = (float)(a0);
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // %10 = min[h,w](%9): [h,w] -> []
+            const int O = 1, R = H*W;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
+                double a0 = CAMC_INF, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_h, i_w;
+                        { int t = r; i_w = t % W; t /= W; i_h = t; }
+                        const float v9 = s9[(i_h) * W + i_w];
+                        a0 = camc_join<2>(a0, (double)v9);
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<2>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s10[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<2>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s10[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // %11 = max[h,w](%9): [h,w] -> []
+            const int O = 1, R = H*W;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
+                double a0 = -CAMC_INF, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_h, i_w;
+                        { int t = r; i_w = t % W; t /= W; i_h = t; }
+                        const float v9 = s9[(i_h) * W + i_w];
+                        a0 = camc_join<1>(a0, (double)v9);
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<1>(a0, sp.g);
+                    if (o < O && sp.lane == 0) s11[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<1>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s11[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // output [h,w]
+            float* const y = out_h > 0 ? map : out + img * (H*W);
+            for (int e = threadIdx.x; e < H*W; e += CAMC_THREADS) {
+                int i_h, i_w;
+                { int t = e; i_w = t % W; t /= W; i_h = t; }
+                const float v9 = s9[(i_h) * W + i_w];
+                const float v10 = s10[0];
+                const float v11 = s11[0];
+                const float v12 = v9 - v10;
+                const float v13 = v11 - v10;
+                const float v14 = 1e-7f;
+                const float v15 = v13 + v14;
+                const float v16 = v12 / v15;
+                y[e] = v16;
+            }
+            if (out_h > 0) {
+                __syncthreads();
+                camc_scale_image(map, out + img * out_h * (long long)out_w, bad ? bad + img : nullptr, H, W, out_h, out_w, camc_red);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_opticam_f32(
+    const float* in0, const float* in1, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<float, float>(in0, in1, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_opticam_f16(
+    const camc_f16* in0, const camc_f16* in1, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<camc_f16, camc_f16>(in0, in1, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
+}
+
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_opticam_bf16(
+    const camc_bf16* in0, const camc_bf16* in1, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
+    camc_body<camc_bf16, camc_bf16>(in0, in1, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
+}

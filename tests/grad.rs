@@ -259,3 +259,77 @@ fn backward_ir_snapshots_and_emit_grad() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("inputs: A, G"));
 }
+
+/// The central difference at step 1e-6, when those at 1e-5, 1e-6 and 1e-7 agree (away from a kink or a
+/// singularity, where no derivative is defined to compare with).
+fn stable_difference(
+    kernel: &Kernel,
+    dims: Dims,
+    values: &mut HashMap<String, Vec<f64>>,
+    out_grad: &[f64],
+    wrt: &str,
+    j: usize,
+) -> Option<f64> {
+    let mut at = |h: f64| {
+        let original = values[wrt][j];
+        values.get_mut(wrt).expect("input")[j] = original + h;
+        let up = loss(kernel, dims, values, out_grad);
+        values.get_mut(wrt).expect("input")[j] = original - h;
+        let down = loss(kernel, dims, values, out_grad);
+        values.get_mut(wrt).expect("input")[j] = original;
+        (up - down) / (2.0 * h)
+    };
+    // Three scales: a function that changes character within 1e-5 (a kink, or `normalize` of
+    // values tied up to its 1e-7 guard) gives differences that disagree.
+    let (coarse, middle, fine) = (at(1e-5), at(1e-6), at(1e-7));
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-8_f64.max(1e-6 * a.abs().max(b.abs()));
+    let agree = coarse.is_finite() && near(coarse, middle) && near(middle, fine);
+    agree.then_some(middle)
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: cases(), ..Default::default() })]
+
+    /// Random well-typed programs: wherever the finite difference is stable and the backward
+    /// kernel (optimized, in f64) is finite, they agree; pc1 is refused. A non-finite gradient
+    /// is accepted: random programs reach singular points (`sqrt` of an exact 0 from
+    /// `normalize`, `log(index[h]())` at 0) whose infinite slope meets a zero in the chain rule,
+    /// 0 · ∞ = NaN, as in any reverse-mode AD (torch's included).
+    #[test]
+    fn random_programs_agree_with_finite_differences(program in support::gen::program(3), seed in 0u64..1000) {
+        let kernel = support::kernel(&program, Level::Exact);
+        let dims = Dims::new(2, 1, 2, 3).with_classes(3);
+        for input in &kernel.inputs {
+            let mut grad = match backward(&kernel, &input.name) {
+                Ok(grad) => grad,
+                Err(GradError::NotDifferentiable { op: "pc1", .. }) => continue,
+                Err(e) => return Err(proptest::test_runner::TestCaseError::fail(format!("{program}: {e}"))),
+            };
+            optimize(&mut grad, Level::Exact).expect("optimizes");
+            let mut values = inputs(&kernel, dims, seed);
+            let mut rng = Rng(seed ^ 0x5eed);
+            let out_grad: Vec<f64> = (0..dims.len(kernel.output_ty())).map(|_| rng.signed()).collect();
+            values.insert(OUT_GRAD.to_string(), out_grad.clone());
+            let analytic = run(&grad, dims, &values);
+            for (j, &got) in analytic.iter().enumerate() {
+                if !got.is_finite() {
+                    continue;
+                }
+                let Some(numeric) = stable_difference(&kernel, dims, &mut values, &out_grad, &input.name, j) else {
+                    continue;
+                };
+                proptest::prop_assert!(
+                    (got - numeric).abs() <= 1e-6_f64.max(1e-5 * numeric.abs().max(got.abs())),
+                    "{}\nd/d{}[{}]: backward {} vs finite differences {}", program, input.name, j, got, numeric
+                );
+            }
+        }
+    }
+}

@@ -177,13 +177,16 @@ impl<'k> Tape<'k> {
         self.push(Op::Select(cond, then, otherwise), ty, at)
     }
 
-    /// Adds `contribution` to the adjoint of forward node `x`, summed over the axes `x` lacks;
-    /// nothing when `x` does not depend on the differentiated input.
-    pub fn accumulate(&mut self, x: NodeId, contribution: NodeId) {
+    /// Adds `contribution`, the gradient of forward node `x` through its user `from`, to the
+    /// adjoint of `x`: summed over the axes of `from` that `x` lacks (counting each value once
+    /// per element along an axis the lazily broadcast contribution lacks); nothing when `x`
+    /// does not depend on the differentiated input.
+    pub fn accumulate(&mut self, x: NodeId, contribution: NodeId, from: NodeId) {
         if !self.needs[x.index()] {
             return;
         }
-        let extra = self.ty(contribution).minus(self.forward.node(x).ty);
+        let spread = self.ty(contribution).union(self.forward.node(from).ty);
+        let extra = spread.minus(self.forward.node(x).ty);
         let c = self.reduce(ReduceOp::Sum, extra, contribution, x);
         self.adjoint[x.index()] = Some(match self.adjoint[x.index()] {
             None => c,

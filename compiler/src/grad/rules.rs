@@ -17,7 +17,7 @@ pub(super) fn propagate(t: &mut Tape, y: NodeId, g: NodeId) -> Result<(), GradEr
         Op::Unary(op, x) => {
             if t.needs(x) {
                 if let Some(c) = unary(t, op, x, y, g) {
-                    t.accumulate(x, c);
+                    t.accumulate(x, c, y);
                 }
             }
         }
@@ -26,17 +26,17 @@ pub(super) fn propagate(t: &mut Tape, y: NodeId, g: NodeId) -> Result<(), GradEr
             let zero = t.constant(0.0, y);
             if t.needs(a) {
                 let c = t.select(cond, g, zero, y);
-                t.accumulate(a, c);
+                t.accumulate(a, c, y);
             }
             if t.needs(b) {
                 let c = t.select(cond, zero, g, y);
-                t.accumulate(b, c);
+                t.accumulate(b, c, y);
             }
         }
         Op::Reduce(op, axes, x) => {
             if t.needs(x) {
                 let c = reduce(t, op, axes, x, y, g);
-                t.accumulate(x, c);
+                t.accumulate(x, c, y);
             }
         }
         Op::Softmax(axes, x) => {
@@ -45,11 +45,11 @@ pub(super) fn propagate(t: &mut Tape, y: NodeId, g: NodeId) -> Result<(), GradEr
             let s = t.reduce(ReduceOp::Sum, axes, gy, y);
             let centred = t.binary(Sub, g, s, y);
             let c = t.binary(Mul, y, centred, y);
-            t.accumulate(x, c);
+            t.accumulate(x, c, y);
         }
         Op::Normalize(axes, x) => {
             let c = normalize(t, axes, x, y, g);
-            t.accumulate(x, c);
+            t.accumulate(x, c, y);
         }
         Op::Pc1(..) => {
             return Err(GradError::NotDifferentiable {
@@ -63,6 +63,15 @@ pub(super) fn propagate(t: &mut Tape, y: NodeId, g: NodeId) -> Result<(), GradEr
     Ok(())
 }
 
+/// `value` (a contribution `g · slope`) where the adjoint `g` is not 0, and 0 where it is: a
+/// branch that does not reach the output (a `where`, `min` or `max` not taken) hands on exact
+/// zeros, which must not become NaN through an infinite slope (`0 / 0`, `0 · ∞`).
+fn unless_zero(t: &mut Tape, g: NodeId, value: NodeId, at: NodeId) -> NodeId {
+    let zero = t.constant(0.0, at);
+    let live = t.binary(BinaryOp::Ne, g, zero, at);
+    t.select(live, value, zero, at)
+}
+
 fn unary(t: &mut Tape, op: UnaryOp, x: NodeId, y: NodeId, g: NodeId) -> Option<NodeId> {
     Some(match op {
         UnaryOp::Neg => t.push(Op::Unary(UnaryOp::Neg, g), t.ty(g), y),
@@ -70,20 +79,27 @@ fn unary(t: &mut Tape, op: UnaryOp, x: NodeId, y: NodeId, g: NodeId) -> Option<N
         UnaryOp::Relu => {
             let zero = t.constant(0.0, y);
             let positive = t.binary(Gt, x, zero, y);
-            t.binary(Mul, g, positive, y)
+            t.select(positive, g, zero, y)
         }
         // sign(0) = 0: subgradient 0 at 0, as torch.abs.
         UnaryOp::Abs => {
+            let zero = t.constant(0.0, y);
             let sign = t.push(Op::Unary(UnaryOp::Sign, x), t.ty(x), y);
-            t.binary(Mul, g, sign, y)
+            let value = t.binary(Mul, g, sign, y);
+            let nonzero = t.binary(BinaryOp::Ne, x, zero, y);
+            t.select(nonzero, value, zero, y)
         }
         UnaryOp::Sign => return None,
         UnaryOp::Exp => t.binary(Mul, g, y, y),
-        UnaryOp::Log => t.binary(Div, g, x, y),
+        UnaryOp::Log => {
+            let value = t.binary(Div, g, x, y);
+            unless_zero(t, g, value, y)
+        }
         UnaryOp::Sqrt => {
             let two = t.constant(2.0, y);
             let twice = t.binary(Mul, two, y, y);
-            t.binary(Div, g, twice, y)
+            let value = t.binary(Div, g, twice, y);
+            unless_zero(t, g, value, y)
         }
         UnaryOp::Sigmoid => {
             let one = t.constant(1.0, y);
@@ -113,12 +129,16 @@ fn binary(t: &mut Tape, op: BinaryOp, a: NodeId, b: NodeId, y: NodeId, g: NodeId
             (ga, gb)
         }
         Div => {
-            let ga = t.needs(a).then(|| t.binary(Div, g, b, y));
+            let ga = t.needs(a).then(|| {
+                let value = t.binary(Div, g, b, y);
+                unless_zero(t, g, value, y)
+            });
             // d(a/b)/db = −(a/b)/b
             let gb = t.needs(b).then(|| {
                 let q = t.binary(Div, y, b, y);
                 let gq = t.binary(Mul, g, q, y);
-                t.push(Op::Unary(UnaryOp::Neg, gq), t.ty(gq), y)
+                let value = t.push(Op::Unary(UnaryOp::Neg, gq), t.ty(gq), y);
+                unless_zero(t, g, value, y)
             });
             (ga, gb)
         }
@@ -129,7 +149,8 @@ fn binary(t: &mut Tape, op: BinaryOp, a: NodeId, b: NodeId, y: NodeId, g: NodeId
                 let lower = t.binary(Sub, b, one, y);
                 let power = t.binary(BinaryOp::Pow, a, lower, y);
                 let slope = t.binary(Mul, b, power, y);
-                t.binary(Mul, g, slope, y)
+                let value = t.binary(Mul, g, slope, y);
+                unless_zero(t, g, value, y)
             });
             let gb = t.needs(b).then(|| {
                 let zero = t.constant(0.0, y);
@@ -137,7 +158,8 @@ fn binary(t: &mut Tape, op: BinaryOp, a: NodeId, b: NodeId, y: NodeId, g: NodeId
                 let slope = t.binary(Mul, y, ln, y);
                 let positive = t.binary(Gt, a, zero, y);
                 let safe = t.select(positive, slope, zero, y);
-                t.binary(Mul, g, safe, y)
+                let value = t.binary(Mul, g, safe, y);
+                unless_zero(t, g, value, y)
             });
             (ga, gb)
         }
@@ -148,13 +170,14 @@ fn binary(t: &mut Tape, op: BinaryOp, a: NodeId, b: NodeId, y: NodeId, g: NodeId
             } else {
                 (BinaryOp::Ge, Lt)
             };
+            let zero = t.constant(0.0, y);
             let ga = t.needs(a).then(|| {
                 let chosen = t.binary(first, a, b, y);
-                t.binary(Mul, g, chosen, y)
+                t.select(chosen, g, zero, y)
             });
             let gb = t.needs(b).then(|| {
                 let chosen = t.binary(second, a, b, y);
-                t.binary(Mul, g, chosen, y)
+                t.select(chosen, g, zero, y)
             });
             (ga, gb)
         }
@@ -162,20 +185,21 @@ fn binary(t: &mut Tape, op: BinaryOp, a: NodeId, b: NodeId, y: NodeId, g: NodeId
         Eq | BinaryOp::Ne | Lt | Le | Gt | BinaryOp::Ge | BinaryOp::And | BinaryOp::Or => (None, None),
     };
     if let Some(c) = to_a {
-        t.accumulate(a, c);
+        t.accumulate(a, c, y);
     }
     if let Some(c) = to_b {
-        t.accumulate(b, c);
+        t.accumulate(b, c, y);
     }
 }
 
-/// `Σ_axes [x = y]`-weighted share of `g`: the gradient of a max or min split evenly among the
+/// `g / Σ_axes [x = y]` where `x` equals the extreme `y`, 0 elsewhere: the gradient of a max or min split evenly among the
 /// elements that attain it (as torch.amax / amin).
 fn to_extremes(t: &mut Tape, axes: AxisSet, x: NodeId, extreme: NodeId, g: NodeId, at: NodeId) -> NodeId {
     let hit = t.binary(Eq, x, extreme, at);
     let count = t.reduce(ReduceOp::Sum, axes, hit, at);
-    let share = t.binary(Div, hit, count, at);
-    t.binary(Mul, g, share, at)
+    let share = t.binary(Div, g, count, at);
+    let zero = t.constant(0.0, at);
+    t.select(hit, share, zero, at)
 }
 
 fn reduce(t: &mut Tape, op: ReduceOp, axes: AxisSet, x: NodeId, y: NodeId, g: NodeId) -> NodeId {

@@ -380,3 +380,59 @@ fn a_per_position_terminal_such_as_recipro_takes_part_in_the_search() {
         "{stderr}"
     );
 }
+
+/// `--require-class`: every ranked program reads a class-dependent tensor (here `G`), the report
+/// says which for each, and the checkpoint of a search without the flag is not resumed by one
+/// with it.
+#[test]
+fn require_class_keeps_only_programs_that_read_a_class_dependent_tensor() {
+    let dir = temp_dir();
+    let cache = dir.path().join("synthetic.safetensors");
+    synthetic_cache(&cache);
+    let free = search(
+        &cache,
+        &dir.path().join("free"),
+        &["--metric", "energy", "--budget", "30"],
+    );
+    let free_ranked = free["outcome"]["ranked"].as_array().expect("ranked").clone();
+    assert!(
+        free_ranked
+            .iter()
+            .any(|s| s["class_reads"].as_array().is_some_and(|r| r.is_empty())),
+        "without the flag some candidates read only A"
+    );
+    let out = dir.path().join("class");
+    let report = search(
+        &cache,
+        &out,
+        &["--metric", "energy", "--budget", "30", "--require-class"],
+    );
+    let ranked = report["outcome"]["ranked"].as_array().expect("ranked");
+    assert_eq!(ranked.len(), 30);
+    for s in ranked {
+        let weights = s["weights"].as_str().expect("weights");
+        assert!(weights.contains('G'), "{s}");
+        assert_eq!(s["class_reads"], serde_json::json!(["G"]), "{s}");
+    }
+    let again = camc(&[
+        "search",
+        "--cache",
+        path_str(&cache),
+        "--out",
+        path_str(&dir.path().join("free")),
+        "--backend",
+        "interp",
+        "--metric",
+        "energy",
+        "--budget",
+        "30",
+        "--require-class",
+        "--resume",
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

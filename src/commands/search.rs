@@ -57,6 +57,10 @@ pub struct Args {
     /// How many winners to write as rank-NN.cam.
     #[arg(long, default_value_t = 5)]
     keep: usize,
+    /// Keep only programs that read a class-dependent tensor (G, W, score, ablation, H,
+    /// recipro, or one the space's `class_terminals` names): maps that change with the class.
+    #[arg(long)]
+    require_class: bool,
 }
 
 fn fail(message: impl std::fmt::Display) -> Reported {
@@ -79,6 +83,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
     if let Some(max) = args.max_size {
         space_file.max_size = max;
     }
+    space_file.require_class |= args.require_class;
     let space = space_file.resolve().map_err(fail)?;
     let cache = Cache::open(&args.cache).map_err(fail)?;
     let size = sizes::for_metrics(&cache)?;

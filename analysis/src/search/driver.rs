@@ -34,6 +34,10 @@ pub struct Scored {
     pub size: u32,
     /// Parameters for the cache tensors it reads besides `A`, e.g. `G: [k,h,w]`.
     pub params: Vec<String>,
+    /// The class-dependent tensors it reads (docs/search.md); none: the same map for every
+    /// class.
+    #[serde(default)]
+    pub class_reads: Vec<String>,
     pub train: Option<f64>,
     pub holdout: Option<f64>,
 }
@@ -148,16 +152,29 @@ impl Search<'_> {
         )
         .map_err(|e| e.to_string())?;
         let mut enumerator = Enumerator::new(self.space.clone(), &small, &full, a);
+        let eligible =
+            |terms: &[Term], id: TermId| !self.space.require_class || !self.class_reads(terms, id).is_empty();
         for size in 1..=self.space.max_size {
             enumerator.grow(size);
-            if enumerator.candidates.len() >= self.budget {
+            let kept = enumerator
+                .candidates
+                .iter()
+                .filter(|&&id| eligible(&enumerator.terms, id))
+                .count();
+            if kept >= self.budget {
                 break;
             }
         }
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create `{}`: {e}", self.out.display()))?;
         let (done, mut log) = checkpoint::open(&self.out, &self.key()?, start_from)?;
-        let chosen: Vec<TermId> = enumerator.candidates.iter().copied().take(self.budget).collect();
+        let chosen: Vec<TermId> = enumerator
+            .candidates
+            .iter()
+            .copied()
+            .filter(|&id| eligible(&enumerator.terms, id))
+            .take(self.budget)
+            .collect();
         let mut scored = Vec::with_capacity(chosen.len());
         let mut resumed = 0;
         for (i, &id) in chosen.iter().enumerate() {
@@ -191,6 +208,16 @@ impl Search<'_> {
             train_images: n - holdout_images,
             holdout_images,
         })
+    }
+
+    /// The class-dependent terminals a term reads, by name.
+    fn class_reads(&self, terms: &[Term], id: TermId) -> Vec<String> {
+        let mut used = Vec::new();
+        tensors_used(terms, id, &mut used);
+        used.iter()
+            .filter(|&&i| self.space.class_dependent[i as usize])
+            .map(|&i| self.space.terminals[i as usize].clone())
+            .collect()
     }
 
     /// What this search's results depend on, recorded in its checkpoint.
@@ -240,6 +267,7 @@ impl Search<'_> {
             weights,
             size: terms[id as usize].size,
             params,
+            class_reads: self.class_reads(terms, id),
             train: None,
             holdout: None,
         };

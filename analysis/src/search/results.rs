@@ -196,6 +196,15 @@ fn write_summary(
             s.weights
         )?;
     }
+    if let Some(best) = outcome.ranked.first() {
+        match best.class_reads.as_slice() {
+            [] => writeln!(
+                text,
+                "rank-01 reads no class-dependent tensor: its map is the same for every class (--require-class keeps only those that do)"
+            )?,
+            reads => writeln!(text, "rank-01 depends on the class through {}", reads.join(", "))?,
+        }
+    }
     for b in baselines {
         writeln!(
             text,

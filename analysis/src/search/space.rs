@@ -24,7 +24,15 @@ pub struct SpaceFile {
     /// Images and channels of the probe set used to prune equivalent terms.
     pub probe_images: usize,
     pub probe_channels: usize,
+    /// Terminals that depend on the target class besides [`CLASS_TERMINALS`].
+    pub class_terminals: Vec<String>,
+    /// Keep only candidates that read a class-dependent terminal (`--require-class`).
+    pub require_class: bool,
 }
+
+/// Cache tensors that depend on the target class: a program reading none of them draws the
+/// same map for every class.
+pub const CLASS_TERMINALS: [&str; 6] = ["G", "W", "score", "ablation", "H", "recipro"];
 
 impl Default for SpaceFile {
     fn default() -> SpaceFile {
@@ -37,6 +45,8 @@ impl Default for SpaceFile {
             reductions: vec!["sum".into(), "max".into()],
             probe_images: 4,
             probe_channels: 16,
+            class_terminals: Vec::new(),
+            require_class: false,
         }
     }
 }
@@ -54,6 +64,9 @@ pub struct Space {
     pub reductions: Vec<ReduceOp>,
     pub probe_images: usize,
     pub probe_channels: usize,
+    /// Per terminal: whether it depends on the target class.
+    pub class_dependent: Vec<bool>,
+    pub require_class: bool,
 }
 
 fn unary(name: &str) -> Option<UnaryOp> {
@@ -137,6 +150,12 @@ impl SpaceFile {
             reductions: resolve(&self.reductions, "reduction", reduction)?,
             probe_images: self.probe_images.max(1),
             probe_channels: self.probe_channels.max(1),
+            class_dependent: self
+                .terminals
+                .iter()
+                .map(|t| CLASS_TERMINALS.contains(&t.as_str()) || self.class_terminals.contains(t))
+                .collect(),
+            require_class: self.require_class,
         })
     }
 }

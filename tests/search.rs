@@ -409,6 +409,19 @@ fn require_class_keeps_only_programs_that_read_a_class_dependent_tensor() {
     );
     let ranked = report["outcome"]["ranked"].as_array().expect("ranked");
     assert_eq!(ranked.len(), 30);
+    // Where the time went: enumeration and evaluation within the whole run, two rates.
+    let seconds = |key: &str| report["outcome"][key].as_f64().expect("seconds");
+    let (whole, enumeration, evaluation) = (
+        seconds("seconds"),
+        seconds("enumeration_seconds"),
+        seconds("evaluation_seconds"),
+    );
+    assert!(
+        enumeration > 0.0 && evaluation > 0.0 && enumeration + evaluation <= whole,
+        "{report}"
+    );
+    let rate = |key: &str| report[key].as_f64().expect("rate");
+    assert!(rate("evaluation_candidates_per_second") >= rate("candidates_per_second"));
     for s in ranked {
         let weights = s["weights"].as_str().expect("weights");
         assert!(weights.contains('G'), "{s}");

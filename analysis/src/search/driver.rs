@@ -92,6 +92,11 @@ pub struct Outcome {
     pub evaluated: usize,
     pub resumed: usize,
     pub seconds: f64,
+    /// Seconds spent building the probe sets and enumerating (pruning included).
+    pub enumeration_seconds: f64,
+    /// Seconds spent evaluating candidates not taken from the checkpoint: compiling each and
+    /// running it over the cache with its metric.
+    pub evaluation_seconds: f64,
     pub train_images: usize,
     pub holdout_images: usize,
 }
@@ -165,6 +170,8 @@ impl Search<'_> {
                 break;
             }
         }
+        let enumeration_seconds = start.elapsed().as_secs_f64();
+        let mut evaluation_seconds = 0.0;
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create `{}`: {e}", self.out.display()))?;
         let (done, mut log) = checkpoint::open(&self.out, &self.key()?, start_from)?;
@@ -186,7 +193,9 @@ impl Search<'_> {
                 }
                 None => {
                     let types: Vec<_> = small.terminals.iter().map(|(ty, _)| *ty).collect();
+                    let began = Instant::now();
                     let result = self.evaluate(&enumerator.terms, id, weights, &types, &is_train, factory)?;
+                    evaluation_seconds += began.elapsed().as_secs_f64();
                     let line = serde_json::to_string(&result).map_err(|e| e.to_string())?;
                     writeln!(log, "{line}")
                         .and_then(|_| log.flush())
@@ -205,6 +214,8 @@ impl Search<'_> {
             evaluated: chosen.len() - resumed,
             resumed,
             seconds: start.elapsed().as_secs_f64(),
+            enumeration_seconds,
+            evaluation_seconds,
             train_images: n - holdout_images,
             holdout_images,
         })

@@ -146,6 +146,7 @@ fn report(search: &Search, outcome: &Outcome, baselines: &[Baseline]) -> serde_j
         "outcome": outcome,
         "candidates_per_second": outcome.evaluated as f64 / seconds,
         "image_evaluations_per_second": (outcome.evaluated * images) as f64 / seconds,
+        "evaluation_candidates_per_second": outcome.evaluated as f64 / outcome.evaluation_seconds.max(1e-9),
         "stdlib": baselines,
         "versus_stdlib": versus_stdlib(search, outcome, baselines),
     });

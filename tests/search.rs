@@ -238,10 +238,11 @@ fn weighted_objectives_combine_metric_values() {
             &dir.path().join(out),
             &["--metric", metric, "--budget", "20"],
         );
-        report["outcome"]["ranked"]
-            .as_array()
-            .expect("ranked")
+        // Every evaluated candidate: ranked, or dropped as a duplicate of a better one.
+        let listed = |key: &str| report["outcome"][key].as_array().expect(key).clone();
+        listed("ranked")
             .iter()
+            .chain(&listed("dropped"))
             .map(|s| {
                 (
                     s["weights"].as_str().unwrap_or("").to_string(),
@@ -408,7 +409,8 @@ fn require_class_keeps_only_programs_that_read_a_class_dependent_tensor() {
         &["--metric", "energy", "--budget", "30", "--require-class"],
     );
     let ranked = report["outcome"]["ranked"].as_array().expect("ranked");
-    assert_eq!(ranked.len(), 30);
+    let dropped = report["outcome"]["dropped"].as_array().expect("dropped");
+    assert_eq!(ranked.len() + dropped.len(), 30);
     // Where the time went: enumeration and evaluation within the whole run, two rates.
     let seconds = |key: &str| report["outcome"][key].as_f64().expect("seconds");
     let (whole, enumeration, evaluation) = (
@@ -448,4 +450,256 @@ fn require_class_keeps_only_programs_that_read_a_class_dependent_tensor() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// A cache of random tensors with boxes: `n` images of `k` channels on `h × w`.
+fn random_cache(path: &Path, seed: u64, (n, k, h, w): (usize, usize, usize, usize)) {
+    let len = n * k * h * w;
+    let a: Vec<f32> = noise(seed, len).iter().map(|v| v.abs() * 2.0).collect();
+    let g = noise(seed + 1, len);
+    let mut boxes = Vec::new();
+    for (i, v) in noise(seed + 2, n).iter().enumerate() {
+        let x0 = ((v.abs() * 7.0) as usize + i) % (w * 2);
+        let y0 = (i * 3) % (h * 2);
+        boxes.extend([x0 as f32, y0 as f32, (x0 + w) as f32, (y0 + h + 1) as f32]);
+    }
+    let shape = [n, k, h, w];
+    let size = format!("{},{}", h * 4, w * 4);
+    write_safetensors(
+        path,
+        &[
+            ("A", f16s(&shape, &a)),
+            ("G", f32s(&shape, &g)),
+            ("boxes", f32s(&[n, 4], &boxes)),
+        ],
+        &[("image_size", size.as_str())],
+    );
+}
+
+#[test]
+fn batched_evaluation_gives_the_scores_of_single_evaluation_on_random_candidate_sets() {
+    use camc_analysis::evaluate::MetricData;
+    use camc_analysis::metrics::{metric_by_name, Better};
+    use camc_analysis::search::driver::{split, Search};
+    use camc_analysis::search::enumerate::Enumerator;
+    use camc_analysis::search::probe_set::probes;
+    use camc_analysis::search::space::SpaceFile;
+    use camc_compiler::dims::Dims;
+    use camc_compiler::ir::Kernel;
+    use camc_runtime::cache::Cache;
+    use camc_runtime::exec::cpu::CpuExecutor;
+    use camc_runtime::exec::interp::InterpExecutor;
+    use camc_runtime::exec::{Executor, Outputs};
+
+    fn interp(kernel: &Kernel, dims: Dims, outputs: Outputs) -> Result<Box<dyn Executor>, String> {
+        InterpExecutor::new(kernel, dims, outputs)
+            .map(|e| Box::new(e) as Box<dyn Executor>)
+            .map_err(|e| e.to_string())
+    }
+    fn cpu(kernel: &Kernel, dims: Dims, outputs: Outputs) -> Result<Box<dyn Executor>, String> {
+        CpuExecutor::new(kernel, dims, outputs)
+            .map(|e| Box::new(e) as Box<dyn Executor>)
+            .map_err(|e| e.to_string())
+    }
+
+    let dir = temp_dir();
+    for (seed, sizes) in [(11u64, (9, 4, 5, 6)), (23, (7, 3, 4, 4))] {
+        let path = dir.path().join(format!("random-{seed}.safetensors"));
+        random_cache(&path, seed, sizes);
+        let cache = Cache::open(path_str(&path)).expect("cache");
+        let space = SpaceFile {
+            max_size: 5,
+            probe_images: 2,
+            unary: ["relu", "abs", "sqrt"].map(String::from).to_vec(),
+            binary: ["+", "-", "*", "/+", "max"].map(String::from).to_vec(),
+            ..SpaceFile::default()
+        }
+        .resolve()
+        .expect("space");
+        let n = cache.images().expect("images");
+        let is_train = split(n, 0.3, seed);
+        let train: Vec<usize> = (0..n).filter(|&i| is_train[i]).collect();
+        let (small, full) =
+            probes(&cache, &space.terminals, &train[..2], space.probe_channels).expect("probes");
+        let mut enumerator = Enumerator::new(space.clone(), &small, &full, 0);
+        for size in 1..=space.max_size {
+            enumerator.grow(size);
+        }
+        let types: Vec<_> = small.terminals.iter().map(|(ty, _)| *ty).collect();
+        // A random candidate set: every candidate with a seeded chance, sizes 1 to 5 alike.
+        let chosen: Vec<u32> = enumerator
+            .candidates
+            .iter()
+            .copied()
+            .zip(noise(seed + 3, enumerator.candidates.len()))
+            .filter(|(_, v)| v.abs() < 0.35)
+            .map(|(id, _)| id)
+            .take(60)
+            .collect();
+        assert!(chosen.len() >= 30, "{} candidates", chosen.len());
+        for metric in ["energy", "loc", "pointing", "iou", "complexity"] {
+            let accumulators = [metric_by_name(metric).expect("metric")];
+            let size = vec![sizes.2 * 4, sizes.3 * 4];
+            let data = MetricData::load(&cache, &accumulators, size, false).expect("metric data");
+            let search = |batched| Search {
+                cache: &cache,
+                space: space.clone(),
+                objective: vec![(accumulators[0].name(), 1.0)],
+                metric: metric.into(),
+                better: Better::Higher,
+                budget: chosen.len(),
+                holdout: 0.3,
+                seed,
+                out: dir.path().join("unused"),
+                batch: 4,
+                reference: None,
+                data: &data,
+                scorer: None,
+                batched,
+                keep: 5,
+            };
+            let batched = search(true)
+                .evaluate_all(&enumerator.terms, &chosen, &types, &is_train, &interp)
+                .expect("batched evaluation");
+            let mut distinct: Vec<u64> = batched.iter().filter_map(|s| s.train).map(f64::to_bits).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            // Pointing scores 0 or 1 per image: few distinct means on a few images.
+            let least = if metric == "pointing" { 2 } else { 5 };
+            assert!(
+                distinct.len() >= least,
+                "{metric}: only {} distinct scores",
+                distinct.len()
+            );
+            // Bit for bit the interpreter's (same arithmetic in the same order); the JIT's
+            // contractions and post-processing round differently.
+            for (backend, factory) in [("interp", &interp as _), ("cpu", &cpu as _)] {
+                let single = search(false)
+                    .evaluate_all(&enumerator.terms, &chosen, &types, &is_train, factory)
+                    .expect("single evaluation");
+                for (b, s) in batched.iter().zip(&single) {
+                    assert_eq!(b.weights, s.weights);
+                    for (x, y) in [(b.train, s.train), (b.holdout, s.holdout)] {
+                        let close = match (x, y) {
+                            (Some(x), Some(y)) => {
+                                (x - y).abs() <= if backend == "interp" { 0.0 } else { 1e-6 }
+                            }
+                            (x, y) => x == y,
+                        };
+                        assert!(
+                            close,
+                            "{metric} on {backend}, seed {seed}: {} batched {x:?}, single {y:?}",
+                            b.weights
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A cache where a guard-exploiting program wins on the metric: channel 0 is all but dead
+/// (1e-7 per pixel) and lies on the box, channel 1 is strong and lies off it. With the
+/// weights `1 / (sum[h,w](A) + 1e-7)` the nearly dead channel weighs 10⁶, enough to outshine
+/// the strong one only because the guard is 1e-7: with 1e-5 it would weigh 10⁵.
+fn guard_cache(path: &Path) {
+    let (n, k, h, w) = (6, 2, 8, 8);
+    let mut a = vec![0.0f32; n * k * h * w];
+    let mut boxes = Vec::new();
+    for i in 0..n {
+        let (bx, by) = (i % 3, (i * 2) % 3);
+        boxes.extend([bx as f32, by as f32, (bx + 3) as f32, (by + 3) as f32]);
+        for y in 0..h {
+            for x in 0..w {
+                let at = |c: usize| ((i * k + c) * h + y) * w + x;
+                let on_box = (bx..bx + 3).contains(&x) && (by..by + 3).contains(&y);
+                if on_box {
+                    a[at(0)] = 1e-7;
+                }
+                if x >= 5 && y >= 5 {
+                    a[at(1)] = 0.5 + 0.1 * (x as f32);
+                }
+            }
+        }
+    }
+    let shape = [n, k, h, w];
+    write_safetensors(
+        path,
+        &[("A", f32s(&shape, &a)), ("boxes", f32s(&[n, 4], &boxes))],
+        &[("image_size", "8,8")],
+    );
+}
+
+#[test]
+fn a_winner_that_lives_on_the_guard_is_dropped_and_reported() {
+    let dir = temp_dir();
+    let cache = dir.path().join("guard.safetensors");
+    guard_cache(&cache);
+    let space = dir.path().join("space.toml");
+    std::fs::write(
+        &space,
+        "max_size = 4\nterminals = [\"A\"]\nconstants = [1.0]\nunary = [\"relu\"]\nbinary = [\"*\", \"/+\"]\nreductions = [\"sum\", \"max\"]\nprobe_images = 2\n",
+    )
+    .expect("space");
+    let out = dir.path().join("out");
+    let report = search(
+        &cache,
+        &out,
+        &[
+            "--metric",
+            "energy",
+            "--budget",
+            "50",
+            "--holdout",
+            "0.34",
+            "--space",
+            path_str(&space),
+        ],
+    );
+    let dropped = report["outcome"]["dropped"].as_array().expect("dropped").clone();
+    let reason_of = |weights: &str| {
+        dropped
+            .iter()
+            .find(|d| d["weights"] == weights)
+            .map(|d| d["reason"].as_str().unwrap_or("").to_string())
+    };
+    let exploit = "(1 / (sum[h,w](A) + 1e-7))";
+    assert_eq!(reason_of(exploit).as_deref(), Some("guard"), "{dropped:?}");
+    let ranked = ranked(&report);
+    let exploit_train = dropped.iter().find(|d| d["weights"] == exploit).expect("listed")["train"]
+        .as_f64()
+        .expect("train");
+    // Without the check it would have been rank 1.
+    assert!(exploit_train > ranked[0].1, "{exploit_train} vs {:?}", ranked[0]);
+    assert!(!ranked.iter().any(|(w, _)| w == exploit));
+    // Duplicates name a program ranked above them, which stays.
+    let same_map: Vec<_> = dropped.iter().filter(|d| d["reason"] == "same_map").collect();
+    assert!(!same_map.is_empty());
+    for d in same_map {
+        let kept = d["detail"].as_str().expect("detail");
+        let position = ranked
+            .iter()
+            .position(|(w, _)| w == kept)
+            .expect("the kept one is ranked");
+        assert!(ranked[position].1 >= d["train"].as_f64().expect("train"));
+    }
+    let o = camc(&[
+        "search",
+        "--cache",
+        path_str(&cache),
+        "--out",
+        path_str(&dir.path().join("again")),
+        "--backend",
+        "interp",
+        "--metric",
+        "energy",
+        "--budget",
+        "50",
+        "--holdout",
+        "0.34",
+        "--space",
+        path_str(&space),
+    ]);
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains("that depend on the 1e-7 guard"), "{printed}");
 }

@@ -157,6 +157,7 @@ impl UnaryOp {
         }
     }
 
+    #[inline]
     pub fn apply(self, x: f32) -> f32 {
         self.eval(x)
     }
@@ -222,6 +223,7 @@ impl BinaryOp {
     }
 
     /// `min`/`max` propagate NaN like numpy's `minimum`/`maximum`.
+    #[inline]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         self.eval(a, b)
     }

@@ -244,6 +244,8 @@ impl Request {
             reference: None,
             data: &data,
             scorer: Some(&python_scorer),
+            batched: true,
+            keep: self.keep,
         };
         let outcome = search.run(&cpu_executor, self.start, |done, total, best| {
             report_progress(progress, raised, done, total, best)

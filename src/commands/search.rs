@@ -57,10 +57,21 @@ pub struct Args {
     /// How many winners to write as rank-NN.cam.
     #[arg(long, default_value_t = 5)]
     keep: usize,
+    /// How candidates are evaluated: `batched` (many at once, shared sub-terms, metric in the
+    /// same pass, on the host) or `single` (each compiled and run by --backend on its own).
+    /// Metrics that read `A` (ad_feat, ic_feat, ag_feat) are always evaluated singly.
+    #[arg(long, value_enum, default_value = "batched")]
+    evaluation: Evaluation,
     /// Keep only programs that read a class-dependent tensor (G, W, score, ablation, H,
     /// recipro, or one the space's `class_terminals` names): maps that change with the class.
     #[arg(long)]
     require_class: bool,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, clap::ValueEnum)]
+enum Evaluation {
+    Batched,
+    Single,
 }
 
 fn fail(message: impl std::fmt::Display) -> Reported {
@@ -130,6 +141,8 @@ pub fn run(args: Args) -> Result<(), Reported> {
         reference: reference.as_deref(),
         data: &data,
         scorer: None,
+        batched: args.evaluation == Evaluation::Batched,
+        keep: args.keep,
     };
     let start = match (args.resume, args.force) {
         (true, _) => Start::Resume,

@@ -131,15 +131,17 @@ impl Metric for Energy {
         let Some(mask) = box_mask("energy", input)? else {
             return Ok(None);
         };
-        let (mut inside, mut total) = (0f64, 0f64);
-        for (&v, &m) in input.map.data.iter().zip(&mask) {
-            // Negative values (outside the post-processed range) carry no mass.
-            let v = f64::from(v.max(0.0));
-            total += v;
-            if m {
-                inside += v;
+        // Negative values (outside the post-processed range) carry no mass. Eight partial
+        // sums, so that the sums vectorize.
+        let (mut inside, mut total) = ([0f64; 8], [0f64; 8]);
+        for (values, inside_box) in input.map.data.chunks(8).zip(mask.chunks(8)) {
+            for (lane, (&v, &m)) in values.iter().zip(inside_box).enumerate() {
+                let v = f64::from(v.max(0.0));
+                total[lane] += v;
+                inside[lane] += if m { v } else { 0.0 };
             }
         }
+        let (inside, total): (f64, f64) = (inside.iter().sum(), total.iter().sum());
         Ok(Some(if total > 0.0 { inside / total } else { 0.0 }))
     }
 

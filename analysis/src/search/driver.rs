@@ -1,12 +1,15 @@
 //! The search loop: split the images, enumerate candidates, evaluate each on the metric
 //! (train and holdout in one pass), checkpoint every result, rank on train.
 
+use super::batch;
 use super::checkpoint::{self, Key, Start};
 use super::enumerate::{Enumerator, PruneStats};
 use super::probe_set::probes;
 use super::scorer::{score_maps, MapScorer, ScoreError};
+use super::simplify::simplified;
 use super::space::Space;
-use super::term::{source, tensors_used, Term, TermId};
+use super::term::{source, tensors_used, Term, TermId, SAFE_DIV_EPS};
+use super::vet::{Dropped, Vetting};
 use crate::evaluate::{fresh, values, Evaluation, MetricData};
 use crate::metrics::{Better, Metric};
 use camc_compiler::axes::AxisSet;
@@ -24,6 +27,11 @@ use std::time::Instant;
 
 /// Makes an executor for a kernel on the dataset's sizes with these outputs (the CLI picks the
 /// backend).
+/// Candidates evaluated together by the batched evaluation (and between two checkpoint
+/// flushes): enough to share their sub-terms, few enough that each image's table of sub-terms
+/// stays small.
+const CHUNK_CANDIDATES: usize = 256;
+
 pub type ExecutorFactory<'f> = &'f dyn Fn(&Kernel, Dims, Outputs) -> Result<Box<dyn Executor>, String>;
 
 /// One evaluated program: the unit of checkpoints and of the report.
@@ -31,6 +39,10 @@ pub type ExecutorFactory<'f> = &'f dyn Fn(&Kernel, Dims, Outputs) -> Result<Box<
 pub struct Scored {
     /// The WEIGHTS expression (`relu(sum[k](WEIGHTS * A))`).
     pub weights: String,
+    /// `weights` simplified for reading ([`super::simplify`]): what the rank files and the
+    /// summary print. Empty in checkpoints written before it existed.
+    #[serde(default)]
+    pub simplified: String,
     pub size: u32,
     /// Parameters for the cache tensors it reads besides `A`, e.g. `G: [k,h,w]`.
     pub params: Vec<String>,
@@ -47,11 +59,21 @@ impl Scored {
     pub fn program(&self, name: &str) -> String {
         let mut params = vec!["A: [k,h,w]".to_string()];
         params.extend(self.params.iter().cloned());
-        format!(
-            "cam {name}({}) = relu(sum[k]({} * A))\n",
-            params.join(", "),
-            self.weights
-        )
+        format!("cam {name}({}) = {}\n", params.join(", "), self.map_expression())
+    }
+
+    /// `relu(sum[k](WEIGHTS * A))`, with the simplified weights where there are.
+    pub fn map_expression(&self) -> String {
+        let weights = match self.simplified.as_str() {
+            "" => self.weights.as_str(),
+            simplified => simplified,
+        };
+        // `+` and `-` bind less tightly than the `* A` that follows.
+        if weights.contains('+') || weights.contains(" - ") {
+            format!("relu(sum[k](({weights}) * A))")
+        } else {
+            format!("relu(sum[k]({weights} * A))")
+        }
     }
 }
 
@@ -82,6 +104,11 @@ pub struct Search<'a> {
     /// Scores the post-processed maps instead of `objective` (a model-based metric computed
     /// outside camc, e.g. by Python); `batch` images per call.
     pub scorer: Option<&'a dyn MapScorer>,
+    /// How many top ranks are vetted ([`super::vet`]) and written as rank files.
+    pub keep: usize,
+    /// Evaluate candidates in batches ([`super::batch`]) where the objective allows; `false`:
+    /// compile and run each candidate on its own (`--evaluation single`).
+    pub batched: bool,
 }
 
 /// What a search found.
@@ -91,7 +118,11 @@ pub struct Outcome {
     pub pruning: PruneStats,
     pub evaluated: usize,
     pub resumed: usize,
+    /// Top candidates left out of the ranking (duplicate maps, guard-dependent), best first.
+    pub dropped: Vec<Dropped>,
     pub seconds: f64,
+    /// Seconds spent vetting the top ranks (maps recomputed for duplicates and guards).
+    pub vetting_seconds: f64,
     /// Seconds spent building the probe sets and enumerating (pruning included).
     pub enumeration_seconds: f64,
     /// Seconds spent evaluating candidates not taken from the checkpoint: compiling each and
@@ -182,34 +213,68 @@ impl Search<'_> {
             .filter(|&id| eligible(&enumerator.terms, id))
             .take(self.budget)
             .collect();
-        let mut scored = Vec::with_capacity(chosen.len());
-        let mut resumed = 0;
-        for (i, &id) in chosen.iter().enumerate() {
-            let weights = source(&enumerator.terms, id, &self.space.terminals);
-            let result = match done.get(&weights) {
-                Some(previous) => {
-                    resumed += 1;
-                    previous.clone()
-                }
-                None => {
-                    let types: Vec<_> = small.terminals.iter().map(|(ty, _)| *ty).collect();
-                    let began = Instant::now();
-                    let result = self.evaluate(&enumerator.terms, id, weights, &types, &is_train, factory)?;
-                    evaluation_seconds += began.elapsed().as_secs_f64();
-                    let line = serde_json::to_string(&result).map_err(|e| e.to_string())?;
-                    writeln!(log, "{line}")
-                        .and_then(|_| log.flush())
-                        .map_err(|e| e.to_string())?;
-                    result
-                }
-            };
-            scored.push(result);
-            let best = self.rank(scored.clone()).into_iter().next();
-            progress(i + 1, chosen.len(), best.as_ref());
+        let types: Vec<_> = small.terminals.iter().map(|(ty, _)| *ty).collect();
+        let mut scored: Vec<Option<Scored>> = chosen
+            .iter()
+            .map(|&id| {
+                done.get(&source(&enumerator.terms, id, &self.space.terminals))
+                    .cloned()
+            })
+            .collect();
+        let resumed = scored.iter().flatten().count();
+        let pending: Vec<usize> = (0..chosen.len()).filter(|&i| scored[i].is_none()).collect();
+        let mut best: Option<Scored> = None;
+        for previous in scored.iter().flatten() {
+            self.keep_better(&mut best, previous);
         }
+        let chunk_size = if self.batched && batch::supported(self) {
+            CHUNK_CANDIDATES
+        } else {
+            1
+        };
+        let mut finished = resumed;
+        for positions in pending.chunks(chunk_size) {
+            let ids: Vec<TermId> = positions.iter().map(|&i| chosen[i]).collect();
+            let began = Instant::now();
+            let results = self.evaluate_all(&enumerator.terms, &ids, &types, &is_train, factory)?;
+            evaluation_seconds += began.elapsed().as_secs_f64();
+            for (&position, result) in positions.iter().zip(results) {
+                let line = serde_json::to_string(&result).map_err(|e| e.to_string())?;
+                writeln!(log, "{line}").map_err(|e| e.to_string())?;
+                self.keep_better(&mut best, &result);
+                scored[position] = Some(result);
+            }
+            log.flush().map_err(|e| e.to_string())?;
+            finished += positions.len();
+            progress(finished, chosen.len(), best.as_ref());
+        }
+        let ids: HashMap<String, TermId> = chosen
+            .iter()
+            .map(|&id| (source(&enumerator.terms, id, &self.space.terminals), id))
+            .collect();
+        let scored: Vec<Scored> = scored
+            .into_iter()
+            .flatten()
+            .map(|s| Scored {
+                simplified: simplified(&enumerator.terms, ids[&s.weights], &self.space.terminals),
+                ..s
+            })
+            .collect();
+        let began = Instant::now();
+        let vetting = Vetting {
+            search: self,
+            terms: &enumerator.terms,
+            ids,
+            types: &types,
+            is_train: &is_train,
+        };
+        let (ranked, dropped) = vetting.vet(self.rank(scored), self.keep)?;
+        let vetting_seconds = began.elapsed().as_secs_f64();
         let holdout_images = is_train.iter().filter(|t| !**t).count();
         Ok(Outcome {
-            ranked: self.rank(scored),
+            ranked,
+            dropped,
+            vetting_seconds,
             pruning: enumerator.stats.clone(),
             evaluated: chosen.len() - resumed,
             resumed,
@@ -219,6 +284,20 @@ impl Search<'_> {
             train_images: n - holdout_images,
             holdout_images,
         })
+    }
+
+    /// The index of terminal `A` among the space's terminals.
+    pub(crate) fn a_terminal(&self) -> usize {
+        self.space.terminals.iter().position(|t| t == "A").unwrap_or(0)
+    }
+
+    /// `A`'s `[h,w]`: the shape of a raw map.
+    pub(crate) fn cache_spatial_shape(&self) -> Vec<usize> {
+        self.cache.shards[0]
+            .tensors
+            .get("A")
+            .map(|t| t.shape[2..].to_vec())
+            .unwrap_or_default()
     }
 
     /// The class-dependent terminals a term reads, by name.
@@ -247,25 +326,74 @@ impl Search<'_> {
     /// Best first on train (ties: smaller, then earlier in enumeration order); programs
     /// without a value last.
     pub fn rank(&self, mut scored: Vec<Scored>) -> Vec<Scored> {
-        let key = |s: &Scored| match (s.train, self.better) {
-            (Some(v), Better::Higher) => -v,
-            (Some(v), Better::Lower) => v,
-            (None, _) => f64::INFINITY,
-        };
         // A stable sort keeps enumeration order among equals.
-        scored.sort_by(|a, b| key(a).total_cmp(&key(b)).then(a.size.cmp(&b.size)));
+        scored.sort_by(|a, b| {
+            self.rank_key(a)
+                .total_cmp(&self.rank_key(b))
+                .then(a.size.cmp(&b.size))
+        });
         scored
     }
 
-    fn evaluate(
+    /// `best` becomes `candidate` if it ranks before it (enumeration order breaks ties: the
+    /// earlier one stays).
+    fn keep_better(&self, best: &mut Option<Scored>, candidate: &Scored) {
+        let before = |a: &Scored, b: &Scored| {
+            self.rank_key(a)
+                .total_cmp(&self.rank_key(b))
+                .then(a.size.cmp(&b.size))
+                .is_lt()
+        };
+        if best.as_ref().is_none_or(|b| before(candidate, b)) {
+            *best = Some(candidate.clone());
+        }
+    }
+
+    /// The ranking's key: smaller ranks first.
+    fn rank_key(&self, s: &Scored) -> f64 {
+        match (s.train, self.better) {
+            (Some(v), Better::Higher) => -v,
+            (Some(v), Better::Lower) => v,
+            (None, _) => f64::INFINITY,
+        }
+    }
+
+    /// Scores candidates `ids`: in one batch where the search allows it, else one by one.
+    pub fn evaluate_all(
         &self,
         terms: &[Term],
-        id: TermId,
-        weights: String,
+        ids: &[TermId],
         types: &[AxisSet],
         is_train: &[bool],
         factory: ExecutorFactory,
-    ) -> Result<Scored, String> {
+    ) -> Result<Vec<Scored>, String> {
+        if !(self.batched && batch::supported(self)) {
+            return ids
+                .iter()
+                .map(|&id| self.evaluate(terms, id, types, is_train, factory))
+                .collect();
+        }
+        let chunk = batch::Chunk {
+            search: self,
+            terms,
+            ids,
+            types,
+            guard: SAFE_DIV_EPS,
+        };
+        let values = chunk.scores(is_train)?;
+        Ok(ids
+            .iter()
+            .zip(values)
+            .map(|(&id, (train, holdout))| Scored {
+                train,
+                holdout,
+                ..self.unscored(terms, id, types)
+            })
+            .collect())
+    }
+
+    /// A candidate's description, without its values.
+    fn unscored(&self, terms: &[Term], id: TermId, types: &[AxisSet]) -> Scored {
         let mut used = Vec::new();
         tensors_used(terms, id, &mut used);
         let params: Vec<String> = used
@@ -274,14 +402,27 @@ impl Search<'_> {
             .filter(|(name, _)| name.as_str() != "A")
             .map(|(name, ty)| format!("{name}: {ty}"))
             .collect();
-        let mut result = Scored {
-            weights,
+        Scored {
+            weights: source(terms, id, &self.space.terminals),
+            simplified: String::new(),
             size: terms[id as usize].size,
             params,
             class_reads: self.class_reads(terms, id),
             train: None,
             holdout: None,
-        };
+        }
+    }
+
+    /// Compiles one candidate and scores it with the backend's executor.
+    fn evaluate(
+        &self,
+        terms: &[Term],
+        id: TermId,
+        types: &[AxisSet],
+        is_train: &[bool],
+        factory: ExecutorFactory,
+    ) -> Result<Scored, String> {
+        let mut result = self.unscored(terms, id, types);
         let (train, holdout) =
             self.score_program(&result.program("candidate"), "candidate", is_train, factory)?;
         result.train = train;
@@ -382,7 +523,7 @@ impl Search<'_> {
     }
 
     /// The objective's value from one group of accumulators (one per objective metric).
-    fn combine(&self, metrics: &[Box<dyn Metric>]) -> Option<f64> {
+    pub(crate) fn combine(&self, metrics: &[Box<dyn Metric>]) -> Option<f64> {
         if let ([(_, _)], [metric]) = (&self.objective[..], metrics) {
             return values(std::slice::from_ref(metric)).first().and_then(|v| v.value);
         }

@@ -9,6 +9,7 @@ use super::probe::{fingerprint, map_fingerprint, Probe};
 use super::space::Space;
 use super::term::{hw, khw, Term, TermId, TermOp};
 use camc_compiler::axes::{Axis, AxisSet};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// How many terms each pruning stage removed.
@@ -80,7 +81,7 @@ impl<'p> Enumerator<'p> {
         let values = {
             let values = &self.values;
             self.small
-                .eval(&term, &self.terms, &|id| values[id as usize].clone())
+                .eval(&term, &self.terms, &|id| Cow::Borrowed(&values[id as usize]))
         };
         let constant = matches!(op, TermOp::Const(_));
         if !constant && !values.iter().any(|v| v.is_finite()) {

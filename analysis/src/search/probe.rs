@@ -1,13 +1,15 @@
-//! Values of terms on a probe set of images: how the enumerator tells equivalent terms apart
-//! without compiling them. A term of type `[]`, `[k]`, `[h,w]` or `[k,h,w]` holds, per probe
-//! image, 1, `channels`, `spatial` or `channels·spatial` values. Reductions are the interpreter's
-//! ([`reduce_group`]: f64 accumulation, NaN-propagating max/min, population std).
+//! Values of terms on a set of images: how the enumerator tells equivalent terms apart
+//! without compiling them, and how the batched evaluation computes every candidate's map. A
+//! term of type `[]`, `[k]`, `[h,w]` or `[k,h,w]` holds, per image, 1, `channels`, `spatial` or
+//! `channels·spatial` values. The arithmetic is the interpreter's: elementwise operations in
+//! f32 ([`BinaryOp::apply`]), reductions by [`reduce_group`] (f64 accumulation, NaN-propagating
+//! max/min, population std).
 
 use super::term::{Term, TermId, TermOp, SAFE_DIV_EPS};
 use camc_compiler::axes::{Axis, AxisSet};
-use camc_compiler::dims::{offset, Dims};
-use camc_compiler::ops::{BinaryOp, ReduceOp};
+use camc_compiler::ops::{BinaryOp, ReduceOp, UnaryOp};
 use camc_runtime::interp::reduce_group;
+use std::borrow::Cow;
 
 /// Terminal tensors on some images and channels.
 pub struct Probe {
@@ -16,36 +18,104 @@ pub struct Probe {
     pub spatial: usize,
     /// Per terminal: its type and values (laid out as described above).
     pub terminals: Vec<(AxisSet, Vec<f32>)>,
+    /// The constant `/+` adds to its divisor: [`SAFE_DIV_EPS`], or a multiple of it when the
+    /// search checks how much a map depends on it.
+    pub guard: f32,
 }
 
+/// The operands of a term's evaluation, by id: borrowed from a table, or computed.
+pub type Operands<'v> = &'v dyn Fn(TermId) -> Cow<'v, [f32]>;
+
 impl Probe {
-    /// The probe's sizes: its channels, and its positions as one `w` axis (`h` = 1).
-    fn dims(&self) -> Dims {
-        Dims::new(self.channels, 1, 1, self.spatial)
+    pub fn new(images: usize, channels: usize, spatial: usize, terminals: Vec<(AxisSet, Vec<f32>)>) -> Probe {
+        Probe {
+            images,
+            channels,
+            spatial,
+            terminals,
+            guard: SAFE_DIV_EPS,
+        }
+    }
+
+    /// Image `p` alone, as a probe of one image.
+    pub fn image(&self, p: usize) -> Probe {
+        let terminals = self
+            .terminals
+            .iter()
+            .map(|(ty, values)| {
+                let len = self.len(*ty);
+                (*ty, values[p * len..(p + 1) * len].to_vec())
+            })
+            .collect();
+        Probe {
+            guard: self.guard,
+            ..Probe::new(1, self.channels, self.spatial, terminals)
+        }
     }
 
     /// Values per image of a term of type `ty`.
     pub fn len(&self, ty: AxisSet) -> usize {
-        self.dims().len(ty)
+        self.channels_of(ty) * self.spatial_of(ty)
     }
 
-    /// Where image `p`, channel `c`, position `s` of a value of type `ty` lies: `at(p, c, s)`.
-    fn indexer(&self, ty: AxisSet) -> impl Fn(usize, usize, usize) -> usize {
-        let dims = self.dims();
-        let (per_image, strides) = (dims.len(ty), dims.strides(ty));
-        move |p, c, s| p * per_image + offset(&strides, &[0, c, 0, 0, s])
+    fn channels_of(&self, ty: AxisSet) -> usize {
+        if ty.contains(Axis::K) {
+            self.channels
+        } else {
+            1
+        }
+    }
+
+    fn spatial_of(&self, ty: AxisSet) -> usize {
+        if ty.contains(Axis::H) {
+            self.spatial
+        } else {
+            1
+        }
+    }
+
+    /// The values of image `p`, channel `c` of a value of type `ty`: `spatial` of them, or one
+    /// when the type has no positions.
+    fn row<'x>(&self, ty: AxisSet, x: &'x [f32], p: usize, c: usize) -> &'x [f32] {
+        let (channels, spatial) = (self.channels_of(ty), self.spatial_of(ty));
+        let c = if channels == 1 { 0 } else { c };
+        &x[(p * channels + c) * spatial..][..spatial]
     }
 
     pub fn binary(&self, op: BinaryOp, ta: AxisSet, a: &[f32], tb: AxisSet, b: &[f32]) -> Vec<f32> {
+        // One loop per common operator, so that the operator's `match` leaves the inner loop.
+        match op {
+            BinaryOp::Add => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Add.apply(x, y)),
+            BinaryOp::Sub => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Sub.apply(x, y)),
+            BinaryOp::Mul => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Mul.apply(x, y)),
+            BinaryOp::Div => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Div.apply(x, y)),
+            other => self.broadcast(ta, a, tb, b, |x, y| other.apply(x, y)),
+        }
+    }
+
+    /// `f` elementwise over `a` and `b`, each broadcast to the union of their types.
+    fn broadcast(
+        &self,
+        ta: AxisSet,
+        a: &[f32],
+        tb: AxisSet,
+        b: &[f32],
+        f: impl Fn(f32, f32) -> f32,
+    ) -> Vec<f32> {
         let ty = ta.union(tb);
-        let channels = if ty.contains(Axis::K) { self.channels } else { 1 };
-        let spatial = if ty.contains(Axis::H) { self.spatial } else { 1 };
+        let (channels, spatial) = (self.channels_of(ty), self.spatial_of(ty));
         let mut out = Vec::with_capacity(self.images * channels * spatial);
-        let (at_a, at_b) = (self.indexer(ta), self.indexer(tb));
         for p in 0..self.images {
             for c in 0..channels {
-                for s in 0..spatial {
-                    out.push(op.apply(a[at_a(p, c, s)], b[at_b(p, c, s)]));
+                match (self.row(ta, a, p, c), self.row(tb, b, p, c)) {
+                    (&[x], &[y]) if spatial == 1 => out.push(f(x, y)),
+                    (&[x], ys) if ys.len() == spatial && spatial > 1 => {
+                        out.extend(ys.iter().map(|&y| f(x, y)))
+                    }
+                    (xs, &[y]) if xs.len() == spatial && spatial > 1 => {
+                        out.extend(xs.iter().map(|&x| f(x, y)))
+                    }
+                    (xs, ys) => out.extend(xs.iter().zip(ys).map(|(&x, &y)| f(x, y))),
                 }
             }
         }
@@ -64,12 +134,12 @@ impl Probe {
             .collect()
     }
 
-    /// A term's values, computed from its operands' (`values` holds them by id).
-    pub fn eval(&self, term: &Term, terms: &[Term], values: &dyn Fn(TermId) -> Vec<f32>) -> Vec<f32> {
+    /// A term's values, computed from its operands' (`values` gives them by id).
+    pub fn eval<'v>(&self, term: &Term, terms: &[Term], values: Operands<'v>) -> Vec<f32> {
         match term.op {
             TermOp::Tensor(i) => self.terminals[i as usize].1.clone(),
             TermOp::Const(c) => vec![c; self.images],
-            TermOp::Unary(op, x) => values(x).into_iter().map(|v| op.apply(v)).collect(),
+            TermOp::Unary(op, x) => values(x).iter().map(|&v| op.apply(v)).collect(),
             TermOp::Binary(op, a, b) => {
                 let (ta, tb) = (terms[a as usize].ty, terms[b as usize].ty);
                 self.binary(op, ta, &values(a), tb, &values(b))
@@ -77,7 +147,7 @@ impl Probe {
             TermOp::Reduce(op, x) => self.reduce(op, &values(x)),
             TermOp::SafeDiv(a, b) => {
                 let (ta, tb) = (terms[a as usize].ty, terms[b as usize].ty);
-                let guarded: Vec<f32> = values(b).iter().map(|v| v + SAFE_DIV_EPS).collect();
+                let guarded: Vec<f32> = values(b).iter().map(|&v| v + self.guard).collect();
                 self.binary(BinaryOp::Div, ta, &values(a), tb, &guarded)
             }
         }
@@ -85,32 +155,42 @@ impl Probe {
 
     /// A term's values computed from scratch (for a probe that keeps no table of terms).
     pub fn eval_tree(&self, terms: &[Term], id: TermId) -> Vec<f32> {
-        self.eval(&terms[id as usize], terms, &|child| self.eval_tree(terms, child))
+        self.eval(&terms[id as usize], terms, &|child| {
+            Cow::Owned(self.eval_tree(terms, child))
+        })
     }
 
-    /// `relu(sum[k](weights * A))` per probe image, `A` being terminal `a`: the map a
-    /// candidate produces, `images × spatial` values.
+    /// `relu(sum[k](weights * A))` per image, `A` being terminal `a`: the map a candidate
+    /// produces, `images × spatial` values, computed as the interpreter does (the product in
+    /// f32, the sum over channels in f64, in channel order).
     pub fn map(&self, weights_ty: AxisSet, weights: &[f32], a: usize) -> Vec<f32> {
         let (ta, values) = &self.terminals[a];
-        let (at_weights, at_a) = (self.indexer(weights_ty), self.indexer(*ta));
-        let mut out = vec![0.0f64; self.images * self.spatial];
+        let mut out = Vec::with_capacity(self.images * self.spatial);
+        let mut sums = vec![0.0f64; self.spatial];
         for p in 0..self.images {
+            sums.fill(0.0);
             for c in 0..self.channels {
-                for s in 0..self.spatial {
-                    let w = weights[at_weights(p, c, s)] as f64;
-                    out[p * self.spatial + s] += w * values[at_a(p, c, s)] as f64;
+                let (w, x) = (self.row(weights_ty, weights, p, c), self.row(*ta, values, p, c));
+                match w {
+                    &[w] => sums.iter_mut().zip(x).for_each(|(s, &x)| *s += f64::from(w * x)),
+                    _ => sums
+                        .iter_mut()
+                        .zip(w.iter().zip(x))
+                        .for_each(|(s, (&w, &x))| *s += f64::from(w * x)),
                 }
             }
+            out.extend(sums.iter().map(|&s| UnaryOp::Relu.apply(s as f32)));
         }
-        out.into_iter().map(|v| (v as f32).max(0.0)).collect()
+        out
     }
 }
 
 /// A fingerprint of values that ignores differences below ~1e-4 relative: terms with the same
 /// fingerprint are taken to be the same function.
 pub fn fingerprint(values: &[f32]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // A multiply-rotate hash over the rounded bits: collisions are as rare as with SipHash for
+    // this use (no adversary), at a fraction of the cost (the enumerator hashes every term).
+    let mut hash = (values.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for &v in values {
         let bits = if v.is_nan() {
             u32::MAX
@@ -120,10 +200,11 @@ pub fn fingerprint(values: &[f32]) -> u64 {
             // Keep sign, exponent and the top 10 mantissa bits (rounded).
             (v.to_bits().wrapping_add(1 << 12)) & !((1 << 13) - 1)
         };
-        bits.hash(&mut hasher);
+        hash = (hash ^ u64::from(bits))
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            .rotate_left(29);
     }
-    values.len().hash(&mut hasher);
-    hasher.finish()
+    hash ^ (hash >> 31)
 }
 
 /// The fingerprint of a map up to a positive scale and shift: min-max normalized first, as

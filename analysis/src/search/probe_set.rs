@@ -6,6 +6,7 @@ use super::probe::Probe;
 use super::term::{hw, k, khw};
 use camc_compiler::axes::{Axis, AxisSet};
 use camc_runtime::cache::{Cache, CacheError};
+use std::ops::Range;
 
 /// Terminal `name`'s type from its cache shape, given `A`'s `[n,k,h,w]`.
 fn terminal_type(cache: &Cache, name: &str, a_shape: &[usize]) -> Result<AxisSet, CacheError> {
@@ -53,6 +54,62 @@ fn image_values(cache: &Cache, name: &str, image: usize) -> Result<Vec<f32>, Cac
     )))
 }
 
+/// `A`'s shape `[n,k,h,w]` (the search works on 2-D layers).
+fn a_shape(cache: &Cache) -> Result<Vec<usize>, CacheError> {
+    let shape = cache.shards[0]
+        .tensors
+        .get("A")
+        .map(|t| t.shape.clone())
+        .ok_or_else(|| CacheError::tensor(&cache.shards[0].path, "A", "missing"))?;
+    if shape.len() != 4 {
+        return Err(CacheError::tensor(
+            &cache.shards[0].path,
+            "A",
+            "search works on 2-D layers ([n,k,h,w])",
+        ));
+    }
+    Ok(shape)
+}
+
+/// The terminals' types, from their shapes in the cache.
+pub fn terminal_types(cache: &Cache, terminals: &[String]) -> Result<Vec<AxisSet>, CacheError> {
+    let a_shape = a_shape(cache)?;
+    terminals
+        .iter()
+        .map(|t| terminal_type(cache, t, &a_shape))
+        .collect()
+}
+
+/// Every channel of the images `range` (which may span shards): what the batched evaluation
+/// reads, once per image, for a chunk of candidates.
+pub fn block(
+    cache: &Cache,
+    terminals: &[String],
+    types: &[AxisSet],
+    range: Range<usize>,
+) -> Result<Probe, CacheError> {
+    let a_shape = a_shape(cache)?;
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); terminals.len()];
+    let mut start = 0;
+    for shard in &cache.shards {
+        let count = shard.images()?;
+        let (lo, hi) = (range.start.max(start), range.end.min(start + count));
+        if lo < hi {
+            for (name, values) in terminals.iter().zip(&mut values) {
+                values.extend(shard.read_rows_f32(name, lo - start..hi - start)?);
+            }
+        }
+        start += count;
+    }
+    let terminals = types.iter().copied().zip(values).collect();
+    Ok(Probe::new(
+        range.len(),
+        a_shape[1],
+        a_shape[2] * a_shape[3],
+        terminals,
+    ))
+}
+
 /// Probes on `images`: `(small, full)`, the small one restricted to the `channels` channels
 /// with the most activation over those images (ties by index).
 pub fn probes(
@@ -61,23 +118,9 @@ pub fn probes(
     images: &[usize],
     channels: usize,
 ) -> Result<(Probe, Probe), CacheError> {
-    let a_shape = cache.shards[0]
-        .tensors
-        .get("A")
-        .map(|t| t.shape.clone())
-        .ok_or_else(|| CacheError::tensor(&cache.shards[0].path, "A", "missing"))?;
-    if a_shape.len() != 4 {
-        return Err(CacheError::tensor(
-            &cache.shards[0].path,
-            "A",
-            "search works on 2-D layers ([n,k,h,w])",
-        ));
-    }
+    let a_shape = a_shape(cache)?;
     let (k_all, spatial) = (a_shape[1], a_shape[2] * a_shape[3]);
-    let types: Vec<AxisSet> = terminals
-        .iter()
-        .map(|t| terminal_type(cache, t, &a_shape))
-        .collect::<Result<_, _>>()?;
+    let types = terminal_types(cache, terminals)?;
     let mut full_values: Vec<Vec<f32>> = vec![Vec::new(); terminals.len()];
     for &image in images {
         for (t, name) in terminals.iter().enumerate() {
@@ -105,18 +148,13 @@ pub fn probes(
             )
         })
         .collect();
-    let full = Probe {
-        images: images.len(),
-        channels: k_all,
+    let full = Probe::new(
+        images.len(),
+        k_all,
         spatial,
-        terminals: types.iter().copied().zip(full_values).collect(),
-    };
-    let small = Probe {
-        images: images.len(),
-        channels: chosen.len(),
-        spatial,
-        terminals: small_values,
-    };
+        types.iter().copied().zip(full_values).collect(),
+    );
+    let small = Probe::new(images.len(), chosen.len(), spatial, small_values);
     Ok((small, full))
 }
 

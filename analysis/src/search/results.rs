@@ -96,7 +96,7 @@ pub fn write_results(
     for (i, winner) in outcome.ranked.iter().take(keep).enumerate() {
         let name = format!("rank_{:02}", i + 1);
         let text = format!(
-            "# camc search: rank {} for metric `{}` ({} better)\n# train {} on {} images, holdout {} on {} images\n# size {}; cache {}; seed {}; holdout fraction {}\n{}",
+            "# camc search: rank {} for metric `{}` ({} better)\n# train {} on {} images, holdout {} on {} images\n# size {}; cache {}; seed {}; holdout fraction {}\n# as enumerated (and scored): relu(sum[k]({} * A))\n{}",
             i + 1,
             search.metric,
             search.better.as_str(),
@@ -108,6 +108,7 @@ pub fn write_results(
             search.cache.spec,
             search.seed,
             search.holdout,
+            winner.weights,
             winner.program(&name)
         );
         let path = search.out.join(format!("rank-{:02}.cam", i + 1));
@@ -190,11 +191,20 @@ fn write_summary(
     for (i, s) in outcome.ranked.iter().take(5).enumerate() {
         writeln!(
             text,
-            "{:<10} {:>10} {:>10}  relu(sum[k]({} * A))",
+            "{:<10} {:>10} {:>10}  {}",
             format!("rank-{:02}", i + 1),
             shown(s.train),
             shown(s.holdout),
-            s.weights
+            s.map_expression()
+        )?;
+    }
+    if !outcome.dropped.is_empty() {
+        let count = |reason: &str| outcome.dropped.iter().filter(|d| d.reason == reason).count();
+        writeln!(
+            text,
+            "dropped from the top ranks: {} with the same map as a better rank, {} that depend on the 1e-7 guard of /+ (report.json lists them)",
+            count("same_map"),
+            count("guard")
         )?;
     }
     if let Some(best) = outcome.ranked.first() {

@@ -236,6 +236,8 @@ mod tests {
             reference: None,
             data,
             scorer,
+            batched: true,
+            keep: 5,
         };
         search.run(&interp, Start::Fresh, |_, _, _| {})
     }

@@ -60,6 +60,8 @@ fn binary_source(op: BinaryOp, a: String, b: String) -> String {
 pub fn source(terms: &[Term], id: TermId, terminals: &[String]) -> String {
     match terms[id as usize].op {
         TermOp::Tensor(i) => terminals[i as usize].clone(),
+        // In parentheses when negative: `-2 ^ x` would read as `-(2 ^ x)`.
+        TermOp::Const(c) if c < 0.0 => format!("({})", format_number(c)),
         TermOp::Const(c) => format_number(c),
         TermOp::Unary(UnaryOp::Neg, x) => format!("(-{})", source(terms, x, terminals)),
         TermOp::Unary(op, x) => format!("{}({})", op.name(), source(terms, x, terminals)),

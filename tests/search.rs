@@ -703,3 +703,68 @@ fn a_winner_that_lives_on_the_guard_is_dropped_and_reported() {
     let printed = String::from_utf8_lossy(&o.stdout);
     assert!(printed.contains("that depend on the 1e-7 guard"), "{printed}");
 }
+
+#[test]
+fn resume_after_a_real_kill_gives_the_uninterrupted_result() {
+    let dir = temp_dir();
+    let cache = dir.path().join("synthetic.safetensors");
+    synthetic_cache(&cache);
+    // One candidate at a time, each flushed to the checkpoint as it is scored.
+    let args = [
+        "--metric",
+        "energy",
+        "--budget",
+        "600",
+        "--evaluation",
+        "single",
+        "--backend",
+        "interp",
+    ];
+    fn run<'a>(cache: &'a Path, out: &'a Path, args: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["search", "--cache", path_str(cache), "--out", path_str(out)];
+        all.extend_from_slice(args);
+        all.extend_from_slice(extra);
+        all
+    }
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camc"))
+        .args(run(&cache, &killed, &args, &[]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("camc starts");
+    let checkpoint = killed.join("checkpoint.jsonl");
+    let lines = || std::fs::read_to_string(&checkpoint).map_or(0, |t| t.lines().count());
+    let began = std::time::Instant::now();
+    while lines() < 40 && began.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SIGKILL: no chance to flush or clean up.
+    child.kill().expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the search finished before the kill");
+    let at_kill = lines();
+    assert!((40..601).contains(&at_kill), "{at_kill} lines");
+
+    let o = camc(&run(&cache, &killed, &args, &["--resume"]));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let resumed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(killed.join("report.json")).expect("report"))
+            .expect("json");
+    assert!(resumed["outcome"]["resumed"].as_u64().expect("resumed") >= 39);
+    let whole = dir.path().join("whole");
+    let o = camc(&run(&cache, &whole, &args, &[]));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("report.json")).expect("report"))
+            .expect("json");
+    assert_eq!(ranked(&resumed), ranked(&reference));
+    assert_eq!(resumed["outcome"]["dropped"], reference["outcome"]["dropped"]);
+    for i in 1..=5 {
+        let name = format!("rank-{i:02}.cam");
+        assert_eq!(
+            std::fs::read_to_string(killed.join(&name)).expect("rank file"),
+            std::fs::read_to_string(whole.join(&name)).expect("rank file"),
+        );
+    }
+}

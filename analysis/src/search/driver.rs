@@ -69,12 +69,29 @@ impl Scored {
             simplified => simplified,
         };
         // `+` and `-` bind less tightly than the `* A` that follows.
-        if weights.contains('+') || weights.contains(" - ") {
+        if has_top_level_sum(weights) {
             format!("relu(sum[k](({weights}) * A))")
         } else {
             format!("relu(sum[k]({weights} * A))")
         }
     }
+}
+
+/// Whether `.cam` source has a `+` or a binary `-` outside every parenthesis.
+fn has_top_level_sum(source: &str) -> bool {
+    let mut depth = 0i32;
+    let mut previous = '(';
+    for c in source.chars() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            // A binary `-` is written with spaces around it; a negation is not.
+            '+' | '-' if depth == 0 && (c == '+' || previous == ' ') => return true,
+            _ => {}
+        }
+        previous = c;
+    }
+    false
 }
 
 /// The search's inputs.

@@ -5,6 +5,7 @@
 use crate::exec::{Maps, Outputs};
 use camc_compiler::ops::NORMALIZE_EPS;
 use camc_compiler::resize::{taps, Tap};
+use multiversion::multiversion;
 
 /// Sets non-finite values to 0; returns how many there were.
 pub fn sanitize(map: &mut [f32]) -> usize {
@@ -17,28 +18,40 @@ pub fn sanitize(map: &mut [f32]) -> usize {
 }
 
 /// `x - min(x)`, then `/ (max + 1e-7)`, like pytorch-grad-cam's `scale_cam_image`.
+///
+/// Compiled for AVX-512 and AVX2 besides the baseline, chosen at run time (the division is the
+/// search's hottest loop); every version gives the same bits.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+avx+sse4.2+sse4.1+ssse3+sse3",
+    "x86_64+avx2+avx+sse4.2+sse4.1+ssse3+sse3"
+))]
 pub fn minmax(map: &mut [f32]) {
-    let min = fold_lanes(map, f32::INFINITY, f32::min);
+    let (min, max) = min_and_max(map);
     if !min.is_finite() {
         return;
     }
-    map.iter_mut().for_each(|v| *v -= min);
-    let scale = fold_lanes(map, f32::NEG_INFINITY, f32::max) + NORMALIZE_EPS;
-    map.iter_mut().for_each(|v| *v /= scale);
+    // Rounding is monotone, so the largest `x - min` is `max - min` rounded: one pass finds
+    // both ends, one normalizes.
+    let scale = (max - min) + NORMALIZE_EPS;
+    map.iter_mut().for_each(|v| *v = (*v - min) / scale);
 }
 
-/// `values.fold(init, pick)` for an exact, order-free `pick` (min, max), in eight independent
-/// lanes so that it vectorizes: the same value as the sequential fold.
-fn fold_lanes(values: &[f32], init: f32, pick: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
-    let mut lanes = [init; 8];
+#[inline(always)]
+/// The smallest and largest values (NaN ignored; ±∞ when there is no other value), in eight
+/// independent lanes so that the loop vectorizes: the same values as sequential folds.
+fn min_and_max(values: &[f32]) -> (f32, f32) {
+    let (mut low, mut high) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
     let chunks = values.chunks_exact(8);
     let rest = chunks.remainder();
     for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane = pick(*lane, v);
+        for ((low, high), &v) in low.iter_mut().zip(&mut high).zip(chunk) {
+            *low = low.min(v);
+            *high = high.max(v);
         }
     }
-    rest.iter().chain(&lanes).fold(init, |a, &b| pick(a, b))
+    let min = rest.iter().chain(&low).fold(f32::INFINITY, |a, &b| a.min(b));
+    let max = rest.iter().chain(&high).fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    (min, max)
 }
 
 /// Linear resize of `src` (row-major with `shape`) along axis `axis` to `size`.
@@ -113,25 +126,43 @@ impl Scaler {
             minmax(out);
             return;
         };
-        let (h, w, to_w) = (self.shape[0], self.shape[1], self.size[1]);
+        let (h, w) = (self.shape[0], self.shape[1]);
         scratch.clear();
         scratch.extend_from_slice(map);
         minmax(scratch);
         // Rows first, as `resize` does: `h × to_w` values after the normalized input.
-        scratch.resize(h * w + h * to_w, 0.0);
+        scratch.resize(h * w + h * self.size[1], 0.0);
         let (normalized, rows) = scratch.split_at_mut(h * w);
-        for (src, dst) in normalized.chunks(w).zip(rows.chunks_mut(to_w)) {
-            for (value, &Tap { low, high, t }) in dst.iter_mut().zip(row_taps) {
-                *value = src[low] * (1.0 - t) + src[high] * t;
-            }
-        }
-        for (dst, &Tap { low, high, t }) in out.chunks_mut(to_w).zip(column_taps) {
-            let (a, b) = (&rows[low * to_w..][..to_w], &rows[high * to_w..][..to_w]);
-            for ((value, &a), &b) in dst.iter_mut().zip(a).zip(b) {
-                *value = a * (1.0 - t) + b * t;
-            }
-        }
+        resize_2d(normalized, w, row_taps, rows, column_taps, out);
         minmax(out);
+    }
+}
+
+/// `src` (rows of `w`) resized along its rows into `rows` (rows of `row_taps.len()`), then
+/// along its columns into `out`: [`resize`]'s arithmetic for two axes.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+avx+sse4.2+sse4.1+ssse3+sse3",
+    "x86_64+avx2+avx+sse4.2+sse4.1+ssse3+sse3"
+))]
+fn resize_2d(
+    src: &[f32],
+    w: usize,
+    row_taps: &[Tap],
+    rows: &mut [f32],
+    column_taps: &[Tap],
+    out: &mut [f32],
+) {
+    let to_w = row_taps.len();
+    for (src, dst) in src.chunks(w).zip(rows.chunks_mut(to_w)) {
+        for (value, &Tap { low, high, t }) in dst.iter_mut().zip(row_taps) {
+            *value = src[low] * (1.0 - t) + src[high] * t;
+        }
+    }
+    for (dst, &Tap { low, high, t }) in out.chunks_mut(to_w).zip(column_taps) {
+        let (a, b) = (&rows[low * to_w..][..to_w], &rows[high * to_w..][..to_w]);
+        for ((value, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+            *value = a * (1.0 - t) + b * t;
+        }
     }
 }
 

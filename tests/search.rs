@@ -557,6 +557,7 @@ fn batched_evaluation_gives_the_scores_of_single_evaluation_on_random_candidate_
                 scorer: None,
                 batched,
                 keep: 5,
+                pareto: vec![],
             };
             let batched = search(true)
                 .evaluate_all(&enumerator.terms, &chosen, &types, &is_train, &interp)
@@ -767,4 +768,90 @@ fn resume_after_a_real_kill_gives_the_uninterrupted_result() {
             std::fs::read_to_string(whole.join(&name)).expect("rank file"),
         );
     }
+}
+
+#[test]
+fn the_pareto_front_equals_a_brute_force_front_over_the_evaluated_candidates() {
+    let dir = temp_dir();
+    let cache = dir.path().join("synthetic.safetensors");
+    synthetic_cache(&cache);
+    let out = dir.path().join("out");
+    let o = camc(&[
+        "search",
+        "--cache",
+        path_str(&cache),
+        "--out",
+        path_str(&out),
+        "--backend",
+        "interp",
+        "--metric",
+        "energy",
+        "--budget",
+        "150",
+        "--pareto",
+        "energy,complexity",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        printed.contains("Pareto front of energy and complexity"),
+        "{printed}"
+    );
+    // Every evaluated candidate with its (energy ↑, complexity ↓) on train, from the checkpoint.
+    let checkpoint = std::fs::read_to_string(out.join("checkpoint.jsonl")).expect("checkpoint");
+    let all: Vec<(String, f64, f64)> = checkpoint
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let s: serde_json::Value = serde_json::from_str(line).expect("json line");
+            let value = |m: usize| s["pareto"][m][0].as_f64().expect("train value");
+            (
+                s["weights"].as_str().expect("weights").to_string(),
+                value(0),
+                value(1),
+            )
+        })
+        .collect();
+    assert_eq!(all.len(), 150);
+    let dominated = |(e, c): (f64, f64)| {
+        all.iter()
+            .any(|&(_, e2, c2)| e2 >= e && c2 <= c && (e2 > e || c2 < c))
+    };
+    let mut brute: Vec<(u64, u64)> = all
+        .iter()
+        .filter(|&&(_, e, c)| !dominated((e, c)))
+        .map(|&(_, e, c)| (e.to_bits(), c.to_bits()))
+        .collect();
+    brute.sort_unstable();
+    brute.dedup();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pareto.json")).expect("pareto.json"))
+            .expect("json");
+    assert_eq!(report["metrics"], serde_json::json!(["energy", "complexity"]));
+    assert_eq!(report["better"], serde_json::json!(["higher", "lower"]));
+    let front = report["front"].as_array().expect("front");
+    let mut found: Vec<(u64, u64)> = front
+        .iter()
+        .map(|f| {
+            let value = |m: usize| f["train"][m].as_f64().expect("value").to_bits();
+            (value(0), value(1))
+        })
+        .collect();
+    // Best first on energy.
+    assert!(found
+        .windows(2)
+        .all(|w| f64::from_bits(w[0].0) >= f64::from_bits(w[1].0)));
+    found.sort_unstable();
+    assert_eq!(found, brute);
+    assert!(brute.len() >= 2, "a front of one point tests little: {brute:?}");
+    for (i, f) in front.iter().enumerate() {
+        let file = out.join(format!("pareto-{:02}.cam", i + 1));
+        assert_eq!(f["file"], format!("pareto-{:02}.cam", i + 1));
+        let text = std::fs::read_to_string(&file).expect("pareto file");
+        assert!(text.contains(f["weights"].as_str().expect("weights")), "{text}");
+        // Each front program is a program camc runs.
+        let o = camc(&["check", path_str(&file)]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(!out.join(format!("pareto-{:02}.cam", front.len() + 1)).exists());
 }

@@ -246,6 +246,7 @@ impl Request {
             scorer: Some(&python_scorer),
             batched: true,
             keep: self.keep,
+            pareto: vec![],
         };
         let outcome = search.run(&cpu_executor, self.start, |done, total, best| {
             report_progress(progress, raised, done, total, best)

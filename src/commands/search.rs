@@ -57,6 +57,10 @@ pub struct Args {
     /// How many winners to write as rank-NN.cam.
     #[arg(long, default_value_t = 5)]
     keep: usize,
+    /// Also score every candidate on two metrics and write their Pareto front (the candidates
+    /// no other beats on both, on train) as DIR/pareto.json and DIR/pareto-NN.cam.
+    #[arg(long, value_name = "A,B")]
+    pareto: Option<String>,
     /// How candidates are evaluated: `batched` (many at once, shared sub-terms, metric in the
     /// same pass, on the host) or `single` (each compiled and run by --backend on its own).
     /// Metrics that read `A` (ad_feat, ic_feat, ag_feat) are always evaluated singly.
@@ -107,13 +111,19 @@ pub fn run(args: Args) -> Result<(), Reported> {
         [Some(args.out.as_path())],
     )?;
     let (objective, reference_program) = parse_objective(&args.metric)?;
+    let pareto = match &args.pareto {
+        Some(text) => parse_pareto(text)?,
+        None => Vec::new(),
+    };
     let better = match &objective[..] {
         [(name, _)] => metric_by_name(name).map_err(metric_failure)?.better(),
         _ => Better::Higher,
     };
     let accumulators = objective
         .iter()
-        .map(|(name, _)| metric_by_name(name))
+        .map(|(name, _)| *name)
+        .chain(pareto.iter().copied())
+        .map(metric_by_name)
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
     let data =
@@ -143,6 +153,7 @@ pub fn run(args: Args) -> Result<(), Reported> {
         scorer: None,
         batched: args.evaluation == Evaluation::Batched,
         keep: args.keep,
+        pareto,
     };
     let start = match (args.resume, args.force) {
         (true, _) => Start::Resume,
@@ -168,6 +179,20 @@ pub fn run(args: Args) -> Result<(), Reported> {
     write_results(&search, &outcome, &baselines, args.keep).map_err(fail)?;
     print!("{}", summary(&search, &outcome, &baselines));
     Ok(())
+}
+
+/// `--pareto A,B`: two distinct metrics of the cache.
+fn parse_pareto(text: &str) -> Result<Vec<&'static str>, Reported> {
+    let names = text
+        .split(',')
+        .map(|name| metric_by_name(name).map(|m| m.name()).map_err(metric_failure))
+        .collect::<Result<Vec<_>, _>>()?;
+    match names.as_slice() {
+        [a, b] if a != b && !names.contains(&"robust") => Ok(names),
+        _ => Err(fail(format!(
+            "--pareto takes two different metrics, as `loc,complexity` (not `robust`); got `{text}`"
+        ))),
+    }
 }
 
 /// Metrics with their weights.

@@ -39,8 +39,22 @@ pub fn supported(search: &Search) -> bool {
         })
 }
 
+/// The metrics every candidate is scored on: the objective's, then the Pareto front's.
 fn objective_names(search: &Search) -> Vec<&'static str> {
-    search.objective.iter().map(|(name, _)| *name).collect()
+    search
+        .objective
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(search.pareto.iter().copied())
+        .collect()
+}
+
+/// A candidate's scores: the objective's value, and each Pareto metric's primary value, on
+/// train and on holdout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CandidateScores {
+    pub objective: TrainHoldout,
+    pub pareto: Vec<TrainHoldout>,
 }
 
 /// The terms `ids` read, themselves included, in ascending id order (operands before the
@@ -82,7 +96,7 @@ enum ImageResult {
 
 impl Chunk<'_> {
     /// The objective's value on train and on holdout for each candidate.
-    pub fn scores(&self, is_train: &[bool]) -> Result<Vec<TrainHoldout>, String> {
+    pub fn scores(&self, is_train: &[bool]) -> Result<Vec<CandidateScores>, String> {
         let names = objective_names(self.search);
         let mut groups: Vec<[Vec<Box<dyn Metric>>; 2]> =
             self.ids.iter().map(|_| [fresh(&names), fresh(&names)]).collect();
@@ -100,7 +114,21 @@ impl Chunk<'_> {
         })?;
         Ok(groups
             .iter()
-            .map(|[train, holdout]| (self.search.combine(train), self.search.combine(holdout)))
+            .map(|[train, holdout]| {
+                let objective = self.search.objective.len();
+                let primary = |metric: &dyn Metric| metric.finish().first().and_then(|v| v.value);
+                CandidateScores {
+                    objective: (
+                        self.search.combine(&train[..objective]),
+                        self.search.combine(&holdout[..objective]),
+                    ),
+                    pareto: train[objective..]
+                        .iter()
+                        .zip(&holdout[objective..])
+                        .map(|(t, h)| (primary(t.as_ref()), primary(h.as_ref())))
+                        .collect(),
+                }
+            })
             .collect())
     }
 

@@ -117,7 +117,9 @@ fn stamps_shown(stamps: &[FileStamp]) -> String {
 
 /// Files a search writes into its folder besides the checkpoint: removed by [`Start::Force`].
 fn is_search_output(name: &str) -> bool {
-    name == "report.json" || (name.starts_with("rank-") && name.ends_with(".cam"))
+    name == "report.json"
+        || name == "pareto.json"
+        || ((name.starts_with("rank-") || name.starts_with("pareto-")) && name.ends_with(".cam"))
 }
 
 /// Opens the checkpoint in `dir` for a search with `key`: the results already there (on

@@ -1,9 +1,10 @@
 //! The search loop: split the images, enumerate candidates, evaluate each on the metric
 //! (train and holdout in one pass), checkpoint every result, rank on train.
 
-use super::batch;
+use super::batch::{self, TrainHoldout};
 use super::checkpoint::{self, Key, Start};
 use super::enumerate::{Enumerator, PruneStats};
+use super::pareto::front;
 use super::probe_set::probes;
 use super::scorer::{score_maps, MapScorer, ScoreError};
 use super::simplify::simplified;
@@ -52,6 +53,9 @@ pub struct Scored {
     pub class_reads: Vec<String>,
     pub train: Option<f64>,
     pub holdout: Option<f64>,
+    /// With `--pareto A,B`: each metric's value on train and holdout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pareto: Vec<TrainHoldout>,
 }
 
 impl Scored {
@@ -121,6 +125,9 @@ pub struct Search<'a> {
     /// Scores the post-processed maps instead of `objective` (a model-based metric computed
     /// outside camc, e.g. by Python); `batch` images per call.
     pub scorer: Option<&'a dyn MapScorer>,
+    /// Metrics of the Pareto front (`--pareto A,B`), each candidate scored on them besides
+    /// the objective; empty: no front. Needs the batched evaluation.
+    pub pareto: Vec<&'static str>,
     /// How many top ranks are vetted ([`super::vet`]) and written as rank files.
     pub keep: usize,
     /// Evaluate candidates in batches ([`super::batch`]) where the objective allows; `false`:
@@ -135,6 +142,10 @@ pub struct Outcome {
     pub pruning: PruneStats,
     pub evaluated: usize,
     pub resumed: usize,
+    /// With `--pareto`: the candidates no other beats on both metrics (on train), best first
+    /// on the first metric.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pareto_front: Vec<Scored>,
     /// Top candidates left out of the ranking (duplicate maps, guard-dependent), best first.
     pub dropped: Vec<Dropped>,
     pub seconds: f64,
@@ -182,6 +193,13 @@ impl Search<'_> {
         mut progress: impl FnMut(usize, usize, Option<&Scored>),
     ) -> Result<Outcome, String> {
         let start = Instant::now();
+        let batched = self.batched && batch::supported(self);
+        if !self.pareto.is_empty() && !batched {
+            return Err(format!(
+                "--pareto {} needs the batched evaluation: metrics computed from the maps and boxes (not ad_feat, ic_feat, ag_feat), without --evaluation single",
+                self.pareto.join(",")
+            ));
+        }
         let n = self.cache.images().map_err(|e| e.to_string())?;
         let is_train = split(n, self.holdout, self.seed);
         let probe_images: Vec<usize> = (0..n)
@@ -285,12 +303,14 @@ impl Search<'_> {
             types: &types,
             is_train: &is_train,
         };
+        let pareto_front = front(&scored, &self.pareto_directions());
         let (ranked, dropped) = vetting.vet(self.rank(scored), self.keep)?;
         let vetting_seconds = began.elapsed().as_secs_f64();
         let holdout_images = is_train.iter().filter(|t| !**t).count();
         Ok(Outcome {
             ranked,
             dropped,
+            pareto_front,
             vetting_seconds,
             pruning: enumerator.stats.clone(),
             evaluated: chosen.len() - resumed,
@@ -301,6 +321,14 @@ impl Search<'_> {
             train_images: n - holdout_images,
             holdout_images,
         })
+    }
+
+    /// The Pareto metrics' directions.
+    pub fn pareto_directions(&self) -> Vec<Better> {
+        crate::evaluate::fresh(&self.pareto)
+            .iter()
+            .map(|m| m.better())
+            .collect()
     }
 
     /// The index of terminal `A` among the space's terminals.
@@ -333,7 +361,10 @@ impl Search<'_> {
         Ok(Key {
             camc_checkpoint: Key::VERSION,
             cache: Key::stamps(&shards)?,
-            metric: self.metric.clone(),
+            metric: match self.pareto.as_slice() {
+                [] => self.metric.clone(),
+                front => format!("{} --pareto {}", self.metric, front.join(",")),
+            },
             seed: self.seed,
             holdout: self.holdout,
             space: format!("{:?}", self.space),
@@ -401,9 +432,10 @@ impl Search<'_> {
         Ok(ids
             .iter()
             .zip(values)
-            .map(|(&id, (train, holdout))| Scored {
-                train,
-                holdout,
+            .map(|(&id, scores)| Scored {
+                train: scores.objective.0,
+                holdout: scores.objective.1,
+                pareto: scores.pareto,
                 ..self.unscored(terms, id, types)
             })
             .collect())
@@ -427,6 +459,7 @@ impl Search<'_> {
             class_reads: self.class_reads(terms, id),
             train: None,
             holdout: None,
+            pareto: Vec::new(),
         }
     }
 

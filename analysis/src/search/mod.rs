@@ -5,6 +5,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod driver;
 pub mod enumerate;
+pub mod pareto;
 pub mod probe;
 pub mod probe_set;
 pub mod results;

@@ -2,7 +2,7 @@
 //! `rank-NN.cam` files for the winners, `report.json`, and the summary `camc search` prints.
 //! Shared by the command line and the Python package (`camc._camc.search`).
 
-use super::driver::{split, ExecutorFactory, Outcome, Search};
+use super::driver::{split, ExecutorFactory, Outcome, Scored, Search};
 use super::scorer::ScoreError;
 use crate::metrics::Better;
 use camc_runtime::cache::Binding;
@@ -93,10 +93,53 @@ pub fn write_results(
     baselines: &[Baseline],
     keep: usize,
 ) -> Result<(), String> {
-    for (i, winner) in outcome.ranked.iter().take(keep).enumerate() {
-        let name = format!("rank_{:02}", i + 1);
+    write_programs(
+        search,
+        outcome,
+        "rank",
+        &outcome.ranked[..outcome.ranked.len().min(keep)],
+    )?;
+    write_programs(search, outcome, "pareto", &outcome.pareto_front)?;
+    if !search.pareto.is_empty() {
+        let text = serde_json::to_string_pretty(&pareto_report(search, outcome))
+            .map_err(|e| format!("cannot write pareto.json: {e}"))?
+            + "\n";
+        write_file(&search.out.join("pareto.json"), text.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let text = serde_json::to_string_pretty(&report(search, outcome, baselines))
+        .map_err(|e| format!("cannot write the report: {e}"))?
+        + "\n";
+    write_file(&search.out.join("report.json"), text.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// `DIR/{prefix}-NN.cam` for `programs`, each with a header giving its values; files of the
+/// same prefix left by an earlier run that wrote more are removed.
+fn write_programs(
+    search: &Search,
+    outcome: &Outcome,
+    prefix: &str,
+    programs: &[Scored],
+) -> Result<(), String> {
+    for (i, winner) in programs.iter().enumerate() {
+        let name = format!("{prefix}_{:02}", i + 1);
+        let pareto = match search.pareto.as_slice() {
+            [] => String::new(),
+            metrics => format!(
+                "# {}\n",
+                metrics
+                    .iter()
+                    .zip(&winner.pareto)
+                    .map(|(m, (train, holdout))| format!(
+                        "{m}: train {}, holdout {}",
+                        shown(*train),
+                        shown(*holdout)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
         let text = format!(
-            "# camc search: rank {} for metric `{}` ({} better)\n# train {} on {} images, holdout {} on {} images\n# size {}; cache {}; seed {}; holdout fraction {}\n# as enumerated (and scored): relu(sum[k]({} * A))\n{}",
+            "# camc search: {prefix} {} for metric `{}` ({} better)\n# train {} on {} images, holdout {} on {} images\n{pareto}# size {}; cache {}; seed {}; holdout fraction {}\n# as enumerated (and scored): relu(sum[k]({} * A))\n{}",
             i + 1,
             search.metric,
             search.better.as_str(),
@@ -111,21 +154,42 @@ pub fn write_results(
             winner.weights,
             winner.program(&name)
         );
-        let path = search.out.join(format!("rank-{:02}.cam", i + 1));
+        let path = search.out.join(format!("{prefix}-{:02}.cam", i + 1));
         write_file(&path, text.as_bytes()).map_err(|e| e.to_string())?;
     }
-    // Rank files of an earlier run of this search that kept more.
-    let written = outcome.ranked.len().min(keep);
-    for rank in written + 1.. {
-        let path = search.out.join(format!("rank-{rank:02}.cam"));
+    for rank in programs.len() + 1.. {
+        let path = search.out.join(format!("{prefix}-{rank:02}.cam"));
         if std::fs::remove_file(&path).is_err() {
             break;
         }
     }
-    let text = serde_json::to_string_pretty(&report(search, outcome, baselines))
-        .map_err(|e| format!("cannot write the report: {e}"))?
-        + "\n";
-    write_file(&search.out.join("report.json"), text.as_bytes()).map_err(|e| e.to_string())
+    Ok(())
+}
+
+/// `pareto.json`: the two metrics, their directions and the front, best first on the first.
+fn pareto_report(search: &Search, outcome: &Outcome) -> serde_json::Value {
+    let front: Vec<serde_json::Value> = outcome
+        .pareto_front
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({
+                "file": format!("pareto-{:02}.cam", i + 1),
+                "weights": s.weights,
+                "simplified": s.simplified,
+                "size": s.size,
+                "class_reads": s.class_reads,
+                "train": s.pareto.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+                "holdout": s.pareto.iter().map(|(_, h)| *h).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "metrics": search.pareto,
+        "better": search.pareto_directions().iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+        "evaluated": outcome.evaluated + outcome.resumed,
+        "front": front,
+    })
 }
 
 /// `report.json`'s contents; `scorer` says when the maps were scored outside camc.
@@ -206,6 +270,32 @@ fn write_summary(
             count("same_map"),
             count("guard")
         )?;
+    }
+    if let [a, b] = search.pareto.as_slice() {
+        writeln!(
+            text,
+            "Pareto front of {a} and {b} ({} of {} candidates; DIR/pareto.json, pareto-NN.cam):",
+            outcome.pareto_front.len(),
+            outcome.evaluated + outcome.resumed
+        )?;
+        writeln!(
+            text,
+            "{:<10} {:>10} {:>10}  program",
+            "",
+            format!("{a}"),
+            format!("{b}")
+        )?;
+        for (i, s) in outcome.pareto_front.iter().enumerate() {
+            let value = |m: usize| shown(s.pareto.get(m).and_then(|(train, _)| *train));
+            writeln!(
+                text,
+                "{:<10} {:>10} {:>10}  {}",
+                format!("pareto-{:02}", i + 1),
+                value(0),
+                value(1),
+                s.map_expression()
+            )?;
+        }
     }
     if let Some(best) = outcome.ranked.first() {
         match best.class_reads.as_slice() {

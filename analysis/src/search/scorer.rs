@@ -238,6 +238,7 @@ mod tests {
             scorer,
             batched: true,
             keep: 5,
+            pareto: vec![],
         };
         search.run(&interp, Start::Fresh, |_, _, _| {})
     }

@@ -561,7 +561,8 @@ fn batched_evaluation_gives_the_scores_of_single_evaluation_on_random_candidate_
             };
             let batched = search(true)
                 .evaluate_all(&enumerator.terms, &chosen, &types, &is_train, &interp)
-                .expect("batched evaluation");
+                .expect("batched evaluation")
+                .0;
             let mut distinct: Vec<u64> = batched.iter().filter_map(|s| s.train).map(f64::to_bits).collect();
             distinct.sort_unstable();
             distinct.dedup();
@@ -577,7 +578,8 @@ fn batched_evaluation_gives_the_scores_of_single_evaluation_on_random_candidate_
             for (backend, factory) in [("interp", &interp as _), ("cpu", &cpu as _)] {
                 let single = search(false)
                     .evaluate_all(&enumerator.terms, &chosen, &types, &is_train, factory)
-                    .expect("single evaluation");
+                    .expect("single evaluation")
+                    .0;
                 for (b, s) in batched.iter().zip(&single) {
                     assert_eq!(b.weights, s.weights);
                     for (x, y) in [(b.train, s.train), (b.holdout, s.holdout)] {

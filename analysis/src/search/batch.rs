@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::time::Instant;
 
 /// Images read from the cache at a time.
 const BLOCK_IMAGES: usize = 64;
@@ -89,20 +90,47 @@ pub struct Chunk<'c> {
 }
 
 /// What one image gives back for the chunk: per candidate, its scores or its map.
-enum ImageResult {
+enum ImageOutput {
     Scores(Vec<ImageScores>),
     Maps(Vec<f32>),
 }
 
+/// One image's output, and the thread's seconds spent computing maps and scoring them.
+struct ImageResult {
+    output: ImageOutput,
+    seconds: Timings,
+}
+
+/// Where evaluation time goes (seconds; in the batched evaluation, summed over threads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Timings {
+    /// Compiling candidates and creating their executors (single evaluation); collecting the
+    /// chunk's sub-terms (batched).
+    pub compile: f64,
+    /// Computing maps: sub-terms, `sum[k]`, post-processing (single evaluation: running the
+    /// executor, the metric included).
+    pub evaluate: f64,
+    /// The metrics on the post-processed maps (batched evaluation only).
+    pub metric: f64,
+}
+
+impl std::ops::AddAssign for Timings {
+    fn add_assign(&mut self, other: Timings) {
+        self.compile += other.compile;
+        self.evaluate += other.evaluate;
+        self.metric += other.metric;
+    }
+}
+
 impl Chunk<'_> {
     /// The objective's value on train and on holdout for each candidate.
-    pub fn scores(&self, is_train: &[bool]) -> Result<Vec<CandidateScores>, String> {
+    pub fn scores(&self, is_train: &[bool]) -> Result<(Vec<CandidateScores>, Timings), String> {
         let names = objective_names(self.search);
         let mut groups: Vec<[Vec<Box<dyn Metric>>; 2]> =
             self.ids.iter().map(|_| [fresh(&names), fresh(&names)]).collect();
         let n = self.search.cache.images().map_err(|e| e.to_string())?;
-        self.over(0..n, true, |image, result| {
-            let ImageResult::Scores(scores) = result else {
+        let seconds = self.over(0..n, true, |image, output| {
+            let ImageOutput::Scores(scores) = output else {
                 return;
             };
             let group = usize::from(!is_train.get(image).copied().unwrap_or(true));
@@ -112,7 +140,7 @@ impl Chunk<'_> {
                 }
             }
         })?;
-        Ok(groups
+        let scores = groups
             .iter()
             .map(|[train, holdout]| {
                 let objective = self.search.objective.len();
@@ -129,7 +157,8 @@ impl Chunk<'_> {
                         .collect(),
                 }
             })
-            .collect())
+            .collect();
+        Ok((scores, seconds))
     }
 
     /// Each candidate's post-processed maps on the images `range`, image after image (for
@@ -137,8 +166,8 @@ impl Chunk<'_> {
     pub fn maps(&self, range: Range<usize>) -> Result<Vec<Vec<f32>>, String> {
         let map_len: usize = self.search.data.size.iter().product();
         let mut maps = vec![Vec::with_capacity(range.len() * map_len); self.ids.len()];
-        self.over(range, false, |_, result| {
-            if let ImageResult::Maps(processed) = result {
+        self.over(range, false, |_, output| {
+            if let ImageOutput::Maps(processed) = output {
                 for (all, map) in maps.iter_mut().zip(processed.chunks(map_len)) {
                     all.extend_from_slice(map);
                 }
@@ -148,13 +177,14 @@ impl Chunk<'_> {
     }
 
     /// Evaluates the chunk on the images `range`, block by block (each block's images in
-    /// parallel), and hands each image's result to `each` in image order.
+    /// parallel), and hands each image's output to `each` in image order.
     fn over(
         &self,
         range: Range<usize>,
         score: bool,
-        mut each: impl FnMut(usize, ImageResult),
-    ) -> Result<(), String> {
+        mut each: impl FnMut(usize, ImageOutput),
+    ) -> Result<Timings, String> {
+        let began = Instant::now();
         let needed = needed(self.terms, self.ids);
         let slots: HashMap<TermId, usize> = needed.iter().enumerate().map(|(slot, &id)| (id, slot)).collect();
         let work = ImageWork {
@@ -169,6 +199,10 @@ impl Chunk<'_> {
             slots: &slots,
         };
         let terminals = &self.search.space.terminals;
+        let mut seconds = Timings {
+            compile: began.elapsed().as_secs_f64(),
+            ..Timings::default()
+        };
         let mut first = range.start;
         while first < range.end {
             let images = first..(first + BLOCK_IMAGES).min(range.end);
@@ -181,11 +215,13 @@ impl Chunk<'_> {
                 .map(|image| work.image(&probe.image(image - first), image, score))
                 .collect();
             for (image, result) in images.clone().zip(results) {
-                each(image, result?);
+                let result = result?;
+                seconds += result.seconds;
+                each(image, result.output);
             }
             first = images.end;
         }
-        Ok(())
+        Ok(seconds)
     }
 }
 
@@ -211,6 +247,7 @@ impl ImageWork<'_> {
     /// as the executors do (non-finite values set to 0, min-max, resize, min-max), then scored
     /// at once (`score`) or kept.
     fn image(&self, one: &Probe, image: usize, score: bool) -> Result<ImageResult, String> {
+        let began = Instant::now();
         let slots = self.slots;
         let mut values: Vec<Vec<f32>> = Vec::with_capacity(self.needed.len());
         for &id in self.needed {
@@ -223,21 +260,30 @@ impl ImageWork<'_> {
         let mut scratch = Vec::new();
         let mut scores = Vec::new();
         let mut maps = Vec::new();
+        let mut metric = 0.0;
         for &id in self.ids {
             let mut raw = one.map(self.terms[id as usize].ty, &values[slots[&id]], self.a);
             sanitize(&mut raw);
             self.scaler.scale_into(&raw, &mut processed, &mut scratch);
             if score {
+                let scoring = Instant::now();
                 scores.push(self.score(image, &processed)?);
+                metric += scoring.elapsed().as_secs_f64();
             } else {
                 maps.extend_from_slice(&processed);
             }
         }
-        Ok(if score {
-            ImageResult::Scores(scores)
+        let seconds = Timings {
+            compile: 0.0,
+            evaluate: began.elapsed().as_secs_f64() - metric,
+            metric,
+        };
+        let output = if score {
+            ImageOutput::Scores(scores)
         } else {
-            ImageResult::Maps(maps)
-        })
+            ImageOutput::Maps(maps)
+        };
+        Ok(ImageResult { output, seconds })
     }
 
     /// The objective's metrics on one post-processed map of image `image`.

@@ -1,7 +1,7 @@
 //! The search loop: split the images, enumerate candidates, evaluate each on the metric
 //! (train and holdout in one pass), checkpoint every result, rank on train.
 
-use super::batch::{self, TrainHoldout};
+use super::batch::{self, Timings, TrainHoldout};
 use super::checkpoint::{self, Key, Start};
 use super::enumerate::{Enumerator, PruneStats};
 use super::pareto::front;
@@ -149,6 +149,13 @@ pub struct Outcome {
     /// Top candidates left out of the ranking (duplicate maps, guard-dependent), best first.
     pub dropped: Vec<Dropped>,
     pub seconds: f64,
+    /// Where `evaluation_seconds` went: compiling, computing maps, the metric (in the batched
+    /// evaluation, thread seconds: with two threads they add up to about twice the wall time).
+    pub timings: Timings,
+    /// Of `enumeration_seconds`: comparing candidates' maps on the probe ("same map" pruning).
+    /// The rest is building terms, evaluating them on the probe and the equivalence pruning,
+    /// which are one step.
+    pub pruning_seconds: f64,
     /// Seconds spent vetting the top ranks (maps recomputed for duplicates and guards).
     pub vetting_seconds: f64,
     /// Seconds spent building the probe sets and enumerating (pruning included).
@@ -268,10 +275,13 @@ impl Search<'_> {
             1
         };
         let mut finished = resumed;
+        let mut timings = Timings::default();
         for positions in pending.chunks(chunk_size) {
             let ids: Vec<TermId> = positions.iter().map(|&i| chosen[i]).collect();
             let began = Instant::now();
-            let results = self.evaluate_all(&enumerator.terms, &ids, &types, &is_train, factory)?;
+            let (results, seconds) =
+                self.evaluate_all(&enumerator.terms, &ids, &types, &is_train, factory)?;
+            timings += seconds;
             evaluation_seconds += began.elapsed().as_secs_f64();
             for (&position, result) in positions.iter().zip(results) {
                 let line = serde_json::to_string(&result).map_err(|e| e.to_string())?;
@@ -312,6 +322,8 @@ impl Search<'_> {
             dropped,
             pareto_front,
             vetting_seconds,
+            timings,
+            pruning_seconds: enumerator.same_map_seconds,
             pruning: enumerator.stats.clone(),
             evaluated: chosen.len() - resumed,
             resumed,
@@ -414,12 +426,14 @@ impl Search<'_> {
         types: &[AxisSet],
         is_train: &[bool],
         factory: ExecutorFactory,
-    ) -> Result<Vec<Scored>, String> {
+    ) -> Result<(Vec<Scored>, Timings), String> {
         if !(self.batched && batch::supported(self)) {
-            return ids
+            let mut seconds = Timings::default();
+            let scored = ids
                 .iter()
-                .map(|&id| self.evaluate(terms, id, types, is_train, factory))
-                .collect();
+                .map(|&id| self.evaluate(terms, id, types, is_train, factory, &mut seconds))
+                .collect::<Result<_, _>>()?;
+            return Ok((scored, seconds));
         }
         let chunk = batch::Chunk {
             search: self,
@@ -428,8 +442,8 @@ impl Search<'_> {
             types,
             guard: SAFE_DIV_EPS,
         };
-        let values = chunk.scores(is_train)?;
-        Ok(ids
+        let (values, seconds) = chunk.scores(is_train)?;
+        let scored = ids
             .iter()
             .zip(values)
             .map(|(&id, scores)| Scored {
@@ -438,7 +452,8 @@ impl Search<'_> {
                 pareto: scores.pareto,
                 ..self.unscored(terms, id, types)
             })
-            .collect())
+            .collect();
+        Ok((scored, seconds))
     }
 
     /// A candidate's description, without its values.
@@ -471,10 +486,15 @@ impl Search<'_> {
         types: &[AxisSet],
         is_train: &[bool],
         factory: ExecutorFactory,
+        seconds: &mut Timings,
     ) -> Result<Scored, String> {
         let mut result = self.unscored(terms, id, types);
-        let (train, holdout) =
-            self.score_program(&result.program("candidate"), "candidate", is_train, factory)?;
+        let began = Instant::now();
+        let kernel = self.compile("candidate", &result.program("candidate"))?;
+        seconds.compile += began.elapsed().as_secs_f64();
+        let began = Instant::now();
+        let (train, holdout) = self.score_kernel(&kernel, is_train, factory)?;
+        seconds.evaluate += began.elapsed().as_secs_f64();
         result.train = train;
         result.holdout = holdout;
         Ok(result)
@@ -488,15 +508,18 @@ impl Search<'_> {
         is_train: &[bool],
         factory: ExecutorFactory,
     ) -> Result<(Option<f64>, Option<f64>), String> {
+        self.score_kernel(&self.compile(name, text)?, is_train, factory)
+    }
+
+    /// The kernel of a `.cam` source's `cam` `name`.
+    fn compile(&self, name: &str, text: &str) -> Result<Kernel, String> {
         let checked = camc_compiler::check_source(name, text);
         let program = checked
             .program
             .as_ref()
             .ok_or_else(|| format!("generated program does not check:\n{}", checked.render(false)))?;
         let root = program.exported(name).ok_or("generated program lost its cam")?;
-        let kernel = camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact)
-            .map_err(|e| e.to_string())?;
-        self.score_kernel(&kernel, is_train, factory)
+        camc_compiler::compile_kernel(program, root, &HashMap::new(), Level::Exact).map_err(|e| e.to_string())
     }
 
     /// The objective's value (or the scorer's) on train and on holdout for a kernel.

@@ -45,6 +45,8 @@ pub struct Enumerator<'p> {
     pub stats: PruneStats,
     /// Candidates in enumeration order.
     pub candidates: Vec<TermId>,
+    /// Seconds spent comparing candidates' maps (the "same map" pruning).
+    pub same_map_seconds: f64,
 }
 
 /// The types a term may have: `[]`, `[k]`, `[h,w]` (a per-position terminal such as Recipro-CAM's
@@ -67,6 +69,7 @@ impl<'p> Enumerator<'p> {
             seen_maps: HashSet::new(),
             stats: PruneStats::default(),
             candidates: Vec::new(),
+            same_map_seconds: 0.0,
         }
     }
 
@@ -118,6 +121,12 @@ impl<'p> Enumerator<'p> {
     }
 
     fn consider_candidate(&mut self, id: TermId) {
+        let began = std::time::Instant::now();
+        self.compare_map(id);
+        self.same_map_seconds += began.elapsed().as_secs_f64();
+    }
+
+    fn compare_map(&mut self, id: TermId) {
         let ty = self.terms[id as usize].ty;
         let weights = self.full.eval_tree(&self.terms, id);
         let map = self.full.map(ty, &weights, self.a);

@@ -243,6 +243,19 @@ fn write_summary(
         p.built, p.syntactic, p.non_finite, p.equivalent, p.same_map, p.candidates, outcome.evaluated + outcome.resumed, outcome.resumed, outcome.seconds,
         outcome.evaluated as f64 / outcome.seconds.max(1e-9)
     )?;
+    let t = &outcome.timings;
+    writeln!(
+        text,
+        "time: enumeration {:.1}s (same-map pruning {:.1}s), evaluation {:.1}s (thread-seconds: compile {:.1}, maps {:.1}, metric {:.1}), vetting {:.1}s; {:.0} candidates/s of evaluation",
+        outcome.enumeration_seconds,
+        outcome.pruning_seconds,
+        outcome.evaluation_seconds,
+        t.compile,
+        t.evaluate,
+        t.metric,
+        outcome.vetting_seconds,
+        outcome.evaluated as f64 / outcome.evaluation_seconds.max(1e-9)
+    )?;
     writeln!(
         text,
         "metric {} ({} better); train {} images, holdout {}",

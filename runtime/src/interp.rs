@@ -167,15 +167,16 @@ pub fn reduce_group(g: &[f64], f: ReduceOp) -> f32 {
 /// [`reduce_group`] before its rounding to f32.
 fn reduce_wide(g: &[f64], f: ReduceOp) -> f64 {
     let n = g.len() as f64;
-    let sum: f64 = g.iter().sum();
+    // Only the reductions that need it pay for the (sequential) sum.
+    let sum = || g.iter().sum::<f64>();
     let value = match f {
-        ReduceOp::Sum => sum,
-        ReduceOp::Mean => sum / n,
+        ReduceOp::Sum => sum(),
+        ReduceOp::Mean => sum() / n,
         ReduceOp::Max => extreme(g, f64::max),
         ReduceOp::Min => extreme(g, f64::min),
         ReduceOp::Norm => g.iter().map(|v| v * v).sum::<f64>().sqrt(),
         ReduceOp::Std => {
-            let mean = sum / n;
+            let mean = sum() / n;
             (g.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt()
         }
     };
@@ -183,7 +184,7 @@ fn reduce_wide(g: &[f64], f: ReduceOp) -> f64 {
 }
 
 /// Max or min that propagates NaN, as numpy's `max`/`min` do.
-fn extreme(g: &[f64], pick: fn(f64, f64) -> f64) -> f64 {
+fn extreme(g: &[f64], pick: impl Fn(f64, f64) -> f64) -> f64 {
     if g.iter().any(|v| v.is_nan()) {
         return f64::NAN;
     }

@@ -187,6 +187,7 @@ impl Chunk<'_> {
         let began = Instant::now();
         let needed = needed(self.terms, self.ids);
         let slots: HashMap<TermId, usize> = needed.iter().enumerate().map(|(slot, &id)| (id, slot)).collect();
+        let plan = Plan::new(self.terms, self.ids, &needed, &slots);
         let work = ImageWork {
             terms: self.terms,
             ids: self.ids,
@@ -197,6 +198,7 @@ impl Chunk<'_> {
             metrics: fresh(&objective_names(self.search)),
             needed: &needed,
             slots: &slots,
+            plan: &plan,
         };
         let terminals = &self.search.space.terminals;
         let mut seconds = Timings {
@@ -240,6 +242,43 @@ struct ImageWork<'w> {
     needed: &'w [TermId],
     /// Each needed term's place in `needed`.
     slots: &'w HashMap<TermId, usize>,
+    plan: &'w Plan,
+}
+
+/// When each needed term's values can be let go: the evaluation keeps only the live ones, so
+/// that an image's working set stays in cache however many terms the chunk reads.
+struct Plan {
+    /// Per needed term (by place): the candidate it is, if any (its place in `ids`).
+    candidate: Vec<Option<usize>>,
+    /// Per needed term: the terms (by place) whose last reader it is, themselves included.
+    release: Vec<Vec<usize>>,
+}
+
+impl Plan {
+    fn new(terms: &[Term], ids: &[TermId], needed: &[TermId], slots: &HashMap<TermId, usize>) -> Plan {
+        let mut candidate = vec![None; needed.len()];
+        for (index, id) in ids.iter().enumerate() {
+            candidate[slots[id]] = Some(index);
+        }
+        // A term is last read by the latest term that has it as an operand, or by itself (a
+        // candidate's map is computed as soon as its term is).
+        let mut last: Vec<usize> = (0..needed.len()).collect();
+        for (place, &id) in needed.iter().enumerate() {
+            let operands = match terms[id as usize].op {
+                TermOp::Tensor(_) | TermOp::Const(_) => vec![],
+                TermOp::Unary(_, x) | TermOp::Reduce(_, x) => vec![x],
+                TermOp::Binary(_, a, b) | TermOp::SafeDiv(a, b) => vec![a, b],
+            };
+            for operand in operands {
+                last[slots[&operand]] = place;
+            }
+        }
+        let mut release = vec![Vec::new(); needed.len()];
+        for (place, &at) in last.iter().enumerate() {
+            release[at].push(place);
+        }
+        Plan { candidate, release }
+    }
 }
 
 impl ImageWork<'_> {
@@ -249,28 +288,33 @@ impl ImageWork<'_> {
     fn image(&self, one: &Probe, image: usize, score: bool) -> Result<ImageResult, String> {
         let began = Instant::now();
         let slots = self.slots;
-        let mut values: Vec<Vec<f32>> = Vec::with_capacity(self.needed.len());
-        for &id in self.needed {
-            let operand = |child: TermId| Cow::Borrowed(values[slots[&child]].as_slice());
-            let computed = one.eval(&self.terms[id as usize], self.terms, &operand);
-            values.push(computed);
-        }
         let map_len: usize = self.data.size.iter().product();
         let mut processed = vec![0.0f32; map_len];
         let mut scratch = Vec::new();
-        let mut scores = Vec::new();
-        let mut maps = Vec::new();
+        let mut scores = vec![Vec::new(); if score { self.ids.len() } else { 0 }];
+        let mut maps = vec![0.0f32; if score { 0 } else { self.ids.len() * map_len }];
         let mut metric = 0.0;
-        for &id in self.ids {
-            let mut raw = one.map(self.terms[id as usize].ty, &values[slots[&id]], self.a);
-            sanitize(&mut raw);
-            self.scaler.scale_into(&raw, &mut processed, &mut scratch);
-            if score {
-                let scoring = Instant::now();
-                scores.push(self.score(image, &processed)?);
-                metric += scoring.elapsed().as_secs_f64();
-            } else {
-                maps.extend_from_slice(&processed);
+        let mut values: Vec<Vec<f32>> = vec![Vec::new(); self.needed.len()];
+        let mut pool: Vec<Vec<f32>> = Vec::new();
+        for (place, &id) in self.needed.iter().enumerate() {
+            let mut out = pool.pop().unwrap_or_default();
+            let operand = |child: TermId| Cow::Borrowed(values[slots[&child]].as_slice());
+            one.eval_into(&self.terms[id as usize], self.terms, &operand, &mut out);
+            values[place] = out;
+            if let Some(index) = self.plan.candidate[place] {
+                let mut raw = one.map(self.terms[id as usize].ty, &values[place], self.a);
+                sanitize(&mut raw);
+                self.scaler.scale_into(&raw, &mut processed, &mut scratch);
+                if score {
+                    let scoring = Instant::now();
+                    scores[index] = self.score(image, &processed)?;
+                    metric += scoring.elapsed().as_secs_f64();
+                } else {
+                    maps[index * map_len..][..map_len].copy_from_slice(&processed);
+                }
+            }
+            for &done in &self.plan.release[place] {
+                pool.push(std::mem::take(&mut values[done]));
             }
         }
         let seconds = Timings {

@@ -83,73 +83,93 @@ impl Probe {
         &x[(p * channels + c) * spatial..][..spatial]
     }
 
-    pub fn binary(&self, op: BinaryOp, ta: AxisSet, a: &[f32], tb: AxisSet, b: &[f32]) -> Vec<f32> {
+    /// `op` elementwise over `a` and `b` (broadcast to the union of their types), into `out`.
+    fn binary(
+        &self,
+        op: BinaryOp,
+        (ta, a): (AxisSet, &[f32]),
+        (tb, b): (AxisSet, &[f32]),
+        out: &mut Vec<f32>,
+    ) {
         // One loop per common operator, so that the operator's `match` leaves the inner loop.
         match op {
-            BinaryOp::Add => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Add.apply(x, y)),
-            BinaryOp::Sub => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Sub.apply(x, y)),
-            BinaryOp::Mul => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Mul.apply(x, y)),
-            BinaryOp::Div => self.broadcast(ta, a, tb, b, |x, y| BinaryOp::Div.apply(x, y)),
-            other => self.broadcast(ta, a, tb, b, |x, y| other.apply(x, y)),
+            BinaryOp::Add => self.broadcast((ta, a), (tb, b), out, |x, y| BinaryOp::Add.apply(x, y)),
+            BinaryOp::Sub => self.broadcast((ta, a), (tb, b), out, |x, y| BinaryOp::Sub.apply(x, y)),
+            BinaryOp::Mul => self.broadcast((ta, a), (tb, b), out, |x, y| BinaryOp::Mul.apply(x, y)),
+            BinaryOp::Div => self.broadcast((ta, a), (tb, b), out, |x, y| BinaryOp::Div.apply(x, y)),
+            other => self.broadcast((ta, a), (tb, b), out, |x, y| other.apply(x, y)),
         }
     }
 
-    /// `f` elementwise over `a` and `b`, each broadcast to the union of their types.
+    /// `f` elementwise over `a` and `b`, each broadcast to the union of their types, appended
+    /// to `out`.
     fn broadcast(
         &self,
-        ta: AxisSet,
-        a: &[f32],
-        tb: AxisSet,
-        b: &[f32],
+        (ta, a): (AxisSet, &[f32]),
+        (tb, b): (AxisSet, &[f32]),
+        out: &mut Vec<f32>,
         f: impl Fn(f32, f32) -> f32,
-    ) -> Vec<f32> {
+    ) {
         let ty = ta.union(tb);
         let (channels, spatial) = (self.channels_of(ty), self.spatial_of(ty));
-        let mut out = Vec::with_capacity(self.images * channels * spatial);
+        let start = out.len();
+        out.resize(start + self.images * channels * spatial, 0.0);
+        // Written in place rather than pushed, so that the loops vectorize.
+        let mut rows = out[start..].chunks_mut(spatial);
         for p in 0..self.images {
             for c in 0..channels {
+                let Some(target) = rows.next() else {
+                    return;
+                };
                 match (self.row(ta, a, p, c), self.row(tb, b, p, c)) {
-                    (&[x], &[y]) if spatial == 1 => out.push(f(x, y)),
-                    (&[x], ys) if ys.len() == spatial && spatial > 1 => {
-                        out.extend(ys.iter().map(|&y| f(x, y)))
+                    (&[x], ys) if ys.len() == spatial => {
+                        target.iter_mut().zip(ys).for_each(|(t, &y)| *t = f(x, y))
                     }
-                    (xs, &[y]) if xs.len() == spatial && spatial > 1 => {
-                        out.extend(xs.iter().map(|&x| f(x, y)))
-                    }
-                    (xs, ys) => out.extend(xs.iter().zip(ys).map(|(&x, &y)| f(x, y))),
+                    (xs, &[y]) => target.iter_mut().zip(xs).for_each(|(t, &x)| *t = f(x, y)),
+                    (xs, ys) => target
+                        .iter_mut()
+                        .zip(xs.iter().zip(ys))
+                        .for_each(|(t, (&x, &y))| *t = f(x, y)),
                 }
             }
         }
-        out
     }
 
-    /// A `[k,h,w]` value reduced over `[h,w]`.
-    pub fn reduce(&self, op: ReduceOp, x: &[f32]) -> Vec<f32> {
+    /// A `[k,h,w]` value reduced over `[h,w]`, appended to `out`.
+    fn reduce(&self, op: ReduceOp, x: &[f32], out: &mut Vec<f32>) {
         let mut widened = Vec::with_capacity(self.spatial);
-        x.chunks(self.spatial)
-            .map(|group| {
-                widened.clear();
-                widened.extend(group.iter().map(|&v| v as f64));
-                reduce_group(&widened, op)
-            })
-            .collect()
+        out.extend(x.chunks(self.spatial).map(|group| {
+            widened.clear();
+            widened.extend(group.iter().map(|&v| v as f64));
+            reduce_group(&widened, op)
+        }));
     }
 
     /// A term's values, computed from its operands' (`values` gives them by id).
     pub fn eval<'v>(&self, term: &Term, terms: &[Term], values: Operands<'v>) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.eval_into(term, terms, values, &mut out);
+        out
+    }
+
+    /// [`Probe::eval`] into `out` (cleared first), so that a caller can reuse buffers.
+    pub fn eval_into<'v>(&self, term: &Term, terms: &[Term], values: Operands<'v>, out: &mut Vec<f32>) {
+        out.clear();
+        let typed = |id: TermId| (terms[id as usize].ty, values(id));
         match term.op {
-            TermOp::Tensor(i) => self.terminals[i as usize].1.clone(),
-            TermOp::Const(c) => vec![c; self.images],
-            TermOp::Unary(op, x) => values(x).iter().map(|&v| op.apply(v)).collect(),
+            TermOp::Tensor(i) => out.extend_from_slice(&self.terminals[i as usize].1),
+            TermOp::Const(c) => out.resize(self.images, c),
+            TermOp::Unary(op, x) => unary(op, &values(x), out),
             TermOp::Binary(op, a, b) => {
-                let (ta, tb) = (terms[a as usize].ty, terms[b as usize].ty);
-                self.binary(op, ta, &values(a), tb, &values(b))
+                let ((ta, a), (tb, b)) = (typed(a), typed(b));
+                self.binary(op, (ta, &a), (tb, &b), out)
             }
-            TermOp::Reduce(op, x) => self.reduce(op, &values(x)),
+            TermOp::Reduce(op, x) => self.reduce(op, &values(x), out),
             TermOp::SafeDiv(a, b) => {
-                let (ta, tb) = (terms[a as usize].ty, terms[b as usize].ty);
-                let guarded: Vec<f32> = values(b).iter().map(|&v| v + self.guard).collect();
-                self.binary(BinaryOp::Div, ta, &values(a), tb, &guarded)
+                let ((ta, a), (tb, b)) = (typed(a), typed(b));
+                // `b + guard` rounded to f32, then the division: as `a / (b + guard)` computes.
+                let guard = self.guard;
+                self.broadcast((ta, &a), (tb, &b), out, |x, y| BinaryOp::Div.apply(x, y + guard))
             }
         }
     }
@@ -177,6 +197,26 @@ impl Probe {
             out.extend(sums.iter().map(|&s| UnaryOp::Relu.apply(s as f32)));
         }
         out
+    }
+}
+
+/// `op` on each of `x`, into `out`: one loop per operator, so that the operator's `match`
+/// leaves the loop (and the cheap ones vectorize).
+fn unary(op: UnaryOp, x: &[f32], out: &mut Vec<f32>) {
+    fn each(x: &[f32], out: &mut Vec<f32>, f: impl Fn(f32) -> f32) {
+        out.resize(x.len(), 0.0);
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    }
+    match op {
+        UnaryOp::Neg => each(x, out, |v| UnaryOp::Neg.apply(v)),
+        UnaryOp::Relu => each(x, out, |v| UnaryOp::Relu.apply(v)),
+        UnaryOp::Abs => each(x, out, |v| UnaryOp::Abs.apply(v)),
+        UnaryOp::Sign => each(x, out, |v| UnaryOp::Sign.apply(v)),
+        UnaryOp::Exp => each(x, out, |v| UnaryOp::Exp.apply(v)),
+        UnaryOp::Log => each(x, out, |v| UnaryOp::Log.apply(v)),
+        UnaryOp::Sqrt => each(x, out, |v| UnaryOp::Sqrt.apply(v)),
+        UnaryOp::Sigmoid => each(x, out, |v| UnaryOp::Sigmoid.apply(v)),
+        UnaryOp::Tanh => each(x, out, |v| UnaryOp::Tanh.apply(v)),
     }
 }
 

@@ -82,9 +82,9 @@ class SearchBindingTest(unittest.TestCase):
         self.assertNotIn("scorer", reference)
         self.assertEqual(self.fresh["metric"], "complexity-py")
         self.assertEqual(set(reference) | {"scorer"}, set(self.fresh))
-        # The summary is the CLI's (its first lines hold the timings and the metric's name).
+        # The summary is the CLI's (its first three lines hold the timings and the metric's name).
         self.assertIn("metric complexity-py (lower better)", self.summary)
-        self.assertEqual(self.summary.splitlines()[2:], stdout.splitlines()[2:])
+        self.assertEqual(self.summary.splitlines()[3:], stdout.splitlines()[3:])
         rank1 = (self.dir / "fresh" / "rank-01.cam").read_text()
         self.assertIn("# camc search: rank 1 for metric `complexity-py` (lower better)", rank1)
         self.assertEqual(len(list((self.dir / "fresh").glob("rank-*.cam"))), 5)

@@ -13,7 +13,7 @@ const CACHE: &str = "examples/data/demo16.safetensors";
 
 /// rank-01 of `camc search --cache examples/data/demo16.safetensors --metric loc --budget 300`,
 /// as the README shows it.
-const WINNER: &str = "relu(sum[k](relu((A - 2)) * A))";
+const WINNER: &str = "relu(sum[k](relu(A - 2) * A))";
 
 const CLASSIC: [&str; 6] = [
     "gradcam",

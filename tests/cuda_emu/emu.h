@@ -1,5 +1,6 @@
 // A CPU stand-in for the few CUDA features camc's kernels use, so that tests/cuda.rs can run the
-// generated CUDA C with g++ on a machine without a GPU. A block's 512 threads are coroutines
+// generated CUDA C with g++ on a machine without a GPU. A block's threads (as many as the kernel
+// was written for, up to 1024) are coroutines
 // (ucontext) on one OS thread, one block at a time: each runs until its next __syncthreads(),
 // then the next one does; __shared__ variables are statics; a warp shuffle goes through a
 // block-wide buffer (camc's kernels only shuffle where the whole block does). It checks the
@@ -23,7 +24,7 @@
 
 struct emu_dim3 { unsigned x = 0, y = 0, z = 0; };
 inline emu_dim3 threadIdx, blockIdx, gridDim, blockDim;
-inline constexpr int EMU_THREADS = 512;  // CAMC_THREADS
+inline constexpr int EMU_THREADS = 1024;  // the most CAMC_THREADS a kernel may have
 inline constexpr size_t EMU_STACK = 256 * 1024;
 inline double emu_shuffle[EMU_THREADS];
 inline ucontext_t emu_scheduler, emu_threads[EMU_THREADS];
@@ -55,15 +56,18 @@ inline void emu_thread_main() {
     emu_finished[threadIdx.x] = true;
 }
 
-// Runs `kernel` as `grid` blocks of EMU_THREADS threads.
-template <typename F> void emu_launch(unsigned grid, F kernel) {
-    static std::vector<char> stacks(EMU_THREADS * EMU_STACK);
+// Runs `kernel` as `grid` blocks of `threads` threads (the kernel's CAMC_THREADS).
+// One set of stacks for every launch (a `static` inside the template would be one per kernel).
+inline std::vector<char> emu_stacks(EMU_THREADS * EMU_STACK);
+
+template <typename F> void emu_launch(unsigned grid, int threads, F kernel) {
+    std::vector<char>& stacks = emu_stacks;
     emu_kernel = kernel;
     gridDim.x = grid;
-    blockDim.x = EMU_THREADS;
+    blockDim.x = threads;
     for (unsigned b = 0; b < grid; ++b) {
         blockIdx.x = b;
-        for (int t = 0; t < EMU_THREADS; ++t) {
+        for (int t = 0; t < threads; ++t) {
             getcontext(&emu_threads[t]);
             emu_threads[t].uc_stack.ss_sp = stacks.data() + t * EMU_STACK;
             emu_threads[t].uc_stack.ss_size = EMU_STACK;
@@ -73,7 +77,7 @@ template <typename F> void emu_launch(unsigned grid, F kernel) {
         }
         for (bool running = true; running;) {
             running = false;
-            for (int t = 0; t < EMU_THREADS; ++t) {
+            for (int t = 0; t < threads; ++t) {
                 if (emu_finished[t]) continue;
                 threadIdx.x = t;
                 swapcontext(&emu_scheduler, &emu_threads[t]);

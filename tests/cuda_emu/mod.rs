@@ -65,8 +65,9 @@ fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// The C++ program: every kernel in a namespace, and a `main` that reads the cases.
-fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
+/// The C++ program: every kernel (written for its threads per block) in a namespace, and a
+/// `main` that reads the cases.
+fn program(kernels: &[(&Kernel, u32)]) -> Result<(String, Vec<cuda::Source>), String> {
     let mut text = format!(
         "#include \"{}\"\n",
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,9 +75,9 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
             .display()
     );
     let mut sources = Vec::new();
-    for (i, kernel) in kernels.iter().enumerate() {
+    for (i, &(kernel, threads)) in kernels.iter().enumerate() {
         let variants = DTYPES.map(|d| vec![d; kernel.inputs.len()]);
-        let source = cuda::write(kernel, &variants).map_err(|e| e.to_string())?;
+        let source = cuda::write_for(kernel, &variants, threads).map_err(|e| e.to_string())?;
         let _ = writeln!(
             text,
             "namespace k{i} {{\n{}\n}}",
@@ -85,7 +86,7 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
         sources.push(source);
     }
     text.push_str(MAIN_HEAD);
-    for (i, (kernel, source)) in kernels.iter().zip(&sources).enumerate() {
+    for (i, (&(kernel, threads), source)) in kernels.iter().zip(&sources).enumerate() {
         for (v, dtype) in DTYPES.iter().enumerate() {
             let ty = match dtype {
                 Dtype::F32 => "float".to_string(),
@@ -98,7 +99,7 @@ fn program(kernels: &[&Kernel]) -> Result<(String, Vec<cuda::Source>), String> {
                 .collect();
             let _ = writeln!(
                 text,
-                "        case {}: emu_launch(grid, [&] {{ k{i}::{}({args}y.data(), s.data(), bad.data(), n, c, k, d, h, w, oh, ow); }}); break;",
+                "        case {}: emu_launch(grid, {threads}, [&] {{ k{i}::{}({args}y.data(), s.data(), bad.data(), n, c, k, d, h, w, oh, ow); }}); break;",
                 i * 3 + v,
                 source.entries[v]
             );
@@ -145,8 +146,19 @@ fn put(buffer: &mut Vec<u8>, v: usize) {
     buffer.extend_from_slice(&(v as i64).to_le_bytes());
 }
 
-/// Compiles the kernels and runs the cases; returns each case's output.
+/// Compiles the kernels (for blocks of 512 threads) and runs the cases; returns each case's
+/// output.
 pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32>>, String> {
+    let written: Vec<(&Kernel, u32)> = kernels.iter().map(|&k| (k, cuda::THREADS)).collect();
+    run_with_threads(tag, &written, cases)
+}
+
+/// [`run`] with each kernel written for its own threads per block.
+pub fn run_with_threads(
+    tag: &str,
+    kernels: &[(&Kernel, u32)],
+    cases: &[Case],
+) -> Result<Vec<Vec<f32>>, String> {
     let (text, sources) = program(kernels)?;
     let dir = scratch_dir(tag);
     std::fs::write(dir.join("emu.cpp"), text).map_err(|e| e.to_string())?;
@@ -165,7 +177,7 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
     put(&mut input, cases.len());
     let mut out_lens = Vec::new();
     for case in cases {
-        let kernel = kernels[case.which];
+        let kernel = kernels[case.which].0;
         let dims = case.dims;
         let grid = case.n.clamp(1, 2);
         let which = case.which * 3 + DTYPES.iter().position(|d| *d == case.dtype).unwrap_or(0);

@@ -10,7 +10,8 @@
 //!     int n, int c, int k, int d, int h, int w,  // c = 1 without a class axis, d = 1 in 2-D
 //!     int out_h, int out_w);              // 0, 0: the raw map; else post-processed (docs/run.md)
 //! ```
-//! Launch with `blockDim.x = 512` and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
+//! Launch with `blockDim.x` = the threads the file was written for ([`threads_for`]: 512 by
+//! default) and any `gridDim.x` ≥ 1: a block takes image `blockIdx.x`, then
 //! every `gridDim.x`-th image after it. All of one image's work is done by one block: each
 //! reduction is a stage whose results go to that block's scratch slice, every other value is
 //! recomputed where it is used (inputs read straight from global memory), and the output stage
@@ -23,12 +24,28 @@ mod prelude;
 mod stage;
 
 use crate::axes::{Axis, AxisSet};
+use crate::dims::Dims;
 use crate::dtype::Dtype;
 use crate::ir::{Kernel, NodeId, Op};
 use std::fmt::Write;
 
-/// Threads per block every entry point must be launched with.
+/// Threads per block of [`write`], and the most [`threads_for`] gives.
 pub const THREADS: u32 = 512;
+
+/// The fewest threads per block [`threads_for`] gives: two warps.
+pub const MIN_THREADS: u32 = 64;
+
+/// Threads per block for images of these sizes (docs/cuda.md, "Launch shape"): enough that the
+/// largest per-image tensor gives each thread 8 values, a power of two from [`MIN_THREADS`] to
+/// [`THREADS`]. Small maps (a few channels of 7×7) get fewer, idle-free threads; large ones
+/// the default 512.
+pub fn threads_for(dims: &Dims) -> u32 {
+    let values = dims.c.max(1) * dims.k.max(1) * dims.d.max(1) * dims.h.max(1) * dims.w.max(1);
+    let wanted = (values / 8).max(1).next_power_of_two();
+    u32::try_from(wanted)
+        .unwrap_or(THREADS)
+        .clamp(MIN_THREADS, THREADS)
+}
 
 /// The element type of an input pointer in the generated C (16-bit types are read as bits);
 /// `None` for types a kernel does not read as stored.
@@ -49,6 +66,8 @@ pub enum Error {
     VariantArity { expected: usize, got: Vec<Dtype> },
     #[error("variant {got:?}: kernel inputs are f32, f16, bf16, i64 or i32")]
     VariantDtype { got: Vec<Dtype> },
+    #[error("{threads} threads per block: a power of two from 32 to 1024")]
+    Threads { threads: u32 },
 }
 
 /// A written `.cu` file.
@@ -131,8 +150,17 @@ pub fn uniform_variants(kernel: &Kernel) -> Vec<Vec<Dtype>> {
         .collect()
 }
 
-/// Writes the `.cu` file with one entry point per variant (a dtype per input).
+/// Writes the `.cu` file with one entry point per variant (a dtype per input), for blocks of
+/// [`THREADS`].
 pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> {
+    write_for(kernel, variants, THREADS)
+}
+
+/// [`write`] for blocks of `threads` (a power of two from 32 to 1024; see [`threads_for`]).
+pub fn write_for(kernel: &Kernel, variants: &[Vec<Dtype>], threads: u32) -> Result<Source, Error> {
+    if !(threads.is_power_of_two() && (32..=1024).contains(&threads)) {
+        return Err(Error::Threads { threads });
+    }
     for variant in variants {
         if variant.len() != kernel.inputs.len() {
             return Err(Error::VariantArity {
@@ -154,7 +182,10 @@ pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> 
         scratch.push(Slot::Values(kernel.output_ty()));
     }
     let mut text = String::new();
-    header(&mut text, kernel, &scratch);
+    header(&mut text, kernel, &scratch, threads);
+    // Redefined, not defined: several files may share one translation unit (the tests' CPU
+    // emulation), each with its own block size.
+    let _ = writeln!(text, "#undef CAMC_THREADS\n#define CAMC_THREADS {threads}");
     text.push_str(prelude::PRELUDE);
     if scratch.iter().any(|s| matches!(s, Slot::Pc1 { .. })) {
         text.push_str(pc1::PRELUDE);
@@ -200,7 +231,7 @@ pub(crate) fn size_expr(ty: AxisSet) -> String {
     }
 }
 
-fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot]) {
+fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot], threads: u32) {
     let scratch_sum: Vec<String> = scratch.iter().map(|slot| slot.c_size().to_lowercase()).collect();
     let scratch_sum = if scratch_sum.is_empty() {
         "0".to_string()
@@ -264,7 +295,7 @@ fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot]) {
     );
     let _ = writeln!(
         out,
-        "// Launch: blockDim.x = {THREADS}, any gridDim.x >= 1 (images are grid-strided),"
+        "// Launch: blockDim.x = {threads}, any gridDim.x >= 1 (images are grid-strided),"
     );
     let _ = writeln!(out, "// no dynamic shared memory.");
     out.push('\n');
@@ -293,4 +324,43 @@ fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
         "    camc_body{template}({}out, scratch, bad, n, c, k, d, h, w, out_h, out_w);\n}}",
         args.iter().map(|a| format!("{a}, ")).collect::<String>()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_follow_the_largest_tensor_of_an_image() {
+        // 8 values a thread, a power of two, from 64 to 512.
+        assert_eq!(threads_for(&Dims::new(2, 1, 3, 3)), 64);
+        assert_eq!(threads_for(&Dims::new(64, 1, 8, 8)), 512);
+        assert_eq!(threads_for(&Dims::new(16, 1, 7, 7)), 128);
+        assert_eq!(threads_for(&Dims::new(2048, 1, 7, 7)), 512);
+        assert_eq!(threads_for(&Dims::new(5, 1, 7, 7).with_classes(3)), 128);
+    }
+
+    #[test]
+    fn a_block_size_that_is_not_a_power_of_two_is_refused() {
+        let kernel_source = "cam g(A: [k,h,w], G: [k,h,w]) = relu(sum[k](mean[h,w](G) * A))";
+        let checked = crate::check_source("g", kernel_source);
+        let program = checked.program.as_ref().expect("checks");
+        let root = program.exported("g").expect("cam");
+        let kernel = crate::compile_kernel(
+            program,
+            root,
+            &std::collections::HashMap::new(),
+            crate::opt::Level::Exact,
+        )
+        .expect("compiles");
+        for threads in [0, 48, 2048] {
+            assert!(matches!(
+                write_for(&kernel, &[], threads),
+                Err(Error::Threads { .. })
+            ));
+        }
+        let source = write_for(&kernel, &[], 128).expect("writes");
+        assert!(source.text.contains("#define CAMC_THREADS 128"));
+        assert!(source.text.contains("blockDim.x = 128"));
+    }
 }

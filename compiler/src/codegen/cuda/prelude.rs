@@ -2,8 +2,7 @@
 //! split of a block's threads over a reduction. It needs no header, so NVRTC compiles it with no
 //! include path.
 
-pub const PRELUDE: &str = r#"#define CAMC_THREADS 512
-#define CAMC_NAN_F __int_as_float(0x7fc00000)
+pub const PRELUDE: &str = r#"#define CAMC_NAN_F __int_as_float(0x7fc00000)
 #define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)
 #define CAMC_INF __longlong_as_double(0x7ff0000000000000LL)
 

@@ -104,6 +104,8 @@ pub struct Launch<'a> {
     pub out_len: usize,
     pub scratch_len: usize,
     pub grid: u32,
+    /// Threads per block: what the function was written for.
+    pub threads: u32,
     pub n: i32,
     pub sizes: [i32; 5],
     pub out_size: [i32; 2],
@@ -217,6 +219,8 @@ pub struct RawLaunch {
     pub bad: sys::CUdeviceptr,
     pub scratch_bytes: usize,
     pub grid: u32,
+    /// Threads per block: what the function was written for.
+    pub threads: u32,
     pub n: i32,
     pub sizes: [i32; 5],
     pub out_size: [i32; 2],
@@ -258,7 +262,7 @@ impl Device {
             result::launch_kernel(
                 func.cu_function(),
                 (launch.grid.max(1), 1, 1),
-                (camc_compiler::codegen::cuda::THREADS, 1, 1),
+                (launch.threads, 1, 1),
                 0,
                 stream,
                 &mut params,
@@ -289,7 +293,7 @@ pub(super) fn launch_on(
     };
     let config = LaunchConfig {
         grid_dim: (launch.grid.max(1), 1, 1),
-        block_dim: (camc_compiler::codegen::cuda::THREADS, 1, 1),
+        block_dim: (launch.threads, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut builder = stream.launch_builder(func);

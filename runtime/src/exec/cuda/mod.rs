@@ -33,15 +33,17 @@ fn backend(message: impl Into<String>) -> ExecError {
     }
 }
 
-/// PTX for the kernel's entry point for `dtypes`, through `store`. Returns the PTX, the entry
-/// point's name and where the PTX came from. Needs only NVRTC.
+/// PTX for the kernel's entry point for `dtypes`, written for blocks of `threads`, through
+/// `store`. Returns the PTX, the entry point's name and where the PTX came from. Needs only
+/// NVRTC.
 pub fn ptx_for(
     kernel: &Kernel,
     dtypes: &[Dtype],
+    threads: u32,
     arch: &str,
     store: &PtxStore,
 ) -> Result<(Arc<str>, String, Origin), String> {
-    let source = cuda::write(kernel, &[dtypes.to_vec()]).map_err(|e| e.to_string())?;
+    let source = cuda::write_for(kernel, &[dtypes.to_vec()], threads).map_err(|e| e.to_string())?;
     let version = nvrtc::version()?;
     let key = ptx_store::key(&source.text, version, arch);
     let name = format!("{}.cu", kernel.name);
@@ -69,6 +71,8 @@ pub struct CudaExecutor {
     buffers: Buffers,
     lanes: Vec<Lane>,
     scratch_floats: usize,
+    /// Threads per block, from the sizes ([`cuda::threads_for`]).
+    threads: u32,
     max_images: usize,
     store: Option<Arc<PtxStore>>,
 }
@@ -112,6 +116,7 @@ impl CudaExecutor {
             buffers: Buffers::default(),
             lanes: Vec::new(),
             scratch_floats: source.scratch_floats(|a| dims.size(a)),
+            threads: cuda::threads_for(&dims),
             max_images: 65536,
             store: None,
         })
@@ -136,7 +141,7 @@ impl CudaExecutor {
         }
         let store = self.store.as_deref().unwrap_or_else(|| PtxStore::global());
         let (ptx, entry, origin) =
-            ptx_for(&self.spec.kernel, dtypes, &self.device.arch, store).map_err(backend)?;
+            ptx_for(&self.spec.kernel, dtypes, self.threads, &self.device.arch, store).map_err(backend)?;
         let f = self.device.load(&ptx, &entry).map_err(backend)?;
         self.functions.insert(dtypes.to_vec(), f);
         Ok(origin)
@@ -183,6 +188,7 @@ impl CudaExecutor {
             out_len: count * per_image,
             scratch_len: grid * self.scratch_floats,
             grid: grid as u32,
+            threads: self.threads,
             n: size_i32(count, "images per launch")?,
             sizes: sizes_i32(dims)?,
         })
@@ -322,6 +328,7 @@ impl CudaExecutor {
             bad: nonfinite,
             scratch_bytes: 4 * grid * self.scratch_floats,
             grid: grid as u32,
+            threads: self.threads,
             n: size_i32(n, "images per launch")?,
             sizes: sizes_i32(self.spec.dims)?,
             out_size: self.out_size,

@@ -13,6 +13,7 @@
 // Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
 // no dynamic shared memory.
 
+#undef CAMC_THREADS
 #define CAMC_THREADS 512
 #define CAMC_NAN_F __int_as_float(0x7fc00000)
 #define CAMC_NAN __longlong_as_double(0x7ff8000000000000LL)

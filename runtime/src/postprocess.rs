@@ -100,14 +100,19 @@ pub fn scale_into(map: &[f32], shape: &[usize], size: &[usize], out: &mut [f32])
 pub struct Scaler {
     shape: Vec<usize>,
     size: Vec<usize>,
-    /// For a 2-D resize: the taps of the rows (`w`) and of the columns (`h`).
+    /// For a 2-D resize changing both sizes: the taps of the rows (`w`) and of the columns (`h`).
     taps_2d: Option<(Vec<Tap>, Vec<Tap>)>,
 }
 
 impl Scaler {
     pub fn new(shape: &[usize], size: &[usize]) -> Scaler {
         let taps_2d = match (shape, size) {
-            (&[h, w], &[to_h, to_w]) if h > 0 && w > 0 => Some((taps(w, to_w), taps(h, to_h))),
+            // `resize` leaves an axis of unchanged size alone (a tap of weight 0 would still
+            // carry a NaN or an infinity into its neighbour), so only maps resized along both
+            // axes take the two-pass path.
+            (&[h, w], &[to_h, to_w]) if h > 0 && w > 0 && h != to_h && w != to_w => {
+                Some((taps(w, to_w), taps(h, to_h)))
+            }
             _ => None,
         };
         Scaler {

@@ -118,7 +118,12 @@ fn entry_points_are_named_by_dtype() {
 
 /// Compiles the kernel's `variants` with NVRTC and checks that each entry point is in the PTX.
 fn check_ptx(name: &str, kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<(), String> {
-    let source = cuda::write(kernel, variants).map_err(|e| format!("{name}: {e}"))?;
+    check_ptx_for(name, kernel, variants, cuda::THREADS)
+}
+
+/// [`check_ptx`] for a kernel written for blocks of `threads`.
+fn check_ptx_for(name: &str, kernel: &Kernel, variants: &[Vec<Dtype>], threads: u32) -> Result<(), String> {
+    let source = cuda::write_for(kernel, variants, threads).map_err(|e| format!("{name}: {e}"))?;
     let ptx = nvrtc::compile_ptx(&source.text, "test.cu", "sm_75").map_err(|e| format!("{name}:\n{e}"))?;
     for entry in &source.entries {
         if !ptx.contains(&format!(".entry {entry}(")) {
@@ -160,10 +165,24 @@ fn every_stdlib_method_compiles_to_ptx() {
     if !nvrtc_or_skip("every_stdlib_method_compiles_to_ptx") {
         return;
     }
-    let failures = stdlib_kernels()
+    let mut failures: Vec<String> = stdlib_kernels()
         .iter()
         .filter_map(|(name, kernel)| check_ptx(name, kernel, &cuda::uniform_variants(kernel)).err())
         .collect();
+    // The smallest and the largest block size the launch rule and the emulation use.
+    for (name, kernel) in stdlib_kernels() {
+        for threads in [cuda::MIN_THREADS, 1024] {
+            let f32_only = [vec![Dtype::F32; kernel.inputs.len()]];
+            if let Err(e) = check_ptx_for(
+                &format!("{name} ({threads} threads)"),
+                &kernel,
+                &f32_only,
+                threads,
+            ) {
+                failures.push(e);
+            }
+        }
+    }
     support::report(failures);
 }
 

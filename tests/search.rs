@@ -28,8 +28,24 @@ fn search(cache: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     args.extend_from_slice(extra);
     let o = camc(&args);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    serde_json::from_str(&text).expect("valid json")
+    report_in(out)
+}
+
+/// `report.json` of a search folder.
+fn report_in(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json"))
+        .expect("valid json")
+}
+
+/// The two folders hold the same five rank files.
+fn assert_same_rank_files(a: &Path, b: &Path) {
+    for i in 1..=5 {
+        let name = format!("rank-{i:02}.cam");
+        assert_eq!(
+            std::fs::read_to_string(a.join(&name)).expect("rank file"),
+            std::fs::read_to_string(b.join(&name)).expect("rank file"),
+        );
+    }
 }
 
 fn ranked(report: &serde_json::Value) -> Vec<(String, f64)> {
@@ -218,13 +234,7 @@ fn resume_after_a_kill_gives_the_same_ranking() {
     assert_eq!(report["outcome"]["resumed"], 25);
     assert_eq!(report["outcome"]["evaluated"], 35);
     assert_eq!(ranked(&report), ranked(&reference));
-    for i in 1..=5 {
-        let name = format!("rank-{i:02}.cam");
-        assert_eq!(
-            std::fs::read_to_string(resumed.join(&name)).expect("rank file"),
-            std::fs::read_to_string(whole.join(&name)).expect("rank file"),
-        );
-    }
+    assert_same_rank_files(&resumed, &whole);
 }
 
 #[test]
@@ -751,25 +761,15 @@ fn resume_after_a_real_kill_gives_the_uninterrupted_result() {
 
     let o = camc(&run(&cache, &killed, &args, &["--resume"]));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let resumed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(killed.join("report.json")).expect("report"))
-            .expect("json");
+    let resumed = report_in(&killed);
     assert!(resumed["outcome"]["resumed"].as_u64().expect("resumed") >= 39);
     let whole = dir.path().join("whole");
     let o = camc(&run(&cache, &whole, &args, &[]));
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(whole.join("report.json")).expect("report"))
-            .expect("json");
+    let reference = report_in(&whole);
     assert_eq!(ranked(&resumed), ranked(&reference));
     assert_eq!(resumed["outcome"]["dropped"], reference["outcome"]["dropped"]);
-    for i in 1..=5 {
-        let name = format!("rank-{i:02}.cam");
-        assert_eq!(
-            std::fs::read_to_string(killed.join(&name)).expect("rank file"),
-            std::fs::read_to_string(whole.join(&name)).expect("rank file"),
-        );
-    }
+    assert_same_rank_files(&killed, &whole);
 }
 
 #[test]

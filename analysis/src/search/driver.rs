@@ -256,13 +256,14 @@ impl Search<'_> {
             .take(self.budget)
             .collect();
         let types: Vec<_> = small.terminals.iter().map(|(ty, _)| *ty).collect();
-        let mut scored: Vec<Option<Scored>> = chosen
+        // Each chosen candidate's printed weights: the checkpoint's key, and how vetting finds
+        // a ranked program's term.
+        let weights: Vec<String> = chosen
             .iter()
-            .map(|&id| {
-                done.get(&source(&enumerator.terms, id, &self.space.terminals))
-                    .cloned()
-            })
+            .map(|&id| source(&enumerator.terms, id, &self.space.terminals))
             .collect();
+        let mut scored: Vec<Option<Scored>> = weights.iter().map(|w| done.get(w).cloned()).collect();
+        let ids: HashMap<String, TermId> = weights.into_iter().zip(chosen.iter().copied()).collect();
         let resumed = scored.iter().flatten().count();
         let pending: Vec<usize> = (0..chosen.len()).filter(|&i| scored[i].is_none()).collect();
         let mut best: Option<Scored> = None;
@@ -293,10 +294,6 @@ impl Search<'_> {
             finished += positions.len();
             progress(finished, chosen.len(), best.as_ref());
         }
-        let ids: HashMap<String, TermId> = chosen
-            .iter()
-            .map(|&id| (source(&enumerator.terms, id, &self.space.terminals), id))
-            .collect();
         let scored: Vec<Scored> = scored
             .into_iter()
             .flatten()

@@ -111,9 +111,18 @@ fn entry_points_are_named_by_dtype() {
         "{}",
         source.text
     );
-    // One [h,w] reduction result in scratch, and the [h,w] map kept for post-processing in the
-    // kernel: 2*h*w floats per block.
-    assert_eq!(source.scratch_floats(|_| 3), 18);
+    // The [h,w] sum over channel blocks: its f64 accumulators (2 doubles, 4 floats, per pixel)
+    // and its result, and the [h,w] map kept for post-processing in the kernel: 6*h*w floats
+    // per block.
+    assert_eq!(source.scratch_floats(|_| 3), 54);
+    // Rounded up to even, so that every block's accumulators are 8-byte aligned.
+    assert_eq!(source.scratch_floats(|_| 1), 6);
+    let odd = support::kernel(
+        "cam m(A: [k,h,w]) = sum[k](A) + mean[h,w](sum[k](A))",
+        Level::Exact,
+    );
+    let odd = cuda::write(&odd, &[vec![Dtype::F32]]).expect("writes");
+    assert_eq!(odd.scratch_floats(|_| 3), 4 * 9 + 9 + 1 + 9 + 1);
 }
 
 /// Compiles the kernel's `variants` with NVRTC and checks that each entry point is in the PTX.
@@ -479,6 +488,7 @@ fn push_cases(
             inputs,
             dtype,
             scaled: None,
+            misaligned: false,
         });
     }
 }
@@ -579,6 +589,44 @@ fn emulated_on_the_cpu_other_block_sizes_match_the_interpreter() {
 }
 
 #[test]
+fn emulated_on_the_cpu_channel_blocks_and_misaligned_inputs_match_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_channel_blocks_and_misaligned_inputs_match_the_interpreter") {
+        return;
+    }
+    // The one-pass schedule's paths, for every stdlib method but pc1's, in f32, f16 and bf16,
+    // with inputs 16-byte aligned and one element past it: 173 channels of 7×7 (several
+    // channel blocks, the last one short), 13 channels of 5×3 (odd sizes: every image but the
+    // first starts misaligned), 3 channels of 67×67 (one channel of two inputs does not fit
+    // the stage: read from global memory).
+    let sizes = [
+        (Dims::new(173, 1, 7, 7).with_classes(5), 2),
+        (Dims::new(13, 1, 5, 3).with_classes(3), 3),
+        (Dims::new(3, 1, 67, 67).with_classes(2), 2),
+    ];
+    let kernels: Vec<(String, Kernel)> = stdlib_kernels()
+        .into_iter()
+        .filter(|(_, kernel)| !kernel.nodes.iter().any(|node| matches!(node.op, Op::Pc1(..))))
+        .collect();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        for (dims, n) in sizes {
+            // Recipro-CAM's normalized probabilities over 4 489 positions: see `amplifies`.
+            if dims.h == 67 && amplifies(kernel) {
+                continue;
+            }
+            for misaligned in [false, true] {
+                let first = cases.len();
+                push_cases(&mut cases, which, kernel, dims, n, ALL_DTYPES);
+                for case in &mut cases[first..] {
+                    case.misaligned = misaligned;
+                }
+            }
+        }
+    }
+    support::report(compare_emulated("blocks", &kernels, cases, false));
+}
+
+#[test]
 fn emulated_on_the_cpu_3d_programs_match_the_interpreter() {
     if !gxx_or_skip("emulated_on_the_cpu_3d_programs_match_the_interpreter") {
         return;
@@ -621,6 +669,7 @@ fn emulated_on_the_cpu_random_programs_match_the_interpreter() {
                 inputs,
                 dtype: Dtype::F32,
                 scaled: None,
+                misaligned: false,
             });
         }
     }
@@ -721,6 +770,7 @@ fn emulated_on_the_cpu_pc1_over_2048_channels_matches_the_interpreter() {
             inputs: inputs_for(&kernels[which].1, dims, 5),
             dtype: Dtype::F32,
             scaled: None,
+            misaligned: false,
         })
         .collect();
     support::report(compare_emulated("pc1-2048", &kernels, cases, false));
@@ -758,6 +808,7 @@ fn emulated_on_the_cpu_post_processing_in_the_kernel_matches_the_host() {
                 inputs,
                 dtype: Dtype::F32,
                 scaled: Some(size),
+                misaligned: false,
             });
         }
     }
@@ -893,6 +944,7 @@ fn emulated_on_the_cpu_an_input_shared_by_all_images_matches_the_interpreter() {
                 inputs,
                 dtype,
                 scaled: None,
+                misaligned: false,
             });
         }
     }
@@ -1039,6 +1091,7 @@ fn emulated_on_the_cpu_backward_kernels_match_the_interpreter() {
                 inputs: inputs_for(kernel, dims, n),
                 dtype: Dtype::F32,
                 scaled: None,
+                misaligned: false,
             });
         }
     }

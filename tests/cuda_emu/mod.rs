@@ -21,6 +21,8 @@ pub struct Case {
     pub inputs: Vec<Vec<f32>>,
     pub dtype: Dtype,
     pub scaled: Option<(usize, usize)>,
+    /// Each input starts one element past a 16-byte boundary (the kernels' slow path).
+    pub misaligned: bool,
 }
 
 const DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::Bf16];
@@ -95,7 +97,7 @@ fn program(kernels: &[(&Kernel, u32)]) -> Result<(String, Vec<cuda::Source>), St
                 other => panic!("{other:?} is not a kernel input type"),
             };
             let args: String = (0..kernel.inputs.len())
-                .map(|j| format!("(const {ty}*)ins[{j}].data(), "))
+                .map(|j| format!("(const {ty}*)ins[{j}], "))
                 .collect();
             let _ = writeln!(
                 text,
@@ -123,10 +125,14 @@ int main(int argc, char** argv) {
         const int n = rd(in), c = rd(in), k = rd(in), d = rd(in), h = rd(in), w = rd(in), grid = rd(in);
         const int oh = rd(in), ow = rd(in);
         std::vector<int> bad(n, -1);
-        std::vector<std::vector<char>> ins(rd(in));
-        for (auto& v : ins) {
-            v.resize(rd(in));
-            if (fread(v.data(), 1, v.size(), in) != v.size()) return 3;
+        std::vector<std::vector<char>> buffers(rd(in));
+        const long long shift = rd(in);
+        std::vector<const char*> ins;
+        for (auto& v : buffers) {
+            const long long len = rd(in);
+            v.resize(len + shift);
+            if (fread(v.data() + shift, 1, len, in) != (size_t)len) return 3;
+            ins.push_back(v.data() + shift);
         }
         std::vector<float> y(rd(in)), s(rd(in) + 1);
         switch (which) {
@@ -163,7 +169,15 @@ pub fn run_with_threads(
     let dir = scratch_dir(tag);
     std::fs::write(dir.join("emu.cpp"), text).map_err(|e| e.to_string())?;
     let compiled = Command::new("g++")
-        .args(["-std=c++20", "-O1", "-w", "emu.cpp", "-o", "emu"])
+        .args([
+            "-std=c++20",
+            "-O1",
+            "-fno-strict-aliasing",
+            "-w",
+            "emu.cpp",
+            "-o",
+            "emu",
+        ])
         .current_dir(&dir)
         .output()
         .map_err(|e| format!("g++: {e}"))?;
@@ -193,6 +207,7 @@ pub fn run_with_threads(
             case.scaled.map_or(0, |s| s.0),
             case.scaled.map_or(0, |s| s.1),
             case.inputs.len(),
+            if case.misaligned { case.dtype.size() } else { 0 },
         ] {
             put(&mut input, v);
         }

@@ -18,9 +18,11 @@
 //! writes `out` (for an `[h,w]` map with `out_h > 0`: to scratch, then min-max, bilinear resize
 //! and min-max by the same block, into `out`). So a program such as Grad-CAM reads `A` and `G` once per reduction over them.
 
+mod blocks;
 mod expand;
 mod pc1;
 mod prelude;
+mod schedule;
 mod stage;
 
 use crate::axes::{Axis, AxisSet};
@@ -81,9 +83,11 @@ pub struct Source {
 }
 
 impl Source {
-    /// Floats of scratch memory each block needs for these axis sizes.
+    /// Floats of scratch memory each block needs for these axis sizes: the slots' sum, rounded
+    /// up to even so that every block's slice starts 8-byte aligned (accumulators are f64).
     pub fn scratch_floats(&self, size: impl Fn(Axis) -> usize) -> usize {
-        self.scratch.iter().map(|slot| slot.floats(&size)).sum()
+        let floats: usize = self.scratch.iter().map(|slot| slot.floats(&size)).sum();
+        floats.next_multiple_of(2)
     }
 }
 
@@ -92,6 +96,9 @@ impl Source {
 pub enum Slot {
     /// A reduction's result, of this type.
     Values(AxisSet),
+    /// The running f64 state (two values) of an across-channel reduction to this type, while
+    /// its channel blocks are added up (schedule.rs).
+    Accumulator(AxisSet),
     /// `pc1[axis]` of a tensor over `positions` and `axis`: the projection (one value per
     /// position), then in f64 the matrix, its Gram matrix and three vectors (see `pc1.rs`).
     Pc1 { positions: AxisSet, axis: Axis },
@@ -105,6 +112,7 @@ impl Slot {
     pub fn floats(&self, size: impl Fn(Axis) -> usize) -> usize {
         match *self {
             Slot::Values(ty) => product(ty, &size),
+            Slot::Accumulator(ty) => 4 * product(ty, &size),
             Slot::Pc1 { positions, axis } => {
                 let (rows, cols) = (product(positions, &size), size(axis));
                 let m = rows.min(cols);
@@ -117,6 +125,7 @@ impl Slot {
     pub(crate) fn c_size(&self) -> String {
         match *self {
             Slot::Values(ty) => size_expr(ty),
+            Slot::Accumulator(ty) => format!("4*{}", size_expr(ty)),
             Slot::Pc1 { positions, axis } => format!(
                 "camc_pc1_floats({}, {})",
                 size_expr(positions),
@@ -177,10 +186,9 @@ pub fn write_for(kernel: &Kernel, variants: &[Vec<Dtype>], threads: u32) -> Resu
         .ids()
         .filter(|&id| matches!(expanded.node(id).op, Op::Reduce(..) | Op::Pc1(..)))
         .collect();
-    let mut scratch: Vec<Slot> = scratch_nodes.iter().map(|&id| slot(&expanded, id)).collect();
-    if scalable(kernel) {
-        scratch.push(Slot::Values(kernel.output_ty()));
-    }
+    let channels = schedule::channels(&expanded, &scratch_nodes);
+    let layout = stage::layout(&expanded, &scratch_nodes, channels.as_ref());
+    let scratch: Vec<Slot> = layout.iter().map(|slice| slice.slot).collect();
     let mut text = String::new();
     header(&mut text, kernel, &scratch, threads);
     // Redefined, not defined: several files may share one translation unit (the tests' CPU
@@ -191,7 +199,7 @@ pub fn write_for(kernel: &Kernel, variants: &[Vec<Dtype>], threads: u32) -> Resu
         text.push_str(pc1::PRELUDE);
     }
     text.push('\n');
-    stage::body(&mut text, &expanded, &scratch_nodes);
+    stage::body(&mut text, &expanded, &scratch_nodes, channels.as_ref(), &layout);
     let mut entries = Vec::new();
     for variant in variants {
         let entry = entry_name(kernel, variant);
@@ -268,7 +276,7 @@ fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot], threads: u32) {
     let _ = writeln!(out, "//     float* out,  // {out_size}");
     let _ = writeln!(
         out,
-        "//     float* scratch,  // gridDim.x * ({scratch_sum}) floats"
+        "//     float* scratch,  // gridDim.x * ({scratch_sum}, rounded up to even) floats"
     );
     let _ = writeln!(
         out,
@@ -297,7 +305,11 @@ fn header(out: &mut String, kernel: &Kernel, scratch: &[Slot], threads: u32) {
         out,
         "// Launch: blockDim.x = {threads}, any gridDim.x >= 1 (images are grid-strided),"
     );
-    let _ = writeln!(out, "// no dynamic shared memory.");
+    let _ = writeln!(
+        out,
+        "// no dynamic shared memory. Inputs aligned to their element size; 16-byte aligned runs"
+    );
+    let _ = writeln!(out, "// are read with 16-byte loads.");
     out.push('\n');
 }
 

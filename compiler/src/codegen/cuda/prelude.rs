@@ -25,6 +25,44 @@ __device__ __forceinline__ float camc_ld(camc_bf16 x) {
 __device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
 __device__ __forceinline__ float camc_ld(int x) { return (float)x; }
 
+// The channel phase's stage in shared memory, in floats: with camc_red, 40 KB a block (static
+// shared memory stays under 48 KB, and 4 blocks of 512 threads fit an SM's 228 KB).
+#define CAMC_STAGE ((40960 - 16 * CAMC_THREADS) / 4)
+
+// Copies x[0..count) to st as f32 with the whole block: 16-byte loads for the 16-byte aligned
+// middle of the range, one value at a time at its ends (x must be aligned to its element size;
+// a range that is not, for its type, is read one value at a time).
+struct alignas(16) camc_vec { unsigned int bits[4]; };
+template <typename T>
+__device__ __forceinline__ void camc_stage(const T* __restrict__ x, int count, float* __restrict__ st) {
+    constexpr int V = 16 / sizeof(T);
+    const unsigned long long address = (unsigned long long)x;
+    int head = address % sizeof(T) != 0 ? count : (int)((16 - address % 16) % 16 / sizeof(T));
+    if (head > count) head = count;
+    const int body = (count - head) / V;
+    const camc_vec* const vectors = reinterpret_cast<const camc_vec*>(x + head);
+    #pragma unroll 4
+    for (int i = threadIdx.x; i < body; i += CAMC_THREADS) {
+        const camc_vec v = vectors[i];
+        const T* const lanes = reinterpret_cast<const T*>(&v);
+        #pragma unroll
+        for (int j = 0; j < V; ++j) st[head + i * V + j] = camc_ld(lanes[j]);
+    }
+    for (int e = threadIdx.x; e < head; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+    for (int e = head + body * V + threadIdx.x; e < count; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+}
+
+// Channels per block of the channel phase, `per` staged floats each: as many as the stage holds,
+// a multiple of 8 when more than 8 (so that blocks of a 16-byte aligned image stay aligned), or
+// every channel when one does not fit (then the phase reads global memory).
+__device__ __forceinline__ int camc_block_channels(int K, int per, bool staged) {
+    const int all = K > 0 ? K : 1;
+    if (!staged) return all;
+    int kc = CAMC_STAGE / per;
+    if (kc >= 8) kc -= kc % 8;
+    return kc < all ? kc : all;
+}
+
 // min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
 __device__ __forceinline__ float camc_max(float a, float b) {
     return (a != a || b != b) ? CAMC_NAN_F : fmaxf(a, b);

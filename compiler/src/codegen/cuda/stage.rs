@@ -3,14 +3,59 @@
 //! element needs is a named `float` computed at that element's index (`i_c, i_k, i_d, i_h, i_w`):
 //! inputs are read from global memory, reductions from scratch, the rest is elementwise.
 
-use super::size_expr;
+use super::schedule::Channels;
+use super::{size_expr, Slot};
 use crate::axes::{Axis, AxisSet};
 use crate::ir::{InputKind, Kernel, NodeId, Op};
 use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 use std::fmt::Write;
 
+/// One slice of a block's scratch memory: the name of its pointer and what it holds.
+pub(super) struct Slice {
+    pub(super) name: String,
+    pub(super) slot: Slot,
+}
+
+/// The block's scratch slices in order: the f64 accumulators first (8-byte aligned, as each
+/// block's slice is), then each reduction's result, then the map being post-processed.
+pub(super) fn layout(kernel: &Kernel, scratch: &[NodeId], channels: Option<&Channels>) -> Vec<Slice> {
+    let mut slices = Vec::new();
+    if let Some(channels) = channels {
+        for &id in channels
+            .phase
+            .iter()
+            .filter(|&&id| channels.accumulates(kernel, id))
+        {
+            slices.push(Slice {
+                name: format!("acc{}", id.0),
+                slot: Slot::Accumulator(kernel.node(id).ty),
+            });
+        }
+    }
+    for &id in scratch {
+        slices.push(Slice {
+            name: format!("s{}", id.0),
+            slot: super::slot(kernel, id),
+        });
+    }
+    if super::scalable(kernel) {
+        // The raw map of the image being post-processed in the kernel.
+        slices.push(Slice {
+            name: "map".into(),
+            slot: Slot::Values(kernel.output_ty()),
+        });
+    }
+    slices
+}
+
 /// Writes `camc_body`, the template every entry point calls.
-pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
+pub fn body(
+    out: &mut String,
+    kernel: &Kernel,
+    scratch: &[NodeId],
+    channels: Option<&Channels>,
+    layout: &[Slice],
+) {
     let n = kernel.inputs.len();
     if n > 0 {
         let params: Vec<String> = (0..n).map(|i| format!("typename T{i}")).collect();
@@ -24,33 +69,27 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
         "__device__ __forceinline__ void camc_body(\n    {inputs}float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,\n    int n, int c, int k, int d, int h, int w, int out_h, int out_w) {{"
     );
     out.push_str("    __shared__ double camc_red[2 * CAMC_THREADS];\n");
-    out.push_str("    const int C = c, K = k, D = d, H = h, W = w;\n");
-    let scaled = super::scalable(kernel);
-    let mut slots: Vec<String> = scratch
-        .iter()
-        .map(|&id| super::slot(kernel, id).c_size())
-        .collect();
-    if scaled {
-        // The raw map of the image being post-processed in the kernel.
-        slots.push(size_expr(kernel.output_ty()));
+    if channels.is_some() {
+        out.push_str("    __shared__ float camc_st[CAMC_STAGE];\n");
     }
-    let total = slots.clone();
-    let total = if total.is_empty() {
+    out.push_str("    const int C = c, K = k, D = d, H = h, W = w;\n");
+    let sizes: Vec<String> = layout.iter().map(|slice| slice.slot.c_size()).collect();
+    let total = if sizes.is_empty() {
         "0".into()
     } else {
-        total.join(" + ")
+        sizes.join(" + ")
     };
-    let _ = writeln!(
-        out,
-        "    float* const s = scratch + (long long)blockIdx.x * ({total});"
-    );
+    let _ = writeln!(out, "    const long long camc_slice = {total};");
+    out.push_str("    float* const s = scratch + (long long)blockIdx.x * (camc_slice + (camc_slice & 1));\n");
     let mut at = String::from("0");
-    for (&id, size) in scratch.iter().zip(&slots) {
-        let _ = writeln!(out, "    float* const s{} = s + {at};", id.0);
+    for (slice, size) in layout.iter().zip(&sizes) {
+        let _ = match slice.slot {
+            Slot::Accumulator(_) => {
+                writeln!(out, "    double* const {} = (double*)(s + {at});", slice.name)
+            }
+            _ => writeln!(out, "    float* const {} = s + {at};", slice.name),
+        };
         at = format!("{at} + {size}");
-    }
-    if scaled {
-        let _ = writeln!(out, "    float* const map = s + {at};");
     }
     out.push_str("    for (long long img = blockIdx.x; img < n; img += gridDim.x) {\n");
     for (i, input) in kernel.inputs.iter().enumerate() {
@@ -63,39 +102,76 @@ pub fn body(out: &mut String, kernel: &Kernel, scratch: &[NodeId]) {
             InputKind::Shared => writeln!(out, "        const T{i}* const x{i} = in{i};  // shared"),
         };
     }
-    let writer = Stages { kernel, scratch };
-    for &id in scratch {
-        match kernel.node(id).op {
-            Op::Reduce(op, axes, x) => writer.reduce(out, id, op, axes, x),
-            Op::Pc1(axis, x) => writer.pc1(out, id, axis, x),
-            _ => {}
+    let writer = Stages {
+        kernel,
+        scratch,
+        staged: channels.map_or(&[], |c| c.staged.as_slice()),
+    };
+    match channels {
+        None => {
+            for &id in scratch {
+                writer.stage(out, id, Role::Whole);
+            }
+        }
+        Some(channels) => {
+            for &id in &channels.early {
+                writer.stage(out, id, Role::Whole);
+            }
+            writer.channel_phase(out, channels);
+            for &id in &channels.late {
+                writer.stage(out, id, Role::Whole);
+            }
         }
     }
-    writer.output(out, scaled);
+    writer.output(out, super::scalable(kernel));
     out.push_str("        __syncthreads();\n    }\n}\n");
+}
+
+/// How a reduction stage covers the channels: all at once, or one block of them in the
+/// channel phase (`k0`, `kn`: the block's first channel and its count), keeping `k` (a result per
+/// channel of the block) or reducing it (added to the accumulator).
+#[derive(Copy, Clone, PartialEq)]
+pub(super) enum Role {
+    Whole,
+    PerChannel,
+    Across,
 }
 
 pub(super) struct Stages<'a> {
     pub(super) kernel: &'a Kernel,
     pub(super) scratch: &'a [NodeId],
+    /// Inputs the channel phase reads from shared memory.
+    pub(super) staged: &'a [u32],
 }
 
 pub(super) const IN: &str = "            ";
 pub(super) const IN2: &str = "                ";
 
 impl Stages<'_> {
+    /// The stage of scratch node `id` (a reduction or `pc1`).
+    fn stage(&self, out: &mut String, id: NodeId, role: Role) {
+        match self.kernel.node(id).op {
+            Op::Reduce(op, axes, x) => self.reduce(out, id, (op, axes, x), role),
+            Op::Pc1(axis, x) => self.pc1(out, id, axis, x),
+            _ => {}
+        }
+    }
+
     /// One reduction: its outputs in rounds of `P`, a group of `g` threads per output.
-    fn reduce(&self, out: &mut String, id: NodeId, op: ReduceOp, axes: AxisSet, x: NodeId) {
+    pub(super) fn reduce(
+        &self,
+        out: &mut String,
+        id: NodeId,
+        (op, axes, x): (ReduceOp, AxisSet, NodeId),
+        role: Role,
+    ) {
         let xty = self.kernel.node(x).ty;
         let kept = xty.minus(axes);
+        let k_size = if role == Role::Whole { "K" } else { "kn" };
         // The reduced values of one output are contiguous when every reduced axis is inside
         // every kept one (canonical order k, d, h, w).
         let inner = kept.iter().all(|a| axes.iter().all(|r| r > a));
-        let (init, join) = match op {
-            ReduceOp::Max => ("-CAMC_INF", 1),
-            ReduceOp::Min => ("CAMC_INF", 2),
-            _ => ("0.0", 0),
-        };
+        let (init, join) = reduce_start(op);
         let _ = writeln!(
             out,
             "        {{ // %{} = {}{axes}(%{}): {xty} -> {kept}",
@@ -105,8 +181,9 @@ impl Stages<'_> {
         );
         let _ = writeln!(
             out,
-            "{IN}const int O = {}, R = {};",
-            size_expr(kept),
+            "{IN}const int O = {}, R = {}, RT = {};",
+            size_with(kept, k_size),
+            size_with(axes, k_size),
             size_expr(axes)
         );
         let _ = writeln!(out, "{IN}const bool inner = {inner};");
@@ -121,9 +198,12 @@ impl Stages<'_> {
         );
         let indent = format!("{IN2}        ");
         declare(out, &indent, xty);
-        decompose(out, &indent, "o", kept);
-        decompose(out, &indent, "r", axes);
-        let v = self.values(out, &indent, x);
+        decompose_with(out, &indent, "o", kept, k_size);
+        decompose_with(out, &indent, "r", axes, k_size);
+        if role != Role::Whole {
+            let _ = writeln!(out, "{indent}i_k += k0;");
+        }
+        let v = self.values_in(out, &indent, x, role != Role::Whole);
         let step = match op {
             ReduceOp::Sum | ReduceOp::Mean => format!("a0 += (double){v};"),
             ReduceOp::Norm => format!("a0 += (double){v} * (double){v};"),
@@ -131,30 +211,32 @@ impl Stages<'_> {
             ReduceOp::Max | ReduceOp::Min => format!("a0 = camc_join<{join}>(a0, (double){v});"),
         };
         let _ = writeln!(out, "{indent}{step}\n{IN2}    }}\n{IN}    }}");
-        let finish = match op {
-            ReduceOp::Sum => "a0",
-            ReduceOp::Mean => "a0 / (double)R",
-            ReduceOp::Norm => "sqrt(a0)",
-            ReduceOp::Std => "sqrt(fmax(a1 / (double)R - (a0 / (double)R) * (a0 / (double)R), 0.0))",
-            ReduceOp::Max | ReduceOp::Min => "(R == 0 ? CAMC_NAN : a0)",
+        let store = match role {
+            Role::Whole => format!("s{}[o] = (float)({});", id.0, reduce_finish(op)),
+            Role::PerChannel => format!(
+                "s{}[k0 * ({}) + o] = (float)({});",
+                id.0,
+                size_expr(kept.minus(AxisSet::SCALAR.with(Axis::K))),
+                reduce_finish(op)
+            ),
+            Role::Across => format!(
+                "acc{0}[2 * o] = camc_join<{join}>(acc{0}[2 * o], a0); acc{0}[2 * o + 1] += a1;",
+                id.0
+            ),
         };
-        self.combine(out, id, join, op == ReduceOp::Std, finish);
+        self.combine(out, join, op == ReduceOp::Std, &store);
         let _ = writeln!(out, "{IN}}}\n            __syncthreads();\n        }}");
     }
 
     /// Joins the group's partial results (shuffles for an inner group of a warp or less, else
-    /// through shared memory) and stores the output.
-    fn combine(&self, out: &mut String, id: NodeId, join: u8, two: bool, finish: &str) {
+    /// through shared memory); the group's first lane then runs `store`.
+    fn combine(&self, out: &mut String, join: u8, two: bool, store: &str) {
         let _ = writeln!(out, "{IN}    if (inner && sp.g <= 32) {{");
         let _ = writeln!(out, "{IN2}    a0 = camc_warp_join<{join}>(a0, sp.g);");
         if two {
             let _ = writeln!(out, "{IN2}    a1 = camc_warp_join<0>(a1, sp.g);");
         }
-        let _ = writeln!(
-            out,
-            "{IN2}    if (o < O && sp.lane == 0) s{}[o] = (float)({finish});",
-            id.0
-        );
+        let _ = writeln!(out, "{IN2}    if (o < O && sp.lane == 0) {{ {store} }}");
         let _ = writeln!(out, "{IN}    }} else {{");
         let _ = writeln!(out, "{IN2}    camc_red[threadIdx.x] = a0;");
         let _ = writeln!(out, "{IN2}    camc_red[CAMC_THREADS + threadIdx.x] = a1;");
@@ -165,7 +247,7 @@ impl Stages<'_> {
         let _ = writeln!(out, "{IN2}            a0 = camc_join<{join}>(a0, camc_red[t]);");
         let _ = writeln!(out, "{IN2}            a1 += camc_red[CAMC_THREADS + t];");
         let _ = writeln!(out, "{IN2}        }}");
-        let _ = writeln!(out, "{IN2}        s{}[o] = (float)({finish});", id.0);
+        let _ = writeln!(out, "{IN2}        {store}");
         let _ = writeln!(out, "{IN2}    }}");
         let _ = writeln!(out, "{IN2}    __syncthreads();");
         let _ = writeln!(out, "{IN}    }}");
@@ -206,6 +288,12 @@ impl Stages<'_> {
 
     /// Writes the statements that compute `root` at the current index; returns its name.
     pub(super) fn values(&self, out: &mut String, indent: &str, root: NodeId) -> String {
+        self.values_in(out, indent, root, false)
+    }
+
+    /// [`Self::values`]; `in_phase`: inside the channel phase, where staged inputs are read
+    /// from shared memory.
+    fn values_in(&self, out: &mut String, indent: &str, root: NodeId, in_phase: bool) -> String {
         let mut needed = vec![false; self.kernel.nodes.len()];
         needed[root.index()] = true;
         for id in (0..self.kernel.nodes.len() as u32).rev().map(NodeId) {
@@ -216,18 +304,26 @@ impl Stages<'_> {
             }
         }
         for id in self.kernel.ids().filter(|id| needed[id.index()]) {
-            let expr = self.expr(id);
+            let expr = self.expr(id, in_phase);
             let _ = writeln!(out, "{indent}const float v{} = {expr};", id.0);
         }
         format!("v{}", root.0)
     }
 
-    fn expr(&self, id: NodeId) -> String {
+    fn expr(&self, id: NodeId, in_phase: bool) -> String {
         let node = self.kernel.node(id);
         if self.scratch.contains(&id) {
             return format!("s{}[{}]", id.0, offset(node.ty));
         }
         match node.op {
+            Op::Input(i) if in_phase && self.staged.contains(&i) => {
+                let ty = self.kernel.inputs[i as usize].ty;
+                format!(
+                    "(camc_staged ? camc_st[st{i} + {}] : camc_ld(x{i}[{}]))",
+                    offset_with(ty, "(i_k - k0)"),
+                    offset(ty)
+                )
+            }
             Op::Input(i) => format!("camc_ld(x{i}[{}])", offset(self.kernel.inputs[i as usize].ty)),
             Op::Const(c) => float(c),
             Op::Unary(f, x) => unary(f, &format!("v{}", x.0)),
@@ -252,6 +348,11 @@ pub(super) fn declare(out: &mut String, indent: &str, ty: AxisSet) {
 
 /// Splits the flat index `flat` of a tensor typed `ty` into its axis indices.
 pub(super) fn decompose(out: &mut String, indent: &str, flat: &str, ty: AxisSet) {
+    decompose_with(out, indent, flat, ty, "K");
+}
+
+/// [`decompose`] where the `k` axis has `k_size` elements.
+fn decompose_with(out: &mut String, indent: &str, flat: &str, ty: AxisSet, k_size: &str) {
     let axes: Vec<Axis> = ty.iter().collect();
     match axes.len() {
         0 => {}
@@ -264,7 +365,7 @@ pub(super) fn decompose(out: &mut String, indent: &str, flat: &str, ty: AxisSet)
                 if i == 0 {
                     let _ = write!(out, " i_{a} = t;");
                 } else {
-                    let size = a.name().to_uppercase();
+                    let size = axis_size(*a, k_size);
                     let _ = write!(out, " i_{a} = t % {size}; t /= {size};");
                 }
             }
@@ -273,14 +374,65 @@ pub(super) fn decompose(out: &mut String, indent: &str, flat: &str, ty: AxisSet)
     }
 }
 
+fn axis_size(axis: Axis, k_size: &str) -> String {
+    if axis == Axis::K {
+        k_size.to_string()
+    } else {
+        axis.name().to_uppercase()
+    }
+}
+
+/// [`size_expr`] where the `k` axis has `k_size` elements.
+fn size_with(ty: AxisSet, k_size: &str) -> String {
+    let parts: Vec<String> = ty.iter().map(|a| axis_size(a, k_size)).collect();
+    if parts.is_empty() {
+        "1".into()
+    } else {
+        parts.join("*")
+    }
+}
+
+/// How a reduction starts: its accumulator's initial value, and how partial results join
+/// (`camc_join`'s 0 adds, 1 takes the maximum, 2 the minimum).
+pub(super) fn reduce_start(op: ReduceOp) -> (&'static str, u8) {
+    match op {
+        ReduceOp::Max => ("-CAMC_INF", 1),
+        ReduceOp::Min => ("CAMC_INF", 2),
+        _ => ("0.0", 0),
+    }
+}
+
+/// The result of a reduction of `RT` values from its accumulators `a0`, `a1`, in C.
+pub(super) fn reduce_finish(op: ReduceOp) -> &'static str {
+    match op {
+        ReduceOp::Sum => "a0",
+        ReduceOp::Mean => "a0 / (double)RT",
+        ReduceOp::Norm => "sqrt(a0)",
+        ReduceOp::Std => "sqrt(fmax(a1 / (double)RT - (a0 / (double)RT) * (a0 / (double)RT), 0.0))",
+        ReduceOp::Max | ReduceOp::Min => "(RT == 0 ? CAMC_NAN : a0)",
+    }
+}
+
 /// The offset of the current index in a tensor typed `ty` (row-major, canonical order).
 pub(super) fn offset(ty: AxisSet) -> String {
+    offset_with(ty, "i_k")
+}
+
+/// [`offset`] with `k_index` for the index along `k`.
+fn offset_with(ty: AxisSet, k_index: &str) -> String {
+    let index = |a: Axis| {
+        if a == Axis::K {
+            k_index.to_string()
+        } else {
+            format!("i_{a}")
+        }
+    };
     let mut expr = String::new();
     for a in ty.iter() {
         expr = if expr.is_empty() {
-            format!("i_{a}")
+            index(a)
         } else {
-            format!("({expr}) * {} + i_{a}", a.name().to_uppercase())
+            format!("({expr}) * {} + {}", a.name().to_uppercase(), index(a))
         };
     }
     if expr.is_empty() {

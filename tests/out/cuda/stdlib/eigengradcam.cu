@@ -4,13 +4,14 @@
 //     const T0* in0,  // `A` [k,h,w] per image
 //     const T1* in1,  // `G` [k,h,w] per image
 //     float* out,  // [h,w] per image, or out_h*out_w
-//     float* scratch,  // gridDim.x * (camc_pc1_floats(h*w, k) + h*w + 1 + 1 + h*w) floats
+//     float* scratch,  // gridDim.x * (camc_pc1_floats(h*w, k) + h*w + 1 + 1 + h*w, rounded up to even) floats
 //     int* bad,  // n non-finite counts when out_h > 0, or NULL
 //     int n, int c, int k, int d, int h, int w,  // c = 1 without classes, d = 1 in 2-D
 //     int out_h, int out_w);  // 0, 0: the raw map; else min-max, resize, min-max
 // T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
 // Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
-// no dynamic shared memory.
+// no dynamic shared memory. Inputs aligned to their element size; 16-byte aligned runs
+// are read with 16-byte loads.
 
 #undef CAMC_THREADS
 #define CAMC_THREADS 512
@@ -36,6 +37,44 @@ __device__ __forceinline__ float camc_ld(camc_bf16 x) {
 // Integer inputs (a class index per image) are read as the nearest float.
 __device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
 __device__ __forceinline__ float camc_ld(int x) { return (float)x; }
+
+// The channel phase's stage in shared memory, in floats: with camc_red, 40 KB a block (static
+// shared memory stays under 48 KB, and 4 blocks of 512 threads fit an SM's 228 KB).
+#define CAMC_STAGE ((40960 - 16 * CAMC_THREADS) / 4)
+
+// Copies x[0..count) to st as f32 with the whole block: 16-byte loads for the 16-byte aligned
+// middle of the range, one value at a time at its ends (x must be aligned to its element size;
+// a range that is not, for its type, is read one value at a time).
+struct alignas(16) camc_vec { unsigned int bits[4]; };
+template <typename T>
+__device__ __forceinline__ void camc_stage(const T* __restrict__ x, int count, float* __restrict__ st) {
+    constexpr int V = 16 / sizeof(T);
+    const unsigned long long address = (unsigned long long)x;
+    int head = address % sizeof(T) != 0 ? count : (int)((16 - address % 16) % 16 / sizeof(T));
+    if (head > count) head = count;
+    const int body = (count - head) / V;
+    const camc_vec* const vectors = reinterpret_cast<const camc_vec*>(x + head);
+    #pragma unroll 4
+    for (int i = threadIdx.x; i < body; i += CAMC_THREADS) {
+        const camc_vec v = vectors[i];
+        const T* const lanes = reinterpret_cast<const T*>(&v);
+        #pragma unroll
+        for (int j = 0; j < V; ++j) st[head + i * V + j] = camc_ld(lanes[j]);
+    }
+    for (int e = threadIdx.x; e < head; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+    for (int e = head + body * V + threadIdx.x; e < count; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+}
+
+// Channels per block of the channel phase, `per` staged floats each: as many as the stage holds,
+// a multiple of 8 when more than 8 (so that blocks of a 16-byte aligned image stay aligned), or
+// every channel when one does not fit (then the phase reads global memory).
+__device__ __forceinline__ int camc_block_channels(int K, int per, bool staged) {
+    const int all = K > 0 ? K : 1;
+    if (!staged) return all;
+    int kc = CAMC_STAGE / per;
+    if (kc >= 8) kc -= kc % 8;
+    return kc < all ? kc : all;
+}
 
 // min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
 __device__ __forceinline__ float camc_max(float a, float b) {
@@ -270,7 +309,8 @@ __device__ __forceinline__ void camc_body(
     int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
     __shared__ double camc_red[2 * CAMC_THREADS];
     const int C = c, K = k, D = d, H = h, W = w;
-    float* const s = scratch + (long long)blockIdx.x * (camc_pc1_floats(H*W, K) + H*W + 1 + 1 + H*W);
+    const long long camc_slice = camc_pc1_floats(H*W, K) + H*W + 1 + 1 + H*W;
+    float* const s = scratch + (long long)blockIdx.x * (camc_slice + (camc_slice & 1));
     float* const s3 = s + 0;
     float* const s4 = s + 0 + camc_pc1_floats(H*W, K);
     float* const s5 = s + 0 + camc_pc1_floats(H*W, K) + H*W;
@@ -296,7 +336,7 @@ __device__ __forceinline__ void camc_body(
             camc_pc1(matrix, rows, cols, gram, u, u + m, u + 2 * m, s3, camc_red);
         }
         { // %4 = sum[k](%2): [k,h,w] -> [h,w]
-            const int O = H*W, R = K;
+            const int O = H*W, R = K, RT = K;
             const bool inner = false;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -316,7 +356,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s4[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { s4[o] = (float)(a0); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -335,7 +375,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // %5 = mean[h,w](%4): [h,w] -> []
-            const int O = 1, R = H*W;
+            const int O = 1, R = H*W, RT = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -352,7 +392,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s5[o] = (float)(a0 / (double)R);
+                    if (o < O && sp.lane == 0) { s5[o] = (float)(a0 / (double)RT); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -363,7 +403,7 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s5[o] = (float)(a0 / (double)R);
+                        s5[o] = (float)(a0 / (double)RT);
                     }
                     __syncthreads();
                 }
@@ -371,7 +411,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // %8 = sum[h,w](%7): [h,w] -> []
-            const int O = 1, R = H*W;
+            const int O = 1, R = H*W, RT = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -392,7 +432,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s8[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { s8[o] = (float)(a0); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;

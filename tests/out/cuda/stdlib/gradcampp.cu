@@ -4,13 +4,14 @@
 //     const T0* in0,  // `A` [k,h,w] per image
 //     const T1* in1,  // `G` [k,h,w] per image
 //     float* out,  // [h,w] per image, or out_h*out_w
-//     float* scratch,  // gridDim.x * (k + k + h*w + h*w) floats
+//     float* scratch,  // gridDim.x * (4*h*w + k + k + h*w + h*w, rounded up to even) floats
 //     int* bad,  // n non-finite counts when out_h > 0, or NULL
 //     int n, int c, int k, int d, int h, int w,  // c = 1 without classes, d = 1 in 2-D
 //     int out_h, int out_w);  // 0, 0: the raw map; else min-max, resize, min-max
 // T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
 // Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
-// no dynamic shared memory.
+// no dynamic shared memory. Inputs aligned to their element size; 16-byte aligned runs
+// are read with 16-byte loads.
 
 #undef CAMC_THREADS
 #define CAMC_THREADS 512
@@ -36,6 +37,44 @@ __device__ __forceinline__ float camc_ld(camc_bf16 x) {
 // Integer inputs (a class index per image) are read as the nearest float.
 __device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
 __device__ __forceinline__ float camc_ld(int x) { return (float)x; }
+
+// The channel phase's stage in shared memory, in floats: with camc_red, 40 KB a block (static
+// shared memory stays under 48 KB, and 4 blocks of 512 threads fit an SM's 228 KB).
+#define CAMC_STAGE ((40960 - 16 * CAMC_THREADS) / 4)
+
+// Copies x[0..count) to st as f32 with the whole block: 16-byte loads for the 16-byte aligned
+// middle of the range, one value at a time at its ends (x must be aligned to its element size;
+// a range that is not, for its type, is read one value at a time).
+struct alignas(16) camc_vec { unsigned int bits[4]; };
+template <typename T>
+__device__ __forceinline__ void camc_stage(const T* __restrict__ x, int count, float* __restrict__ st) {
+    constexpr int V = 16 / sizeof(T);
+    const unsigned long long address = (unsigned long long)x;
+    int head = address % sizeof(T) != 0 ? count : (int)((16 - address % 16) % 16 / sizeof(T));
+    if (head > count) head = count;
+    const int body = (count - head) / V;
+    const camc_vec* const vectors = reinterpret_cast<const camc_vec*>(x + head);
+    #pragma unroll 4
+    for (int i = threadIdx.x; i < body; i += CAMC_THREADS) {
+        const camc_vec v = vectors[i];
+        const T* const lanes = reinterpret_cast<const T*>(&v);
+        #pragma unroll
+        for (int j = 0; j < V; ++j) st[head + i * V + j] = camc_ld(lanes[j]);
+    }
+    for (int e = threadIdx.x; e < head; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+    for (int e = head + body * V + threadIdx.x; e < count; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+}
+
+// Channels per block of the channel phase, `per` staged floats each: as many as the stage holds,
+// a multiple of 8 when more than 8 (so that blocks of a 16-byte aligned image stay aligned), or
+// every channel when one does not fit (then the phase reads global memory).
+__device__ __forceinline__ int camc_block_channels(int K, int per, bool staged) {
+    const int all = K > 0 ? K : 1;
+    if (!staged) return all;
+    int kc = CAMC_STAGE / per;
+    if (kc >= 8) kc -= kc % 8;
+    return kc < all ? kc : all;
+}
 
 // min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
 __device__ __forceinline__ float camc_max(float a, float b) {
@@ -163,17 +202,35 @@ __device__ __forceinline__ void camc_body(
     const T0* __restrict__ in0, const T1* __restrict__ in1, float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,
     int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
     __shared__ double camc_red[2 * CAMC_THREADS];
+    __shared__ float camc_st[CAMC_STAGE];
     const int C = c, K = k, D = d, H = h, W = w;
-    float* const s = scratch + (long long)blockIdx.x * (K + K + H*W + H*W);
-    float* const s8 = s + 0;
-    float* const s17 = s + 0 + K;
-    float* const s19 = s + 0 + K + K;
-    float* const map = s + 0 + K + K + H*W;
+    const long long camc_slice = 4*H*W + K + K + H*W + H*W;
+    float* const s = scratch + (long long)blockIdx.x * (camc_slice + (camc_slice & 1));
+    double* const acc19 = (double*)(s + 0);
+    float* const s8 = s + 0 + 4*H*W;
+    float* const s17 = s + 0 + 4*H*W + K;
+    float* const s19 = s + 0 + 4*H*W + K + K;
+    float* const map = s + 0 + 4*H*W + K + K + H*W;
     for (long long img = blockIdx.x; img < n; img += gridDim.x) {
         const T0* const x0 = in0 + img * (K*H*W);
         const T1* const x1 = in1 + img * (K*H*W);
+        { // channel blocks: %8, %17, %19 in one pass over in0, in1
+            const int camc_per = (H*W) + (H*W);
+            const bool camc_staged = camc_per > 0 && camc_per <= CAMC_STAGE;
+            const int KC = camc_block_channels(K, camc_per, camc_staged);
+            for (int o = threadIdx.x; o < H*W; o += CAMC_THREADS) { acc19[2 * o] = 0.0; acc19[2 * o + 1] = 0.0; }
+            for (int k0 = 0; k0 < K; k0 += KC) {
+                const int kn = K - k0 < KC ? K - k0 : KC;
+                const int st0 = 0;
+                const int st1 = st0 + kn * (H*W);
+                __syncthreads();
+                if (camc_staged) {
+                camc_stage(x0 + (long long)k0 * (H*W), kn * (H*W), camc_st + st0);
+                camc_stage(x1 + (long long)k0 * (H*W), kn * (H*W), camc_st + st1);
+                __syncthreads();
+                }
         { // %8 = sum[h,w](%0): [k,h,w] -> [k]
-            const int O = K, R = H*W;
+            const int O = kn, R = H*W, RT = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -185,13 +242,14 @@ __device__ __forceinline__ void camc_body(
                         int i_k, i_h, i_w;
                         i_k = o;
                         { int t = r; i_w = t % W; t /= W; i_h = t; }
-                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                        i_k += k0;
+                        const float v0 = (camc_staged ? camc_st[st0 + (((i_k - k0)) * H + i_h) * W + i_w] : camc_ld(x0[((i_k) * H + i_h) * W + i_w]));
                         a0 += (double)v0;
                     }
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s8[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { s8[k0 * (1) + o] = (float)(a0); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -202,7 +260,7 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s8[o] = (float)(a0);
+                        s8[k0 * (1) + o] = (float)(a0);
                     }
                     __syncthreads();
                 }
@@ -210,7 +268,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // %17 = sum[h,w](%16): [k,h,w] -> [k]
-            const int O = K, R = H*W;
+            const int O = kn, R = H*W, RT = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -222,7 +280,8 @@ __device__ __forceinline__ void camc_body(
                         int i_k, i_h, i_w;
                         i_k = o;
                         { int t = r; i_w = t % W; t /= W; i_h = t; }
-                        const float v1 = camc_ld(x1[((i_k) * H + i_h) * W + i_w]);
+                        i_k += k0;
+                        const float v1 = (camc_staged ? camc_st[st1 + (((i_k - k0)) * H + i_h) * W + i_w] : camc_ld(x1[((i_k) * H + i_h) * W + i_w]));
                         const float v2 = 1e-6f;
                         const float v3 = 2e0f;
                         const float v4 = v1 * v1;
@@ -243,7 +302,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s17[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { s17[k0 * (1) + o] = (float)(a0); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -254,7 +313,7 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s17[o] = (float)(a0);
+                        s17[k0 * (1) + o] = (float)(a0);
                     }
                     __syncthreads();
                 }
@@ -262,7 +321,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // %19 = sum[k](%18): [k,h,w] -> [h,w]
-            const int O = H*W, R = K;
+            const int O = H*W, R = kn, RT = K;
             const bool inner = false;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -274,7 +333,8 @@ __device__ __forceinline__ void camc_body(
                         int i_k, i_h, i_w;
                         { int t = o; i_w = t % W; t /= W; i_h = t; }
                         i_k = r;
-                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                        i_k += k0;
+                        const float v0 = (camc_staged ? camc_st[st0 + (((i_k - k0)) * H + i_h) * W + i_w] : camc_ld(x0[((i_k) * H + i_h) * W + i_w]));
                         const float v17 = s17[i_k];
                         const float v18 = v0 * v17;
                         a0 += (double)v18;
@@ -282,7 +342,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s19[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { acc19[2 * o] = camc_join<0>(acc19[2 * o], a0); acc19[2 * o + 1] += a1; }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -293,10 +353,18 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s19[o] = (float)(a0);
+                        acc19[2 * o] = camc_join<0>(acc19[2 * o], a0); acc19[2 * o + 1] += a1;
                     }
                     __syncthreads();
                 }
+            }
+            __syncthreads();
+        }
+            }
+            for (int o = threadIdx.x; o < H*W; o += CAMC_THREADS) {
+                const int RT = K;
+                const double a0 = acc19[2 * o], a1 = acc19[2 * o + 1];
+                s19[o] = (float)(a0);
             }
             __syncthreads();
         }

@@ -6,13 +6,14 @@
 //     const T2* in2,  // `head_bias` [c] per image
 //     const T3* in3,  // `target` [] per image
 //     float* out,  // [h,w] per image, or out_h*out_w
-//     float* scratch,  // gridDim.x * (c*h*w + h*w + h*w + h*w + 1 + 1 + 1 + h*w) floats
+//     float* scratch,  // gridDim.x * (4*c*h*w + c*h*w + h*w + h*w + h*w + 1 + 1 + 1 + h*w, rounded up to even) floats
 //     int* bad,  // n non-finite counts when out_h > 0, or NULL
 //     int n, int c, int k, int d, int h, int w,  // c = 1 without classes, d = 1 in 2-D
 //     int out_h, int out_w);  // 0, 0: the raw map; else min-max, resize, min-max
 // T is float, or camc_f16 / camc_bf16 (16-bit storage, computed in f32).
 // Launch: blockDim.x = 512, any gridDim.x >= 1 (images are grid-strided),
-// no dynamic shared memory.
+// no dynamic shared memory. Inputs aligned to their element size; 16-byte aligned runs
+// are read with 16-byte loads.
 
 #undef CAMC_THREADS
 #define CAMC_THREADS 512
@@ -38,6 +39,44 @@ __device__ __forceinline__ float camc_ld(camc_bf16 x) {
 // Integer inputs (a class index per image) are read as the nearest float.
 __device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
 __device__ __forceinline__ float camc_ld(int x) { return (float)x; }
+
+// The channel phase's stage in shared memory, in floats: with camc_red, 40 KB a block (static
+// shared memory stays under 48 KB, and 4 blocks of 512 threads fit an SM's 228 KB).
+#define CAMC_STAGE ((40960 - 16 * CAMC_THREADS) / 4)
+
+// Copies x[0..count) to st as f32 with the whole block: 16-byte loads for the 16-byte aligned
+// middle of the range, one value at a time at its ends (x must be aligned to its element size;
+// a range that is not, for its type, is read one value at a time).
+struct alignas(16) camc_vec { unsigned int bits[4]; };
+template <typename T>
+__device__ __forceinline__ void camc_stage(const T* __restrict__ x, int count, float* __restrict__ st) {
+    constexpr int V = 16 / sizeof(T);
+    const unsigned long long address = (unsigned long long)x;
+    int head = address % sizeof(T) != 0 ? count : (int)((16 - address % 16) % 16 / sizeof(T));
+    if (head > count) head = count;
+    const int body = (count - head) / V;
+    const camc_vec* const vectors = reinterpret_cast<const camc_vec*>(x + head);
+    #pragma unroll 4
+    for (int i = threadIdx.x; i < body; i += CAMC_THREADS) {
+        const camc_vec v = vectors[i];
+        const T* const lanes = reinterpret_cast<const T*>(&v);
+        #pragma unroll
+        for (int j = 0; j < V; ++j) st[head + i * V + j] = camc_ld(lanes[j]);
+    }
+    for (int e = threadIdx.x; e < head; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+    for (int e = head + body * V + threadIdx.x; e < count; e += CAMC_THREADS) st[e] = camc_ld(x[e]);
+}
+
+// Channels per block of the channel phase, `per` staged floats each: as many as the stage holds,
+// a multiple of 8 when more than 8 (so that blocks of a 16-byte aligned image stay aligned), or
+// every channel when one does not fit (then the phase reads global memory).
+__device__ __forceinline__ int camc_block_channels(int K, int per, bool staged) {
+    const int all = K > 0 ? K : 1;
+    if (!staged) return all;
+    int kc = CAMC_STAGE / per;
+    if (kc >= 8) kc -= kc % 8;
+    return kc < all ? kc : all;
+}
 
 // min/max propagate NaN (numpy's minimum/maximum), unlike fminf/fmaxf.
 __device__ __forceinline__ float camc_max(float a, float b) {
@@ -165,23 +204,77 @@ __device__ __forceinline__ void camc_body(
     const T0* __restrict__ in0, const T1* __restrict__ in1, const T2* __restrict__ in2, const T3* __restrict__ in3, float* __restrict__ out, float* __restrict__ scratch, int* __restrict__ bad,
     int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
     __shared__ double camc_red[2 * CAMC_THREADS];
+    __shared__ float camc_st[CAMC_STAGE];
     const int C = c, K = k, D = d, H = h, W = w;
-    float* const s = scratch + (long long)blockIdx.x * (C*H*W + H*W + H*W + H*W + 1 + 1 + 1 + H*W);
-    float* const s5 = s + 0;
-    float* const s9 = s + 0 + C*H*W;
-    float* const s12 = s + 0 + C*H*W + H*W;
-    float* const s18 = s + 0 + C*H*W + H*W + H*W;
-    float* const s19 = s + 0 + C*H*W + H*W + H*W + H*W;
-    float* const s22 = s + 0 + C*H*W + H*W + H*W + H*W + 1;
-    float* const s23 = s + 0 + C*H*W + H*W + H*W + H*W + 1 + 1;
-    float* const map = s + 0 + C*H*W + H*W + H*W + H*W + 1 + 1 + 1;
+    const long long camc_slice = 4*C*H*W + C*H*W + H*W + H*W + H*W + 1 + 1 + 1 + H*W;
+    float* const s = scratch + (long long)blockIdx.x * (camc_slice + (camc_slice & 1));
+    double* const acc5 = (double*)(s + 0);
+    float* const s5 = s + 0 + 4*C*H*W;
+    float* const s9 = s + 0 + 4*C*H*W + C*H*W;
+    float* const s12 = s + 0 + 4*C*H*W + C*H*W + H*W;
+    float* const s18 = s + 0 + 4*C*H*W + C*H*W + H*W + H*W;
+    float* const s19 = s + 0 + 4*C*H*W + C*H*W + H*W + H*W + H*W;
+    float* const s22 = s + 0 + 4*C*H*W + C*H*W + H*W + H*W + H*W + 1;
+    float* const s23 = s + 0 + 4*C*H*W + C*H*W + H*W + H*W + H*W + 1 + 1;
+    float* const map = s + 0 + 4*C*H*W + C*H*W + H*W + H*W + H*W + 1 + 1 + 1;
     for (long long img = blockIdx.x; img < n; img += gridDim.x) {
         const T0* const x0 = in0 + img * (K*H*W);
         const T1* const x1 = in1;  // shared
         const T2* const x2 = in2;  // shared
         const T3* const x3 = in3 + img * (1);
+        { // %19 = max[c](%15): [c] -> []
+            const int O = 1, R = C, RT = C;
+            const bool inner = true;
+            const camc_split sp = camc_split_for(O, R, inner);
+            for (int base = 0; base < O; base += sp.p) {
+                const int o = base + sp.slot;
+                double a0 = -CAMC_INF, a1 = 0.0;
+                if (o < O && sp.lane < sp.g) {
+                    #pragma unroll 4
+                    for (int r = sp.lane; r < R; r += sp.g) {
+                        int i_c;
+                        i_c = r;
+                        const float v3 = camc_ld(x3[0]);
+                        const float v14 = (float)i_c;
+                        const float v15 = (v3 == v14 ? 1.0f : 0.0f);
+                        a0 = camc_join<1>(a0, (double)v15);
+                    }
+                }
+                if (inner && sp.g <= 32) {
+                    a0 = camc_warp_join<1>(a0, sp.g);
+                    if (o < O && sp.lane == 0) { s19[o] = (float)((RT == 0 ? CAMC_NAN : a0)); }
+                } else {
+                    camc_red[threadIdx.x] = a0;
+                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
+                    __syncthreads();
+                    if (o < O && sp.lane == 0) {
+                        for (int m = 1; m < sp.g; ++m) {
+                            const int t = camc_member(sp, inner, m);
+                            a0 = camc_join<1>(a0, camc_red[t]);
+                            a1 += camc_red[CAMC_THREADS + t];
+                        }
+                        s19[o] = (float)((RT == 0 ? CAMC_NAN : a0));
+                    }
+                    __syncthreads();
+                }
+            }
+            __syncthreads();
+        }
+        { // channel blocks: %5 in one pass over in0
+            const int camc_per = (H*W);
+            const bool camc_staged = camc_per > 0 && camc_per <= CAMC_STAGE;
+            const int KC = camc_block_channels(K, camc_per, camc_staged);
+            for (int o = threadIdx.x; o < C*H*W; o += CAMC_THREADS) { acc5[2 * o] = 0.0; acc5[2 * o + 1] = 0.0; }
+            for (int k0 = 0; k0 < K; k0 += KC) {
+                const int kn = K - k0 < KC ? K - k0 : KC;
+                const int st0 = 0;
+                __syncthreads();
+                if (camc_staged) {
+                camc_stage(x0 + (long long)k0 * (H*W), kn * (H*W), camc_st + st0);
+                __syncthreads();
+                }
         { // %5 = sum[k](%4): [c,k,h,w] -> [c,h,w]
-            const int O = C*H*W, R = K;
+            const int O = C*H*W, R = kn, RT = K;
             const bool inner = false;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -193,7 +286,8 @@ __device__ __forceinline__ void camc_body(
                         int i_c, i_k, i_h, i_w;
                         { int t = o; i_w = t % W; t /= W; i_h = t % H; t /= H; i_c = t; }
                         i_k = r;
-                        const float v0 = camc_ld(x0[((i_k) * H + i_h) * W + i_w]);
+                        i_k += k0;
+                        const float v0 = (camc_staged ? camc_st[st0 + (((i_k - k0)) * H + i_h) * W + i_w] : camc_ld(x0[((i_k) * H + i_h) * W + i_w]));
                         const float v1 = camc_ld(x1[(i_c) * K + i_k]);
                         const float v4 = v0 * v1;
                         a0 += (double)v4;
@@ -201,7 +295,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s5[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { acc5[2 * o] = camc_join<0>(acc5[2 * o], a0); acc5[2 * o + 1] += a1; }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -212,15 +306,23 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<0>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s5[o] = (float)(a0);
+                        acc5[2 * o] = camc_join<0>(acc5[2 * o], a0); acc5[2 * o + 1] += a1;
                     }
                     __syncthreads();
                 }
             }
             __syncthreads();
         }
+            }
+            for (int o = threadIdx.x; o < C*H*W; o += CAMC_THREADS) {
+                const int RT = K;
+                const double a0 = acc5[2 * o], a1 = acc5[2 * o + 1];
+                s5[o] = (float)(a0);
+            }
+            __syncthreads();
+        }
         { // %9 = max[c](%8): [c,h,w] -> [h,w]
-            const int O = H*W, R = C;
+            const int O = H*W, R = C, RT = C;
             const bool inner = false;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -242,7 +344,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<1>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s9[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                    if (o < O && sp.lane == 0) { s9[o] = (float)((RT == 0 ? CAMC_NAN : a0)); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -253,7 +355,7 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<1>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s9[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                        s9[o] = (float)((RT == 0 ? CAMC_NAN : a0));
                     }
                     __syncthreads();
                 }
@@ -261,7 +363,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // %12 = sum[c](%11): [c,h,w] -> [h,w]
-            const int O = H*W, R = C;
+            const int O = H*W, R = C, RT = C;
             const bool inner = false;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -286,7 +388,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s12[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { s12[o] = (float)(a0); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -305,7 +407,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // %18 = sum[c](%17): [c,h,w] -> [h,w]
-            const int O = H*W, R = C;
+            const int O = H*W, R = C, RT = C;
             const bool inner = false;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -337,7 +439,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<0>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s18[o] = (float)(a0);
+                    if (o < O && sp.lane == 0) { s18[o] = (float)(a0); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -355,46 +457,8 @@ __device__ __forceinline__ void camc_body(
             }
             __syncthreads();
         }
-        { // %19 = max[c](%15): [c] -> []
-            const int O = 1, R = C;
-            const bool inner = true;
-            const camc_split sp = camc_split_for(O, R, inner);
-            for (int base = 0; base < O; base += sp.p) {
-                const int o = base + sp.slot;
-                double a0 = -CAMC_INF, a1 = 0.0;
-                if (o < O && sp.lane < sp.g) {
-                    #pragma unroll 4
-                    for (int r = sp.lane; r < R; r += sp.g) {
-                        int i_c;
-                        i_c = r;
-                        const float v3 = camc_ld(x3[0]);
-                        const float v14 = (float)i_c;
-                        const float v15 = (v3 == v14 ? 1.0f : 0.0f);
-                        a0 = camc_join<1>(a0, (double)v15);
-                    }
-                }
-                if (inner && sp.g <= 32) {
-                    a0 = camc_warp_join<1>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s19[o] = (float)((R == 0 ? CAMC_NAN : a0));
-                } else {
-                    camc_red[threadIdx.x] = a0;
-                    camc_red[CAMC_THREADS + threadIdx.x] = a1;
-                    __syncthreads();
-                    if (o < O && sp.lane == 0) {
-                        for (int m = 1; m < sp.g; ++m) {
-                            const int t = camc_member(sp, inner, m);
-                            a0 = camc_join<1>(a0, camc_red[t]);
-                            a1 += camc_red[CAMC_THREADS + t];
-                        }
-                        s19[o] = (float)((R == 0 ? CAMC_NAN : a0));
-                    }
-                    __syncthreads();
-                }
-            }
-            __syncthreads();
-        }
         { // %22 = min[h,w](%21): [h,w] -> []
-            const int O = 1, R = H*W;
+            const int O = 1, R = H*W, RT = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -414,7 +478,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<2>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s22[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                    if (o < O && sp.lane == 0) { s22[o] = (float)((RT == 0 ? CAMC_NAN : a0)); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -425,7 +489,7 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<2>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s22[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                        s22[o] = (float)((RT == 0 ? CAMC_NAN : a0));
                     }
                     __syncthreads();
                 }
@@ -433,7 +497,7 @@ __device__ __forceinline__ void camc_body(
             __syncthreads();
         }
         { // %23 = max[h,w](%21): [h,w] -> []
-            const int O = 1, R = H*W;
+            const int O = 1, R = H*W, RT = H*W;
             const bool inner = true;
             const camc_split sp = camc_split_for(O, R, inner);
             for (int base = 0; base < O; base += sp.p) {
@@ -453,7 +517,7 @@ __device__ __forceinline__ void camc_body(
                 }
                 if (inner && sp.g <= 32) {
                     a0 = camc_warp_join<1>(a0, sp.g);
-                    if (o < O && sp.lane == 0) s23[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                    if (o < O && sp.lane == 0) { s23[o] = (float)((RT == 0 ? CAMC_NAN : a0)); }
                 } else {
                     camc_red[threadIdx.x] = a0;
                     camc_red[CAMC_THREADS + threadIdx.x] = a1;
@@ -464,7 +528,7 @@ __device__ __forceinline__ void camc_body(
                             a0 = camc_join<1>(a0, camc_red[t]);
                             a1 += camc_red[CAMC_THREADS + t];
                         }
-                        s23[o] = (float)((R == 0 ? CAMC_NAN : a0));
+                        s23[o] = (float)((RT == 0 ? CAMC_NAN : a0));
                     }
                     __syncthreads();
                 }

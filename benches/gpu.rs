@@ -5,6 +5,7 @@
 //! `cargo bench --bench gpu` (set `CAMC_BENCH_IMAGES` to change n). Without a GPU it says so
 //! and exits. It prints times and the ratios measured in this run; nothing is asserted.
 
+use camc_compiler::codegen::cuda::Schedule;
 use camc_compiler::dims::Dims;
 use camc_compiler::dtype::Dtype;
 use camc_compiler::opt::Level;
@@ -81,7 +82,8 @@ fn main() {
         DIMS.w,
         rayon::current_num_threads()
     );
-    for name in ["gradcam", "gradcampp"] {
+    let mut rows = Vec::new();
+    for name in ["gradcam", "gradcampp", "xgradcam", "layercam"] {
         let kernel = kernel(name);
         for dtype in [Dtype::F32, Dtype::F16] {
             let data: Vec<Data> = kernel
@@ -119,6 +121,12 @@ fn main() {
             let cached = start.elapsed();
 
             let timing = gpu.profile(&batch, 20).expect("profiles");
+            // The same kernel with one stage per reduction, each reading the inputs again.
+            let mut direct = CudaExecutor::new(&kernel, DIMS, Outputs::untouched())
+                .expect("opens the GPU")
+                .with_schedule(Schedule::Direct)
+                .expect("writes");
+            let direct_ms = direct.profile(&batch, 20).expect("profiles").kernel_ms;
             let mut out = vec![0.0f32; n * DIMS.h * DIMS.w];
             let mut bad = vec![0; n];
             let end_to_end = best(5, || {
@@ -156,7 +164,21 @@ fn main() {
                 ms(jit) / timing.kernel_ms,
                 ms(jit) / ms(end_to_end),
             );
+            rows.push(format!(
+                "| {n} | {name} | {} | {:.3} ms | {kernel_bw:.0} GB/s | {copy_bw:.0} GB/s | **{:.0}%** | {direct_ms:.3} ms ({:.0}%) | {:.1} ms | {max_diff:.0e} |",
+                dtype.name(),
+                timing.kernel_ms,
+                100.0 * kernel_bw / copy_bw,
+                100.0 * (bytes / (direct_ms * 1e-3) / 1e9) / copy_bw,
+                ms(jit),
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&cache_dir);
+    println!("\nThe rows of docs/benchmarks.md:");
+    println!("| n | method | dtype | kernel | read bandwidth | D2D copy (r+w) | kernel / copy | direct schedule (% of copy) | CPU JIT | max rel diff |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
 }

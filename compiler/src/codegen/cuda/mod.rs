@@ -159,6 +159,18 @@ pub fn uniform_variants(kernel: &Kernel) -> Vec<Vec<Dtype>> {
         .collect()
 }
 
+/// How a kernel's reductions are laid out in stages (docs/cuda.md).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Schedule {
+    /// One pass over the large inputs where the program allows it: the reductions that read
+    /// them run channel block by channel block on a copy in shared memory (schedule.rs).
+    #[default]
+    OnePass,
+    /// One stage per reduction, each reading the inputs from global memory (what every program
+    /// that does not fit the one-pass shape gets; kept for comparison in the GPU benchmark).
+    Direct,
+}
+
 /// Writes the `.cu` file with one entry point per variant (a dtype per input), for blocks of
 /// [`THREADS`].
 pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> {
@@ -167,6 +179,16 @@ pub fn write(kernel: &Kernel, variants: &[Vec<Dtype>]) -> Result<Source, Error> 
 
 /// [`write`] for blocks of `threads` (a power of two from 32 to 1024; see [`threads_for`]).
 pub fn write_for(kernel: &Kernel, variants: &[Vec<Dtype>], threads: u32) -> Result<Source, Error> {
+    write_scheduled(kernel, variants, threads, Schedule::OnePass)
+}
+
+/// [`write_for`] with the stages laid out by `schedule`.
+pub fn write_scheduled(
+    kernel: &Kernel,
+    variants: &[Vec<Dtype>],
+    threads: u32,
+    schedule: Schedule,
+) -> Result<Source, Error> {
     if !(threads.is_power_of_two() && (32..=1024).contains(&threads)) {
         return Err(Error::Threads { threads });
     }
@@ -186,7 +208,10 @@ pub fn write_for(kernel: &Kernel, variants: &[Vec<Dtype>], threads: u32) -> Resu
         .ids()
         .filter(|&id| matches!(expanded.node(id).op, Op::Reduce(..) | Op::Pc1(..)))
         .collect();
-    let channels = schedule::channels(&expanded, &scratch_nodes);
+    let channels = match schedule {
+        Schedule::OnePass => schedule::channels(&expanded, &scratch_nodes),
+        Schedule::Direct => None,
+    };
     let layout = stage::layout(&expanded, &scratch_nodes, channels.as_ref());
     let scratch: Vec<Slot> = layout.iter().map(|slice| slice.slot).collect();
     let mut text = String::new();

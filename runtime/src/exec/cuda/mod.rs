@@ -39,11 +39,12 @@ fn backend(message: impl Into<String>) -> ExecError {
 pub fn ptx_for(
     kernel: &Kernel,
     dtypes: &[Dtype],
-    threads: u32,
+    (threads, schedule): (u32, cuda::Schedule),
     arch: &str,
     store: &PtxStore,
 ) -> Result<(Arc<str>, String, Origin), String> {
-    let source = cuda::write_for(kernel, &[dtypes.to_vec()], threads).map_err(|e| e.to_string())?;
+    let source =
+        cuda::write_scheduled(kernel, &[dtypes.to_vec()], threads, schedule).map_err(|e| e.to_string())?;
     let version = nvrtc::version()?;
     let key = ptx_store::key(&source.text, version, arch);
     let name = format!("{}.cu", kernel.name);
@@ -73,6 +74,7 @@ pub struct CudaExecutor {
     scratch_floats: usize,
     /// Threads per block, from the sizes ([`cuda::threads_for`]).
     threads: u32,
+    schedule: cuda::Schedule,
     max_images: usize,
     store: Option<Arc<PtxStore>>,
 }
@@ -117,9 +119,21 @@ impl CudaExecutor {
             lanes: Vec::new(),
             scratch_floats: source.scratch_floats(|a| dims.size(a)),
             threads: cuda::threads_for(&dims),
+            schedule: cuda::Schedule::OnePass,
             max_images: 65536,
             store: None,
         })
+    }
+
+    /// Lays the kernel's stages out by `schedule` (the default is [`cuda::Schedule::OnePass`];
+    /// the GPU benchmark compares it with [`cuda::Schedule::Direct`]). Before the first batch.
+    pub fn with_schedule(mut self, schedule: cuda::Schedule) -> Result<CudaExecutor, ExecError> {
+        let source = cuda::write_scheduled(&self.spec.kernel, &[], self.threads, schedule)
+            .map_err(|e| backend(e.to_string()))?;
+        self.scratch_floats = source.scratch_floats(|a| self.spec.dims.size(a));
+        self.schedule = schedule;
+        self.functions.clear();
+        Ok(self)
     }
 
     /// Uses `store` for compiled kernels instead of the process-wide one.
@@ -140,8 +154,14 @@ impl CudaExecutor {
             return Ok(Origin::Memory);
         }
         let store = self.store.as_deref().unwrap_or_else(|| PtxStore::global());
-        let (ptx, entry, origin) =
-            ptx_for(&self.spec.kernel, dtypes, self.threads, &self.device.arch, store).map_err(backend)?;
+        let (ptx, entry, origin) = ptx_for(
+            &self.spec.kernel,
+            dtypes,
+            (self.threads, self.schedule),
+            &self.device.arch,
+            store,
+        )
+        .map_err(backend)?;
         let f = self.device.load(&ptx, &entry).map_err(backend)?;
         self.functions.insert(dtypes.to_vec(), f);
         Ok(origin)

@@ -36,8 +36,9 @@ run)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     echo "== CUDA tests"
     "$out/cuda" --test-threads 1 on_a_gpu 2>&1 | grep -E "^test |skipped|panicked|test result"
-    echo "== cargo bench --bench gpu"
+    echo "== cargo bench --bench gpu (n = 256, then n = 1024)"
     "$out/gpu" --bench
+    CAMC_BENCH_IMAGES=1024 "$out/gpu" --bench
     # The Python package on CUDA tensors: needs a Python with torch (CUDA build) there, and the
     # native module built here (scripts/test.sh puts it in python/camc/; carry that file).
     py="${PYTHON:-.venv-py/bin/python}"

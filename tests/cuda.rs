@@ -451,12 +451,24 @@ fn compare_emulated_with(
     cases: Vec<emu::Case>,
     loose: bool,
 ) -> Vec<String> {
-    let refs: Vec<(&Kernel, u32)> = kernels
+    compare_emulated_scheduled(tag, kernels, threads, cuda::Schedule::OnePass, cases, loose)
+}
+
+/// [`compare_emulated_with`] with every kernel's stages laid out by `schedule`.
+fn compare_emulated_scheduled(
+    tag: &str,
+    kernels: &[(String, Kernel)],
+    threads: &[u32],
+    schedule: cuda::Schedule,
+    cases: Vec<emu::Case>,
+    loose: bool,
+) -> Vec<String> {
+    let refs: Vec<(&Kernel, u32, cuda::Schedule)> = kernels
         .iter()
-        .map(|(_, k)| k)
-        .zip(threads.iter().copied())
+        .zip(threads)
+        .map(|((_, k), &t)| (k, t, schedule))
         .collect();
-    let outputs = match emu::run_with_threads(tag, &refs, &cases) {
+    let outputs = match emu::run_scheduled(tag, &refs, &cases) {
         Ok(outputs) => outputs,
         Err(e) => return vec![e],
     };
@@ -662,6 +674,39 @@ fn emulated_on_the_cpu_channel_blocks_and_misaligned_inputs_match_the_interprete
         }
     }
     support::report(compare_emulated("blocks", &kernels, cases, false));
+}
+
+#[test]
+fn emulated_on_the_cpu_the_direct_schedule_matches_the_interpreter() {
+    if !gxx_or_skip("emulated_on_the_cpu_the_direct_schedule_matches_the_interpreter") {
+        return;
+    }
+    // What the GPU benchmark compares the one-pass schedule with: every stdlib method but
+    // pc1's (direct either way) with one stage per reduction, in f32, f16 and bf16.
+    let kernels: Vec<(String, Kernel)> = stdlib_kernels()
+        .into_iter()
+        .filter(|(_, kernel)| !kernel.nodes.iter().any(|node| matches!(node.op, Op::Pc1(..))))
+        .collect();
+    let mut cases = Vec::new();
+    for (which, (_, kernel)) in kernels.iter().enumerate() {
+        push_cases(
+            &mut cases,
+            which,
+            kernel,
+            Dims::new(64, 1, 7, 7).with_classes(10),
+            2,
+            ALL_DTYPES,
+        );
+    }
+    let threads = vec![cuda::THREADS; kernels.len()];
+    support::report(compare_emulated_scheduled(
+        "direct",
+        &kernels,
+        &threads,
+        cuda::Schedule::Direct,
+        cases,
+        false,
+    ));
 }
 
 #[test]

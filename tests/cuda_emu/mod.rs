@@ -69,7 +69,7 @@ fn scratch_dir(tag: &str) -> PathBuf {
 
 /// The C++ program: every kernel (written for its threads per block) in a namespace, and a
 /// `main` that reads the cases.
-fn program(kernels: &[(&Kernel, u32)]) -> Result<(String, Vec<cuda::Source>), String> {
+fn program(kernels: &[(&Kernel, u32, cuda::Schedule)]) -> Result<(String, Vec<cuda::Source>), String> {
     let mut text = format!(
         "#include \"{}\"\n",
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -77,9 +77,10 @@ fn program(kernels: &[(&Kernel, u32)]) -> Result<(String, Vec<cuda::Source>), St
             .display()
     );
     let mut sources = Vec::new();
-    for (i, &(kernel, threads)) in kernels.iter().enumerate() {
+    for (i, &(kernel, threads, schedule)) in kernels.iter().enumerate() {
         let variants = DTYPES.map(|d| vec![d; kernel.inputs.len()]);
-        let source = cuda::write_for(kernel, &variants, threads).map_err(|e| e.to_string())?;
+        let source =
+            cuda::write_scheduled(kernel, &variants, threads, schedule).map_err(|e| e.to_string())?;
         let _ = writeln!(
             text,
             "namespace k{i} {{\n{}\n}}",
@@ -88,7 +89,7 @@ fn program(kernels: &[(&Kernel, u32)]) -> Result<(String, Vec<cuda::Source>), St
         sources.push(source);
     }
     text.push_str(MAIN_HEAD);
-    for (i, (&(kernel, threads), source)) in kernels.iter().zip(&sources).enumerate() {
+    for (i, (&(kernel, threads, _), source)) in kernels.iter().zip(&sources).enumerate() {
         for (v, dtype) in DTYPES.iter().enumerate() {
             let ty = match dtype {
                 Dtype::F32 => "float".to_string(),
@@ -163,6 +164,19 @@ pub fn run(tag: &str, kernels: &[&Kernel], cases: &[Case]) -> Result<Vec<Vec<f32
 pub fn run_with_threads(
     tag: &str,
     kernels: &[(&Kernel, u32)],
+    cases: &[Case],
+) -> Result<Vec<Vec<f32>>, String> {
+    let scheduled: Vec<(&Kernel, u32, cuda::Schedule)> = kernels
+        .iter()
+        .map(|&(kernel, threads)| (kernel, threads, cuda::Schedule::OnePass))
+        .collect();
+    run_scheduled(tag, &scheduled, cases)
+}
+
+/// [`run_with_threads`] with each kernel's stages laid out by its own schedule.
+pub fn run_scheduled(
+    tag: &str,
+    kernels: &[(&Kernel, u32, cuda::Schedule)],
     cases: &[Case],
 ) -> Result<Vec<Vec<f32>>, String> {
     let (text, sources) = program(kernels)?;

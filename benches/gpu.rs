@@ -127,6 +127,25 @@ fn main() {
                 .with_schedule(Schedule::Direct)
                 .expect("writes");
             let direct_ms = direct.profile(&batch, 20).expect("profiles").kernel_ms;
+            // Other block sizes than the rule's (docs/cuda.md, "Launch shape"; not tuned on a GPU).
+            let sizes: Vec<String> = [256, 1024]
+                .into_iter()
+                .map(|threads| {
+                    let mut other = CudaExecutor::new(&kernel, DIMS, Outputs::untouched())
+                        .expect("opens the GPU")
+                        .with_threads(threads)
+                        .expect("writes");
+                    let kernel_ms = other.profile(&batch, 20).expect("profiles").kernel_ms;
+                    format!("{threads} threads {kernel_ms:.3} ms")
+                })
+                .collect();
+            println!(
+                "{name:9} {}: one pass at {} threads {:.3} ms, {}; direct schedule {direct_ms:.3} ms",
+                dtype.name(),
+                camc_compiler::codegen::cuda::threads_for(&DIMS),
+                timing.kernel_ms,
+                sizes.join(", ")
+            );
             let mut out = vec![0.0f32; n * DIMS.h * DIMS.w];
             let mut bad = vec![0; n];
             let end_to_end = best(5, || {

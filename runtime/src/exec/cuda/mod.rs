@@ -127,10 +127,23 @@ impl CudaExecutor {
 
     /// Lays the kernel's stages out by `schedule` (the default is [`cuda::Schedule::OnePass`];
     /// the GPU benchmark compares it with [`cuda::Schedule::Direct`]). Before the first batch.
-    pub fn with_schedule(mut self, schedule: cuda::Schedule) -> Result<CudaExecutor, ExecError> {
-        let source = cuda::write_scheduled(&self.spec.kernel, &[], self.threads, schedule)
+    pub fn with_schedule(self, schedule: cuda::Schedule) -> Result<CudaExecutor, ExecError> {
+        let threads = self.threads;
+        self.written_as(threads, schedule)
+    }
+
+    /// Launches blocks of `threads` (a power of two from 32 to 1024) instead of what
+    /// [`cuda::threads_for`] gives the sizes; for the GPU benchmark. Before the first batch.
+    pub fn with_threads(self, threads: u32) -> Result<CudaExecutor, ExecError> {
+        let schedule = self.schedule;
+        self.written_as(threads, schedule)
+    }
+
+    fn written_as(mut self, threads: u32, schedule: cuda::Schedule) -> Result<CudaExecutor, ExecError> {
+        let source = cuda::write_scheduled(&self.spec.kernel, &[], threads, schedule)
             .map_err(|e| backend(e.to_string()))?;
         self.scratch_floats = source.scratch_floats(|a| self.spec.dims.size(a));
+        self.threads = threads;
         self.schedule = schedule;
         self.functions.clear();
         Ok(self)

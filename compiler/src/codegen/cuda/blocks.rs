@@ -52,17 +52,7 @@ impl Stages<'_> {
             .copied()
             .filter(|&id| channels.accumulates(kernel, id))
             .collect();
-        for &id in &accumulated {
-            if let Op::Reduce(op, ..) = kernel.node(id).op {
-                let _ = writeln!(
-                    out,
-                    "{IN}for (int o = threadIdx.x; o < {}; o += CAMC_THREADS) {{ acc{1}[2 * o] = {2}; acc{1}[2 * o + 1] = 0.0; }}",
-                    size_expr(kernel.node(id).ty),
-                    id.0,
-                    reduce_start(op).0
-                );
-            }
-        }
+        self.start_accumulators(out, &accumulated);
         let _ = writeln!(out, "{IN}for (int k0 = 0; k0 < K; k0 += KC) {{");
         let _ = writeln!(out, "{IN}    const int kn = K - k0 < KC ? K - k0 : KC;");
         let mut at = String::from("0");
@@ -91,7 +81,30 @@ impl Stages<'_> {
             }
         }
         let _ = writeln!(out, "{IN}}}");
-        for &id in &accumulated {
+        self.finish_accumulators(out, &accumulated);
+        let _ = writeln!(out, "{IN}__syncthreads();\n        }}");
+    }
+
+    /// Sets each across-channel reduction's accumulators to its starting value.
+    fn start_accumulators(&self, out: &mut String, accumulated: &[NodeId]) {
+        let kernel = self.kernel;
+        for &id in accumulated {
+            if let Op::Reduce(op, ..) = kernel.node(id).op {
+                let _ = writeln!(
+                    out,
+                    "{IN}for (int o = threadIdx.x; o < {}; o += CAMC_THREADS) {{ acc{1}[2 * o] = {2}; acc{1}[2 * o + 1] = 0.0; }}",
+                    size_expr(kernel.node(id).ty),
+                    id.0,
+                    reduce_start(op).0
+                );
+            }
+        }
+    }
+
+    /// Each across-channel reduction's result from its accumulators, after the last block.
+    fn finish_accumulators(&self, out: &mut String, accumulated: &[NodeId]) {
+        let kernel = self.kernel;
+        for &id in accumulated {
             if let Op::Reduce(op, axes, _) = kernel.node(id).op {
                 let _ = writeln!(
                     out,
@@ -107,6 +120,5 @@ impl Stages<'_> {
                 let _ = writeln!(out, "{IN2}s{}[o] = (float)({});\n{IN}}}", id.0, reduce_finish(op));
             }
         }
-        let _ = writeln!(out, "{IN}__syncthreads();\n        }}");
     }
 }

@@ -38,9 +38,11 @@ __device__ __forceinline__ float camc_ld(camc_bf16 x) {
 __device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
 __device__ __forceinline__ float camc_ld(int x) { return (float)x; }
 
-// The channel phase's stage in shared memory, in floats: with camc_red, 40 KB a block (static
-// shared memory stays under 48 KB, and 4 blocks of 512 threads fit an SM's 228 KB).
-#define CAMC_STAGE ((40960 - 16 * CAMC_THREADS) / 4)
+// The channel phase's stage in shared memory, in floats: 16 a thread (four 16-byte loads of
+// f32), at most what keeps it and camc_red within 40 KB a block (static shared memory stays
+// under 48 KB). A block then takes 80 bytes a thread: shared memory never keeps an SM from
+// holding its 2 048 threads, whatever the block size.
+#define CAMC_STAGE (16 * CAMC_THREADS < (40960 - 16 * CAMC_THREADS) / 4 ? 16 * CAMC_THREADS : (40960 - 16 * CAMC_THREADS) / 4)
 
 // Copies x[0..count) to st as f32 with the whole block: 16-byte loads for the 16-byte aligned
 // middle of the range, one value at a time at its ends (x must be aligned to its element size;

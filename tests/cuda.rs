@@ -794,7 +794,7 @@ fn camc_emit_cuda_writes_the_source_and_ptx_needs_nvrtc() {
     let text = String::from_utf8_lossy(&out.stdout);
     for entry in ["camc_gradcam_f32(", "camc_gradcam_f16(", "camc_gradcam_bf16("] {
         assert!(text.contains(&format!(
-            "extern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}"
+            "extern \"C\" __global__ void __launch_bounds__(CAMC_THREADS, CAMC_MIN_BLOCKS) {entry}"
         )));
     }
     // Without libnvrtc on the loader's path (unless the system has its own): exit 1, a message.

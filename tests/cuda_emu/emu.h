@@ -19,7 +19,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __restrict__
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 
 struct emu_dim3 { unsigned x = 0, y = 0, z = 0; };

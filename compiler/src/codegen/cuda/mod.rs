@@ -348,7 +348,7 @@ fn wrapper(out: &mut String, entry: &str, dtypes: &[Dtype]) {
     let types: Vec<&str> = dtypes.iter().map(|&d| c_type(d).unwrap_or("float")).collect();
     let _ = writeln!(
         out,
-        "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS) {entry}(\n    {}float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {{",
+        "\nextern \"C\" __global__ void __launch_bounds__(CAMC_THREADS, CAMC_MIN_BLOCKS) {entry}(\n    {}float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {{",
         params.iter().map(|p| format!("{p}, ")).collect::<String>()
     );
     let template = if types.is_empty() {

@@ -25,6 +25,11 @@ __device__ __forceinline__ float camc_ld(camc_bf16 x) {
 __device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
 __device__ __forceinline__ float camc_ld(int x) { return (float)x; }
 
+// Blocks an SM must be able to hold at once, 1 024 threads in all: ptxas then keeps a thread to
+// 64 registers, which the kernels fit without spilling (left to itself it chose from 40 to 128,
+// some with spills; sm_90, NVRTC 13).
+#define CAMC_MIN_BLOCKS (CAMC_THREADS < 1024 ? 1024 / CAMC_THREADS : 1)
+
 // The channel phase's stage in shared memory, in floats: 16 a thread (four 16-byte loads of
 // f32), at most what keeps it and camc_red within 40 KB a block (static shared memory stays
 // under 48 KB). A block then takes 80 bytes a thread: shared memory never keeps an SM from

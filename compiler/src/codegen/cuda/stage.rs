@@ -192,9 +192,17 @@ impl Stages<'_> {
         let _ = writeln!(out, "{IN}    const int o = base + sp.slot;");
         let _ = writeln!(out, "{IN}    double a0 = {init}, a1 = 0.0;");
         let _ = writeln!(out, "{IN}    if (o < O && sp.lane < sp.g) {{");
+        // Unrolled so that global loads overlap; in the channel phase the values are in shared
+        // memory, whose short latency needs no unrolling, and unrolled loops spilled registers
+        // there (Grad-CAM++: 228 bytes of spill loads at 512 threads, none without).
+        let unroll = if role == Role::Whole {
+            "#pragma unroll 4"
+        } else {
+            "#pragma unroll 1"
+        };
         let _ = writeln!(
             out,
-            "{IN}        #pragma unroll 4\n{IN}        for (int r = sp.lane; r < R; r += sp.g) {{"
+            "{IN}        {unroll}\n{IN}        for (int r = sp.lane; r < R; r += sp.g) {{"
         );
         let indent = format!("{IN2}        ");
         declare(out, &indent, xty);

@@ -40,6 +40,11 @@ __device__ __forceinline__ float camc_ld(camc_bf16 x) {
 __device__ __forceinline__ float camc_ld(long long x) { return (float)x; }
 __device__ __forceinline__ float camc_ld(int x) { return (float)x; }
 
+// Blocks an SM must be able to hold at once, 1 024 threads in all: ptxas then keeps a thread to
+// 64 registers, which the kernels fit without spilling (left to itself it chose from 40 to 128,
+// some with spills; sm_90, NVRTC 13).
+#define CAMC_MIN_BLOCKS (CAMC_THREADS < 1024 ? 1024 / CAMC_THREADS : 1)
+
 // The channel phase's stage in shared memory, in floats: 16 a thread (four 16-byte loads of
 // f32), at most what keeps it and camc_red within 40 KB a block (static shared memory stays
 // under 48 KB). A block then takes 80 bytes a thread: shared memory never keeps an SM from
@@ -283,7 +288,7 @@ __device__ __forceinline__ void camc_body(
                 const int o = base + sp.slot;
                 double a0 = 0.0, a1 = 0.0;
                 if (o < O && sp.lane < sp.g) {
-                    #pragma unroll 4
+                    #pragma unroll 1
                     for (int r = sp.lane; r < R; r += sp.g) {
                         int i_c, i_k, i_h, i_w;
                         { int t = o; i_w = t % W; t /= W; i_h = t % H; t /= H; i_c = t; }
@@ -565,17 +570,17 @@ __device__ __forceinline__ void camc_body(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_reciprocam_f32(
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS, CAMC_MIN_BLOCKS) camc_reciprocam_f32(
     const float* in0, const float* in1, const float* in2, const float* in3, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
     camc_body<float, float, float, float>(in0, in1, in2, in3, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
 }
 
-extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_reciprocam_f16(
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS, CAMC_MIN_BLOCKS) camc_reciprocam_f16(
     const camc_f16* in0, const camc_f16* in1, const camc_f16* in2, const camc_f16* in3, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
     camc_body<camc_f16, camc_f16, camc_f16, camc_f16>(in0, in1, in2, in3, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
 }
 
-extern "C" __global__ void __launch_bounds__(CAMC_THREADS) camc_reciprocam_bf16(
+extern "C" __global__ void __launch_bounds__(CAMC_THREADS, CAMC_MIN_BLOCKS) camc_reciprocam_bf16(
     const camc_bf16* in0, const camc_bf16* in1, const camc_bf16* in2, const camc_bf16* in3, float* out, float* scratch, int* bad, int n, int c, int k, int d, int h, int w, int out_h, int out_w) {
     camc_body<camc_bf16, camc_bf16, camc_bf16, camc_bf16>(in0, in1, in2, in3, out, scratch, bad, n, c, k, d, h, w, out_h, out_w);
 }

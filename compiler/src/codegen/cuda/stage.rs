@@ -70,7 +70,8 @@ pub fn body(
     );
     out.push_str("    __shared__ double camc_red[2 * CAMC_THREADS];\n");
     if channels.is_some() {
-        out.push_str("    __shared__ float camc_st[CAMC_STAGE];\n");
+        out.push_str("    __shared__ camc_stage_buffer camc_stage_values;\n");
+        out.push_str("    float* const camc_st = camc_stage_values.v;\n");
     }
     out.push_str("    const int C = c, K = k, D = d, H = h, W = w;\n");
     let sizes: Vec<String> = layout.iter().map(|slice| slice.slot.c_size()).collect();

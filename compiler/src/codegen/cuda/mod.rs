@@ -16,7 +16,9 @@
 //! reduction is a stage whose results go to that block's scratch slice, every other value is
 //! recomputed where it is used (inputs read straight from global memory), and the output stage
 //! writes `out` (for an `[h,w]` map with `out_h > 0`: to scratch, then min-max, bilinear resize
-//! and min-max by the same block, into `out`). So a program such as Grad-CAM reads `A` and `G` once per reduction over them.
+//! and min-max by the same block, into `out`). The reductions that read an image's large inputs
+//! (`A`, `G`) run in one pass over them, channel block by channel block from shared memory, where
+//! the program allows it (schedule.rs, blocks.rs); otherwise each reads them from global memory.
 
 mod blocks;
 mod expand;

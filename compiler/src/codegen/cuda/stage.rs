@@ -1,7 +1,9 @@
 //! The body of a kernel: a loop over the block's images, one stage per reduction (in node order,
-//! each ending with `__syncthreads()`), then the output stage. Inside a stage every value an
-//! element needs is a named `float` computed at that element's index (`i_c, i_k, i_d, i_h, i_w`):
-//! inputs are read from global memory, reductions from scratch, the rest is elementwise.
+//! each ending with `__syncthreads()`, those of the channel phase inside its loop over channel
+//! blocks: blocks.rs), then the output stage. Inside a stage every value an element needs is a
+//! named `float` computed at that element's index (`i_c, i_k, i_d, i_h, i_w`): inputs are read
+//! from global memory (in the channel phase, staged ones from shared memory), reductions from
+//! scratch, the rest is elementwise.
 
 use super::schedule::Channels;
 use super::{size_expr, Slot};
